@@ -49,3 +49,6 @@ cdef class Batch:
     cdef Py_ssize_t nops               # total number of operations
     cdef uint32_t* offsets             # count + 1 entries, offsets[0] == 0
     cdef object _digest                # cached batch digest (bytes) or None
+
+    cdef Py_ssize_t _index(self, Py_ssize_t i) except -1
+    cdef Py_ssize_t _base(self)
