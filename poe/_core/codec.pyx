@@ -981,14 +981,19 @@ cdef inline unsigned char* _body(bytes frame):
 
 def seal(frame, tag):
     """Append the auth field (MAC or signature) announced in the frame's flags."""
-    cdef _View v = _view_of(frame)
-    _need(0, POE_HEADER_SIZE, v.size, "header")
-    cdef int auth = poe_rd16(v.ptr + 4) & 3
-    if auth == 3 or v.size != POE_HEADER_SIZE + <Py_ssize_t>poe_rd32(v.ptr + 12):
+    if type(frame) is not bytes:
+        frame = bytes(frame)
+    if type(tag) is not bytes:
+        tag = bytes(tag)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(frame)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(frame)
+    if n < POE_HEADER_SIZE or (poe_rd16(p + 4) & 3) == 3 \
+            or n != POE_HEADER_SIZE + <Py_ssize_t>poe_rd32(p + 12):
         raise ValueError("seal() takes a frame as returned by an encode_* function")
-    if len(tag) != _AUTH_LEN[auth]:
-        raise ValueError(f"auth field must be {_AUTH_LEN[auth]} bytes, got {len(tag)}")
-    return bytes(frame) + bytes(tag)
+    cdef Py_ssize_t want = _AUTH_LEN[poe_rd16(p + 4) & 3]
+    if PyBytes_GET_SIZE(tag) != want:
+        raise ValueError(f"auth field must be {want} bytes, got {PyBytes_GET_SIZE(tag)}")
+    return frame + tag
 
 
 cdef inline void _put(unsigned char* p, object data, Py_ssize_t n):
@@ -1001,7 +1006,8 @@ cdef inline void _put(unsigned char* p, object data, Py_ssize_t n):
 
 
 cdef inline bytes _fixed(object value, Py_ssize_t n, str what):
-    value = bytes(value)
+    if type(value) is not bytes:
+        value = bytes(value)
     if len(value) != n:
         raise ValueError(f"{what} must be {n} bytes, got {len(value)}")
     return value
@@ -1030,7 +1036,8 @@ def encode_support(uint32_t sender, uint64_t view, uint64_t seq, digest, share=b
                    int auth=AUTH_MAC):
     """SUPPORT(v, k, h, share); the share is empty in MAC mode."""
     digest = _fixed(digest, 32, "digest")
-    share = bytes(share)
+    if type(share) is not bytes:
+        share = bytes(share)
     if len(share) > MAX_CERT_SIG:
         raise ValueError(f"share of {len(share)} bytes exceeds {MAX_CERT_SIG}")
     cdef bytes out = _frame(SUPPORT, auth, sender, view, seq, 33 + len(share))
