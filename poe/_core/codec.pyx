@@ -580,8 +580,12 @@ cdef class Fetch(Message):
 
 
 cdef class FetchReply(Message):
-    """FETCH-REPLY(k, h, B)."""
+    """FETCH-REPLY(k, h, B) with the sender's certificate for (k, h) if it has one (TS mode;
+    empty bitmap and signature otherwise), issued in view ``cert_view``."""
     cdef readonly bytes digest
+    cdef readonly uint64_t cert_view
+    cdef readonly bytes bitmap
+    cdef readonly bytes signature
     cdef readonly Batch batch
 
 
@@ -883,9 +887,12 @@ cdef Message _d_fetch(_View v, Py_ssize_t pos, Py_ssize_t end):
 
 cdef Message _d_fetch_reply(_View v, Py_ssize_t pos, Py_ssize_t end):
     cdef FetchReply m = FetchReply.__new__(FetchReply)
-    _need(pos, 36, end, "FETCH-REPLY")
+    _need(pos, 40, end, "FETCH-REPLY")
     m.digest = _copy(v.ptr + pos, 32)
-    m.batch = _make_batch(v, pos + 36, end, poe_rd32(v.ptr + pos + 32))
+    m.cert_view = poe_rd64(v.ptr + pos + 32)
+    pos, m.bitmap, m.signature = _d_cert(v.ptr, pos + 40, end)
+    _need(pos, 4, end, "batch count")
+    m.batch = _make_batch(v, pos + 4, end, poe_rd32(v.ptr + pos))
     return m
 
 
@@ -1155,14 +1162,21 @@ def encode_fetch(uint32_t sender, uint64_t seq, digest, int auth=AUTH_MAC):
     return out
 
 
-def encode_fetch_reply(uint32_t sender, uint64_t seq, digest, batch, int auth=AUTH_MAC):
-    """FETCH-REPLY(k, h, B)."""
+def encode_fetch_reply(uint32_t sender, uint64_t seq, digest, batch, uint64_t cert_view=0,
+                       bitmap=b"", signature=b"", int auth=AUTH_MAC):
+    """FETCH-REPLY(k, h, B) with an optional certificate (cert_view, bitmap, signature)."""
     cdef Batch b = batch if isinstance(batch, Batch) else Batch.from_messages(batch)
-    cdef bytes out = _frame(FETCH_REPLY, auth, sender, 0, seq, 36 + b.size)
+    bitmap = bytes(bitmap)
+    signature = bytes(signature)
+    _check_cert(bitmap, signature)
+    cdef Py_ssize_t clen = 2 + len(bitmap) + len(signature)
+    cdef bytes out = _frame(FETCH_REPLY, auth, sender, 0, seq, 44 + clen + b.size)
     cdef unsigned char* p = _body(out)
     _put(p, _fixed(digest, 32, "digest"), 32)
-    poe_wr32(p + 32, <uint32_t>b.count)
-    memcpy(p + 36, b.data, b.size)
+    poe_wr64(p + 32, cert_view)
+    _put_cert(p + 40, bitmap, signature)
+    poe_wr32(p + 40 + clen, <uint32_t>b.count)
+    memcpy(p + 44 + clen, b.data, b.size)
     return out
 
 

@@ -133,6 +133,10 @@ def test_fetch_and_reply_roundtrip(sender, seq, d, cms):
     assert (f.seq, f.digest) == (seq, d)
     r = roundtrip(sealed(c.encode_fetch_reply(sender, seq, d, cms), c.AUTH_MAC))
     assert r.digest == d and [bytes(x) for x in r.batch.messages()] == cms
+    assert (r.cert_view, r.bitmap, r.signature) == (0, b"", b"")
+    r = roundtrip(sealed(c.encode_fetch_reply(sender, seq, d, cms, 7, b"\x0f", b"s" * 96),
+                         c.AUTH_MAC))
+    assert (r.cert_view, r.bitmap, r.signature) == (7, b"\x0f", b"s" * 96)
 
 
 @given(u32, u64, u64, st.integers(1, 7))
@@ -199,7 +203,7 @@ def samples():
         c.encode_checkpoint(1, 64, b"a" * 32, b"b" * 32, b"s" * 64), vc,
         c.seal(c.encode_nv_propose(1, 4, [vc, vc]), b"m" * 32),
         c.seal(c.encode_fetch(1, 3, b"d" * 32), b"m" * 32),
-        c.seal(c.encode_fetch_reply(1, 3, b"d" * 32, [cm]), b"m" * 32),
+        c.seal(c.encode_fetch_reply(1, 3, b"d" * 32, [cm], 2, b"\x07", b"c" * 96), b"m" * 32),
         c.seal(c.encode_state_req(1, 0, 10, 7), b"m" * 32),
         c.seal(c.encode_state_reply(1, 0, 10, [(1, b"d" * 32, 0)], [(1, [cm])], b"snap"), b"m" * 32),
     ]
