@@ -1,4 +1,5 @@
-/* SHA-256 (FIPS 180-4), header-only, written for poe. Portable C; no allocation.
+/* SHA-256 (FIPS 180-4), header-only, written for poe. Portable C, plus an x86-64 SHA-NI block
+ * function chosen at run time by poe_sha256_select() (call at each module init). No allocation.
  * API: poe_sha256_init / _update / _final on a poe_sha256_ctx, and poe_sha256(data, len, out). */
 #ifndef POE_SHA256_H
 #define POE_SHA256_H
@@ -56,6 +57,111 @@ static void poe_sha256_blocks_portable(uint32_t st[8], const unsigned char *p, s
 /* Block function in use; an accelerated implementation may replace it at start-up. */
 static void (*poe_sha256_blocks)(uint32_t st[8], const unsigned char *p, size_t nblocks) =
     poe_sha256_blocks_portable;
+
+/* ---- x86-64 SHA extensions (SHA-NI) ---------------------------------------------------------
+ * Written from the instruction descriptions in the Intel SDM (SHA256RNDS2, SHA256MSG1/2).
+ * Only this function is compiled for the "sha,sse4.1" target, so the rest of the module stays
+ * baseline x86-64; it is reached only through poe_sha256_blocks after a CPUID check.
+ *
+ * Register layout required by SHA256RNDS2 (dword lanes, lane 0 = bits 31:0):
+ *   abef = {F, E, B, A}, cdgh = {H, G, D, C}; xmm0 lanes 0 and 1 hold W[i]+K[i], W[i+1]+K[i+1].
+ * One call runs two rounds and returns the new {A,B,E,F}; the old {A,B,E,F} is the new {C,D,G,H}.
+ * Message schedule for words 4g..4g+3 (g >= 4), with m[j] holding four consecutive words:
+ *   MSG1(W[4g-16..], W[4g-12..]) adds sigma0; adding W[4g-7..4g-4] (ALIGNR of the two most recent
+ *   groups) and MSG2(.., W[4g-4..]) adds sigma1, the last two lanes using the first two results. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define POE_SHA256_HAVE_SHANI 1
+#include <immintrin.h>
+
+__attribute__((target("sha,sse4.1")))
+static void poe_sha256_blocks_shani(uint32_t st[8], const unsigned char *p, size_t nblocks) {
+    /* big-endian words -> dword lanes: reverse the bytes inside each 4-byte group */
+    const __m128i bswap32 = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
+    __m128i abef = _mm_set_epi32((int)st[0], (int)st[1], (int)st[4], (int)st[5]);
+    __m128i cdgh = _mm_set_epi32((int)st[2], (int)st[3], (int)st[6], (int)st[7]);
+    while (nblocks--) {
+        const __m128i abef_in = abef, cdgh_in = cdgh;
+        __m128i m[4];
+        for (int j = 0; j < 4; j++)
+            m[j] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * j)), bswap32);
+#if defined(__clang__)
+#pragma clang loop unroll(full)
+#elif defined(__GNUC__)
+#pragma GCC unroll 16
+#endif
+        for (int g = 0; g < 16; g++) {
+            __m128i w;
+            if (g < 4) {
+                w = m[g];
+            } else {
+                const __m128i oldest = m[g & 3], older = m[(g + 1) & 3];
+                const __m128i old = m[(g + 2) & 3], newest = m[(g + 3) & 3];
+                w = _mm_sha256msg1_epu32(oldest, older);
+                w = _mm_add_epi32(w, _mm_alignr_epi8(newest, old, 4));
+                w = _mm_sha256msg2_epu32(w, newest);
+                m[g & 3] = w;
+            }
+            __m128i wk = _mm_add_epi32(w, _mm_loadu_si128((const __m128i *)&poe_sha256_k[4 * g]));
+            __m128i t = _mm_sha256rnds2_epu32(cdgh, abef, wk);     /* rounds 4g, 4g+1 */
+            cdgh = abef; abef = t;
+            wk = _mm_shuffle_epi32(wk, 0x0E);                      /* lanes 2,3 -> 0,1 */
+            t = _mm_sha256rnds2_epu32(cdgh, abef, wk);             /* rounds 4g+2, 4g+3 */
+            cdgh = abef; abef = t;
+        }
+        abef = _mm_add_epi32(abef, abef_in);
+        cdgh = _mm_add_epi32(cdgh, cdgh_in);
+        p += 64;
+    }
+    st[0] = (uint32_t)_mm_extract_epi32(abef, 3); st[1] = (uint32_t)_mm_extract_epi32(abef, 2);
+    st[4] = (uint32_t)_mm_extract_epi32(abef, 1); st[5] = (uint32_t)_mm_extract_epi32(abef, 0);
+    st[2] = (uint32_t)_mm_extract_epi32(cdgh, 3); st[3] = (uint32_t)_mm_extract_epi32(cdgh, 2);
+    st[6] = (uint32_t)_mm_extract_epi32(cdgh, 1); st[7] = (uint32_t)_mm_extract_epi32(cdgh, 0);
+}
+#endif
+
+/* 1 when this CPU can run the SHA-NI block function, else 0. */
+static int poe_sha256_cpu_has_shani(void) {
+#if defined(POE_SHA256_HAVE_SHANI)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+#else
+    return 0;
+#endif
+}
+
+/* Choose the block function: accelerated != 0 asks for SHA-NI, 0 for the portable one.
+ * Returns 0, or -1 (pointer unchanged) when SHA-NI was asked for but is unavailable. */
+static int poe_sha256_use(int accelerated) {
+    if (!accelerated) {
+        poe_sha256_blocks = poe_sha256_blocks_portable;
+        return 0;
+    }
+#if defined(POE_SHA256_HAVE_SHANI)
+    if (poe_sha256_cpu_has_shani()) {
+        poe_sha256_blocks = poe_sha256_blocks_shani;
+        return 0;
+    }
+#endif
+    return -1;
+}
+
+/* 1 when the block function in use is SHA-NI, else 0. */
+static int poe_sha256_accelerated(void) {
+#if defined(POE_SHA256_HAVE_SHANI)
+    return poe_sha256_blocks == poe_sha256_blocks_shani;
+#else
+    return 0;
+#endif
+}
+
+/* Pick the fastest block function this CPU supports. The pointer is static, so EVERY module that
+ * includes this header has its own copy and must call this once at module init.
+ * Returns 1 when SHA-NI was selected, 0 for the portable implementation. */
+static int poe_sha256_select(void) {
+    if (poe_sha256_use(1) == 0) return 1;
+    poe_sha256_use(0);
+    return 0;
+}
 
 static inline void poe_sha256_init(poe_sha256_ctx *c) {
     static const uint32_t iv[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
