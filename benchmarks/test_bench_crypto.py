@@ -1,0 +1,197 @@
+"""Crypto micro-benchmarks: the per-operation costs behind BENCHMARKS.md's per-batch floor.
+
+Groups (each result records n, sizes and library versions in extra_info):
+  share-sign           BLS share on a SUPPORT statement (n = 4, 16, 32; cost independent of n)
+  combine              Δ-trick threshold combine of nf shares incl. the one result verify,
+                       cached signer-set program (the steady state); n = 4, 16, 32
+  combine-multi        aggregate + bitmap alternative (bls-multi), same inputs
+  combine-compile      first use of a signer set: Lagrange coefficients + addition chain
+  cert-verify          certificate verify (threshold), verified-cache disabled; n = 4, 16, 32
+  cert-verify-multi    bls-multi certificate verify, aggregate key cached per bitmap
+  share-verify         one share checked alone (the fallback path, naming a bad signer)
+  mac-250B / mac-1748B / mac-5400B   keyed BLAKE2b (chosen) vs HMAC-SHA-256, tag and verify
+  ed25519              sign and verify of a 250 B client message
+
+Run: pytest benchmarks/test_bench_crypto.py --benchmark-columns=min,median,mean,rounds
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.metadata
+import os
+from pathlib import Path
+
+import pytest
+
+from poe.crypto import load_cluster, load_secret, replica, request_statement, support_statement
+from poe.crypto.bls import (
+    BlsMultiVerifier,
+    BlsThresholdSigner,
+    BlsThresholdVerifier,
+    decode_g2,
+)
+from poe.crypto.dealer import deal_cluster, secret_file_name, write_keys
+from poe.crypto.ed25519 import Ed25519Signer, Ed25519Verifier
+from poe.crypto.mac import PairwiseMacKeys
+from poe.crypto.shamir import compile_msm, lagrange_delta, run_msm
+
+SIZES_N = [4, 16, 32]
+MAC_SIZES = [250, 1748, 5400]   # SUPPORT/other (250 B), client response, PROPOSE (PROTOCOL §2.10)
+STATEMENT = support_statement(3, 1234, hashlib.sha256(b"batch").digest())
+VERSIONS = {name: importlib.metadata.version(name) for name in ("blspy", "cryptography")}
+
+
+def info(benchmark, **extra) -> None:
+    benchmark.extra_info.update(VERSIONS, cpu_count=os.cpu_count(), **extra)
+
+
+class Cluster:
+    def __init__(self, directory: Path, n: int) -> None:
+        write_keys(directory, deal_cluster(n, 1))
+        self.cluster = load_cluster(directory / "cluster.toml")
+        self.n, self.nf = n, self.cluster.nf
+        self.signers = [
+            BlsThresholdSigner(i, load_secret(directory / secret_file_name(replica(i)),
+                                              self.cluster).bls_share()) for i in range(n)]
+        keys = self.cluster.share_public_keys()
+        self.threshold = BlsThresholdVerifier(self.cluster.bls_group_public_key, keys,
+                                              verified_cache=0)
+        self.multi = BlsMultiVerifier(keys, verified_cache=0)
+        self.shares = {i: self.signers[i].share_sign(STATEMENT) for i in range(self.nf)}
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory) -> dict[int, Cluster]:
+    return {n: Cluster(tmp_path_factory.mktemp(f"bench{n}"), n) for n in SIZES_N}
+
+
+@pytest.mark.parametrize("n", SIZES_N)
+def test_share_sign(benchmark, clusters, n) -> None:
+    benchmark.group = "share-sign"
+    info(benchmark, n=n, statement_bytes=len(STATEMENT))
+    share = benchmark(clusters[n].signers[0].share_sign, STATEMENT)
+    assert len(share) == 96
+
+
+@pytest.mark.parametrize("n", SIZES_N)
+def test_combine(benchmark, clusters, n) -> None:
+    c = clusters[n]
+    benchmark.group = "combine"
+    program = c.threshold.program(tuple(range(c.nf)))
+    info(benchmark, n=n, nf=c.nf, additions=program.additions, negations=program.negations,
+         includes="nf unchecked share decodes + addition chain + 1 checked decode + 1 verify")
+    cert = benchmark(c.threshold.combine, c.shares, STATEMENT)
+    assert c.threshold.verify_cert(cert, STATEMENT)
+
+
+@pytest.mark.parametrize("n", SIZES_N)
+def test_combine_chain_only(benchmark, clusters, n) -> None:
+    c = clusters[n]
+    benchmark.group = "combine-chain"
+    program = c.threshold.program(tuple(range(c.nf)))
+    points = [decode_g2(c.shares[i], checked=False) for i in range(c.nf)]
+    info(benchmark, n=n, nf=c.nf, additions=program.additions, negations=program.negations,
+         includes="addition chain only (G2 + and negate)")
+    benchmark(run_msm, program, points)
+
+
+@pytest.mark.parametrize("n", SIZES_N)
+def test_combine_multi(benchmark, clusters, n) -> None:
+    c = clusters[n]
+    benchmark.group = "combine-multi"
+    info(benchmark, n=n, nf=c.nf, includes="nf unchecked decodes + nf-1 adds + 1 verify")
+    cert = benchmark(c.multi.combine, c.shares, STATEMENT)
+    assert c.multi.verify_cert(cert, STATEMENT)
+
+
+@pytest.mark.parametrize("n", SIZES_N)
+def test_combine_compile(benchmark, clusters, n) -> None:
+    c = clusters[n]
+    benchmark.group = "combine-compile"
+    info(benchmark, n=n, nf=c.nf)
+    xs = list(range(1, c.nf + 1))
+    benchmark(lambda: compile_msm(lagrange_delta(xs, n)))
+
+
+@pytest.mark.parametrize("n", SIZES_N)
+def test_cert_verify(benchmark, clusters, n) -> None:
+    c = clusters[n]
+    benchmark.group = "cert-verify"
+    info(benchmark, n=n, verified_cache=0)
+    cert = c.threshold.combine(c.shares, STATEMENT)
+    assert benchmark(c.threshold.verify_cert, cert, STATEMENT)
+
+
+@pytest.mark.parametrize("n", SIZES_N)
+def test_cert_verify_multi(benchmark, clusters, n) -> None:
+    c = clusters[n]
+    benchmark.group = "cert-verify-multi"
+    info(benchmark, n=n, verified_cache=0, aggregate_key_cache="per bitmap")
+    cert = c.multi.combine(c.shares, STATEMENT)
+    assert benchmark(c.multi.verify_cert, cert, STATEMENT)
+
+
+def test_share_verify(benchmark, clusters) -> None:
+    c = clusters[4]
+    benchmark.group = "share-verify"
+    info(benchmark, n=4)
+    assert benchmark(c.threshold.verify_share, 1, STATEMENT, c.shares[1])
+
+
+@pytest.fixture(scope="module")
+def mac_pair():
+    sender = PairwiseMacKeys(replica(0), {replica(1): bytes(range(32))})
+    receiver = PairwiseMacKeys(replica(1), {replica(0): bytes(range(32))})
+    return sender, receiver
+
+
+@pytest.mark.parametrize("size", MAC_SIZES)
+def test_mac_blake2b(benchmark, mac_pair, size) -> None:
+    sender, _ = mac_pair
+    benchmark.group = f"mac-{size}B"
+    info(benchmark, payload_bytes=size, algorithm="keyed BLAKE2b-256 (poe.crypto.mac)")
+    tag = benchmark(sender.mac, replica(1), os.urandom(size))
+    assert len(tag) == 32
+
+
+@pytest.mark.parametrize("size", MAC_SIZES)
+def test_mac_blake2b_verify(benchmark, mac_pair, size) -> None:
+    sender, receiver = mac_pair
+    benchmark.group = f"mac-{size}B"
+    info(benchmark, payload_bytes=size, algorithm="keyed BLAKE2b-256 verify")
+    data = os.urandom(size)
+    assert benchmark(receiver.verify, replica(0), data, sender.mac(replica(1), data))
+
+
+@pytest.mark.parametrize("size", MAC_SIZES)
+def test_mac_hmac_sha256(benchmark, size) -> None:
+    """The alternative (PROTOCOL.md §1.5 default), measured for the backend choice."""
+    benchmark.group = f"mac-{size}B"
+    info(benchmark, payload_bytes=size, algorithm="HMAC-SHA-256 (hmac.digest, OpenSSL)")
+    key, data = bytes(range(32)), os.urandom(size)
+    tag = benchmark(lambda: hmac.digest(key, b"PoE/MAC/v1" + data, "sha256"))
+    assert len(tag) == 32
+
+
+@pytest.fixture(scope="module")
+def ed():
+    signer = Ed25519Signer(replica(0), bytes(range(32)))
+    verifier = Ed25519Verifier({replica(0): signer.public_key()})
+    return signer, verifier
+
+
+def test_ed25519_sign(benchmark, ed) -> None:
+    signer, _ = ed
+    benchmark.group = "ed25519"
+    message = request_statement(os.urandom(250 - 64))
+    info(benchmark, message_bytes=len(message))
+    assert len(benchmark(signer.sign, message)) == 64
+
+
+def test_ed25519_verify(benchmark, ed) -> None:
+    signer, verifier = ed
+    benchmark.group = "ed25519"
+    message = request_statement(os.urandom(250 - 64))
+    info(benchmark, message_bytes=len(message))
+    assert benchmark(verifier.verify, replica(0), message, signer.sign(message))

@@ -1,0 +1,285 @@
+"""BLS12-381 certificates with blspy's ``PopSchemeMPL`` (PROTOCOL.md §1.5, §2.5, §2.7).
+
+Two verifiers share the same replica key shares and share format:
+
+* :class:`BlsThresholdVerifier` (kind ``"bls"``, the default): a real t-of-n threshold
+  signature, ``t = nf``. ``combine`` computes ``Σ c_i·σ_i`` with the Δ trick
+  (:mod:`poe.crypto.shamir`); the result equals ``PopSchemeMPL.sign(s, m)`` for the dealer's
+  secret ``s`` whatever the signer set, and is checked against one group public key.
+* :class:`BlsMultiVerifier` (kind ``"bls-multi"``): aggregate signature over the signers'
+  proof-of-possession share keys; the bitmap is bound to the signature and the aggregate public
+  key is cached per bitmap.
+
+Combining is optimistic: shares are decoded without the (expensive) subgroup check, combined,
+the result is decoded *with* the check and verified once; only on failure are the shares
+checked one by one to name the bad signers.
+
+Must never: verify shares one by one on the fast path, let a blspy exception escape from a
+``verify*`` call, or show a private key in ``repr`` (blspy's own ``PrivateKey`` repr does).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from blspy import G1Element, G2Element, PopSchemeMPL, PrivateKey
+
+from .base import (
+    CERT_SIGNATURE_SIZE,
+    SHARE_SIZE,
+    Certificate,
+    ThresholdSigner,
+    ThresholdVerifier,
+    bitmap_from_ids,
+    bitmap_ids,
+    bitmap_ok,
+    faults_tolerated,
+)
+from .errors import CombineError
+from .shamir import MsmProgram, compile_msm, lagrange_delta, run_msm
+
+__all__ = [
+    "G1_SIZE",
+    "SCALAR_SIZE",
+    "BlsMultiVerifier",
+    "BlsThresholdSigner",
+    "BlsThresholdVerifier",
+    "decode_g1",
+    "decode_g2",
+]
+
+SCALAR_SIZE = 32
+G1_SIZE = 48
+PROGRAM_CACHE_MAX = 1024     # signer sets whose combination program is kept
+AGGREGATE_KEY_CACHE_MAX = 1024
+VERIFIED_CACHE_MAX = 4096    # (statement, signature) pairs known valid (view change re-checks)
+
+
+def decode_g1(data: object) -> G1Element | None:
+    """Checked decode of a compressed G1 point; ``None`` if invalid or the identity."""
+    if type(data) is not bytes or len(data) != G1_SIZE:
+        return None
+    try:
+        point = G1Element.from_bytes(data)
+    except (ValueError, RuntimeError):
+        return None
+    return None if point == G1Element() else point
+
+
+def decode_g2(data: object, checked: bool = True) -> G2Element | None:
+    """Decode a compressed G2 point (subgroup-checked unless ``checked=False``);
+    ``None`` if the bytes are not a point."""
+    if type(data) is not bytes or len(data) != SHARE_SIZE:
+        return None
+    try:
+        return G2Element.from_bytes(data) if checked else G2Element.from_bytes_unchecked(data)
+    except (ValueError, RuntimeError):
+        return None
+
+
+def _verify(public_key: G1Element, statement: bytes, signature: G2Element) -> bool:
+    try:
+        return bool(PopSchemeMPL.verify(public_key, statement, signature))
+    except (ValueError, RuntimeError, TypeError):
+        return False
+
+
+def _put_bounded(cache: dict, key: object, value: object, limit: int) -> None:
+    if limit <= 0:
+        return
+    if len(cache) >= limit:
+        del cache[next(iter(cache))]  # FIFO eviction: oldest entry first
+    cache[key] = value
+
+
+class BlsThresholdSigner(ThresholdSigner):
+    """Replica ``replica``'s key share ``k_i``; signs SUPPORT statements."""
+
+    __slots__ = ("_key", "replica")
+
+    def __init__(self, replica_id: int, share_secret: bytes) -> None:
+        if type(share_secret) is not bytes or len(share_secret) != SCALAR_SIZE:
+            raise ValueError(f"BLS key share must be {SCALAR_SIZE} bytes")
+        try:
+            self._key = PrivateKey.from_bytes(share_secret)
+        except (ValueError, RuntimeError):
+            raise ValueError("BLS key share is not a scalar below the group order") from None
+        self.replica = replica_id
+
+    def share_sign(self, statement: bytes) -> bytes:
+        if not isinstance(statement, bytes):
+            raise TypeError(f"statement must be bytes, got {type(statement).__name__}")
+        return bytes(PopSchemeMPL.sign(self._key, statement))
+
+    def public_key(self) -> bytes:
+        """The share public key ``k_i·G`` (48 bytes), as listed in cluster.toml."""
+        return bytes(self._key.get_g1())
+
+    def __repr__(self) -> str:
+        return f"BlsThresholdSigner(replica={self.replica}, key=<hidden>)"
+
+    __str__ = __repr__
+
+
+class _BlsVerifierBase(ThresholdVerifier):
+    """Share verification and the optimistic combine/fallback shared by both kinds."""
+
+    def __init__(self, share_public_keys: Sequence[bytes], verified_cache: int) -> None:
+        n = len(share_public_keys)
+        self.n, self.f = n, faults_tolerated(n)
+        self.nf = n - self.f
+        keys = []
+        for index, raw in enumerate(share_public_keys):
+            point = decode_g1(raw)
+            if point is None:
+                raise ValueError(f"share public key of replica {index} is not a valid G1 point")
+            keys.append(point)
+        self._share_keys: list[G1Element] = keys
+        self._verified: dict[tuple[bytes, bytes], bool] = {}
+        self._verified_max = verified_cache
+
+    def verify_share(self, replica_id: int, statement: bytes, share: bytes) -> bool:
+        if type(replica_id) is not int or not 0 <= replica_id < self.n:
+            return False
+        if not isinstance(statement, bytes):
+            return False
+        point = decode_g2(share)
+        return point is not None and _verify(self._share_keys[replica_id], statement, point)
+
+    def _chosen(self, shares: Mapping[int, bytes]) -> tuple[int, ...]:
+        if not isinstance(shares, Mapping):
+            raise TypeError("shares must be a mapping replica id -> share bytes")
+        for replica_id in shares:
+            if type(replica_id) is not int or not 0 <= replica_id < self.n:
+                raise ValueError(f"share from unknown replica id {replica_id!r}")
+        if len(shares) < self.nf:
+            raise CombineError(
+                f"need nf = {self.nf} shares from distinct replicas, got {len(shares)}; "
+                "wait for more SUPPORT messages")
+        chosen = []
+        for replica_id in shares:
+            chosen.append(replica_id)
+            if len(chosen) == self.nf:
+                break
+        return tuple(sorted(chosen))
+
+    def _fallback(self, shares: Mapping[int, bytes], statement: bytes) -> CombineError:
+        bad = [i for i, share in shares.items() if not self.verify_share(i, statement, share)]
+        if bad:
+            return CombineError(
+                f"invalid share(s) from replica(s) {', '.join(map(str, sorted(bad)))}; drop "
+                "them and combine again once nf valid shares are available", tuple(bad))
+        return CombineError(
+            "shares verify one by one but do not combine: the share public keys do not match "
+            "the group key; regenerate keys with `poe keygen`")
+
+    def _remember(self, statement: bytes, signature: bytes) -> None:
+        _put_bounded(self._verified, (statement, signature), True, self._verified_max)
+
+
+class BlsThresholdVerifier(_BlsVerifierBase):
+    """t-of-n threshold BLS, ``t = nf``: certificates verify against one group key."""
+
+    def __init__(self, group_public_key: bytes, share_public_keys: Sequence[bytes],
+                 verified_cache: int = VERIFIED_CACHE_MAX) -> None:
+        super().__init__(share_public_keys, verified_cache)
+        group = decode_g1(group_public_key)
+        if group is None:
+            raise ValueError("BLS group public key is not a valid G1 point")
+        self._group_key = group
+        self._programs: dict[tuple[int, ...], MsmProgram] = {}
+
+    def program(self, signers: tuple[int, ...]) -> MsmProgram:
+        """The cached Δ-trick combination program for a sorted signer set."""
+        program = self._programs.get(signers)
+        if program is None:
+            coefficients = lagrange_delta([i + 1 for i in signers], self.n)
+            program = compile_msm(coefficients)
+            _put_bounded(self._programs, signers, program, PROGRAM_CACHE_MAX)
+        return program
+
+    def combine(self, shares: Mapping[int, bytes], statement: bytes) -> Certificate:
+        if not isinstance(statement, bytes):
+            raise TypeError(f"statement must be bytes, got {type(statement).__name__}")
+        signers = self._chosen(shares)
+        points = [decode_g2(shares[i], checked=False) for i in signers]
+        if all(point is not None for point in points):
+            combined = bytes(run_msm(self.program(signers), points))
+            point = decode_g2(combined)  # the one subgroup check of the fast path
+            if point is not None and _verify(self._group_key, statement, point):
+                self._remember(statement, combined)
+                return Certificate(bitmap_from_ids(signers, self.n), combined)
+        raise self._fallback(shares, statement)
+
+    def verify_cert(self, cert: Certificate, statement: bytes) -> bool:
+        if type(cert) is not Certificate or not isinstance(statement, bytes):
+            return False
+        if not bitmap_ok(cert.bitmap, self.n, self.nf):
+            return False
+        signature = cert.signature
+        if type(signature) is not bytes or len(signature) != CERT_SIGNATURE_SIZE:
+            return False
+        if (statement, signature) in self._verified:
+            return True
+        point = decode_g2(signature)
+        if point is None or not _verify(self._group_key, statement, point):
+            return False
+        self._remember(statement, signature)
+        return True
+
+
+class BlsMultiVerifier(_BlsVerifierBase):
+    """Aggregate signature + signer bitmap over proof-of-possession share keys.
+
+    Sound only because every share key's proof of possession was checked when the cluster
+    file was loaded (rogue-key defence). The bitmap is bound: a certificate whose bitmap
+    names other signers does not verify.
+    """
+
+    def __init__(self, share_public_keys: Sequence[bytes],
+                 verified_cache: int = VERIFIED_CACHE_MAX) -> None:
+        super().__init__(share_public_keys, verified_cache)
+        self._aggregate_keys: dict[bytes, G1Element] = {}
+
+    def aggregate_key(self, bitmap: bytes) -> G1Element:
+        """Σ pk_i over the bitmap's signers, cached by bitmap (bitmap must be valid)."""
+        key = self._aggregate_keys.get(bitmap)
+        if key is None:
+            ids = bitmap_ids(bitmap)
+            key = self._share_keys[ids[0]]
+            for i in ids[1:]:
+                key = key + self._share_keys[i]
+            _put_bounded(self._aggregate_keys, bitmap, key, AGGREGATE_KEY_CACHE_MAX)
+        return key
+
+    def combine(self, shares: Mapping[int, bytes], statement: bytes) -> Certificate:
+        if not isinstance(statement, bytes):
+            raise TypeError(f"statement must be bytes, got {type(statement).__name__}")
+        signers = self._chosen(shares)
+        points = [decode_g2(shares[i], checked=False) for i in signers]
+        if all(point is not None for point in points):
+            total = points[0]
+            for point in points[1:]:
+                total = total + point
+            combined = bytes(total)
+            bitmap = bitmap_from_ids(signers, self.n)
+            point = decode_g2(combined)
+            if point is not None and _verify(self.aggregate_key(bitmap), statement, point):
+                self._remember(bitmap + statement, combined)
+                return Certificate(bitmap, combined)
+        raise self._fallback(shares, statement)
+
+    def verify_cert(self, cert: Certificate, statement: bytes) -> bool:
+        if type(cert) is not Certificate or not isinstance(statement, bytes):
+            return False
+        if not bitmap_ok(cert.bitmap, self.n, self.nf):
+            return False
+        signature = cert.signature
+        if type(signature) is not bytes or len(signature) != CERT_SIGNATURE_SIZE:
+            return False
+        if (cert.bitmap + statement, signature) in self._verified:
+            return True
+        point = decode_g2(signature)
+        if point is None or not _verify(self.aggregate_key(cert.bitmap), statement, point):
+            return False
+        self._remember(cert.bitmap + statement, signature)
+        return True
