@@ -303,6 +303,12 @@ cdef class Batch:
         i = self._index(i)
         return _ops_of(self.data + self.offsets[i])
 
+    def first_request_id(self, Py_ssize_t i):
+        """Request id of the first operation of message i: with the client id it names the
+        message (ids strictly increase per client)."""
+        i = self._index(i)
+        return poe_rd64(self.data + self.offsets[i] + POE_CM_HEADER)
+
     def request_ids(self, Py_ssize_t i):
         """Request ids of message i."""
         i = self._index(i)

@@ -1,0 +1,1109 @@
+# cython: freethreading_compatible = False
+"""YCSB key-value state machine with undo: the application state a PoE replica executes into.
+
+What it is for: executing whole batches of client operations (READ, UPDATE, INSERT, RMW) in
+C, strictly in sequence order (PROTOCOL.md §2.8), with exactly-once semantics per (client, t)
+kept inside the replicated state (§10 row 7); recording undo entries per sequence number so
+``rollback_to(k)`` restores the exact earlier state (§4.6, §10 row 13); dropping them at a
+stable checkpoint (``finalize``, §5.4, §10 row 12); and digesting the state incrementally for
+CHECKPOINT messages (§5.1). ``zero_payload`` is the paper's dummy work per request (§10 row
+23): dedup and undo of the client table still run, the key store is not touched.
+
+What it must never do: let the probe-hash seed influence a result, a digest or a snapshot;
+execute out of order or twice; walk a batch the codec has not validated; create a Python
+object per request on the execute path; hand out results that alias store memory; crash or
+read out of bounds on a hostile snapshot (``restore`` raises ValueError with a reason).
+
+Exactly-once rule, per client c (absent client = (max_t 0, bitmap 0)); bit i of the bitmap
+means "request max_t - i was executed":
+  t > max_t               slide the window to t, execute
+  max_t - 63 <= t <= max_t  bit set: DUPLICATE (no effect, empty result); else execute, set bit
+  t < max_t - 63          STALE (no effect, empty result)
+Every executed request (whatever its status) sets its bit. All integers below are
+little-endian.
+
+State digest, version 1 (``state_digest()``), a pure function of records + client table:
+  bucket(key)    = fmix64(key) >> 54, fmix64 being MurmurHash3's 64-bit finalizer (unkeyed):
+                   k ^= k >> 33; k *= 0xff51afd7ed558ccd; k ^= k >> 33;
+                   k *= 0xc4ceb9fe1a85ec53; k ^= k >> 33
+  bucket_digest  = SHA-256(b"PoE/KV-BUCKET/v1" || for each record of the bucket, by increasing
+                   key: u64 key || u16 len || value)
+  client_digest  = SHA-256(for each client, by increasing id: u32 client || u64 max_t ||
+                   u64 bitmap)
+  state_digest   = SHA-256(b"PoE/STATE/v1" || u64 record_count || bucket_digest[0] || ... ||
+                   bucket_digest[1023] || client_digest)
+Bucket digests are cached; a write or undo marks its bucket dirty and only dirty buckets are
+rehashed. No additive or XOR combination is used anywhere.
+
+Snapshot, version 1 (``snapshot()`` / ``KVStore.restore``), canonical for a state and seq:
+  b"PoE/KV-SNAP/v1\\0\\0" (16) || u64 seq || u64 record_count || u64 client_count ||
+  state_digest (32) || records by increasing key: u64 key | u16 len | value ||
+  clients by increasing id: u32 client | u64 max_t | u64 bitmap ||
+  SHA-256(all preceding bytes) (32)
+The trailing checksum catches corruption; the structural checks catch hostile input; the
+embedded digest must equal the restored store's digest. The protocol still compares that
+digest with the stable checkpoint's d_state (§5.5).
+
+Values of ``load_sequential(count, value_size, seed)``: key i in [0, count) gets the first
+value_size bytes of u64(z_1) || u64(z_2) || ..., where s_0 = seed ^ (i * 0xd6e8feb86659fd93),
+s_j = s_{j-1} + 0x9e3779b97f4a7c15 and z_j = splitmix64's mix of s_j (all mod 2**64).
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport qsort
+from libc.string cimport memcmp, memcpy, memmove, memset
+
+from poe._core.codec cimport (
+    POE_CM_HEADER, POE_MAX_VALUE, POE_OP_HEADER, POE_OP_INSERT, POE_OP_READ, POE_OP_RMW,
+    POE_OP_UPDATE, POE_ST_DUPLICATE, POE_ST_EXISTS, POE_ST_NOT_FOUND, POE_ST_OK, POE_ST_STALE,
+    Batch, poe_rd16, poe_rd32, poe_rd64, poe_wr16, poe_wr32, poe_wr64,
+)
+
+cdef extern from "sha256.h":
+    ctypedef struct poe_sha256_ctx:
+        pass
+    void poe_sha256_init(poe_sha256_ctx* c) nogil
+    void poe_sha256_update(poe_sha256_ctx* c, const void* data, size_t n) nogil
+    void poe_sha256_final(poe_sha256_ctx* c, unsigned char* out) nogil
+    void poe_sha256(const void* data, size_t n, unsigned char* out) nogil
+    int poe_sha256_select() nogil
+
+cdef extern from *:
+    """
+    /* The raw allocator: GIL-free malloc that tracemalloc can see (the leak test uses it).
+     * Wrapped so that the annotated build shows what it is: plain C, no Python overhead. */
+    static inline void *kv_malloc(size_t n) { return PyMem_RawMalloc(n); }
+    static inline void *kv_calloc(size_t n, size_t size) { return PyMem_RawCalloc(n, size); }
+    static inline void *kv_realloc(void *p, size_t n) { return PyMem_RawRealloc(p, n); }
+    static inline void kv_free(void *p) { PyMem_RawFree(p); }
+    static inline uint64_t kv_fmix64(uint64_t k) {
+        k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33;
+        k *= 0xc4ceb9fe1a85ec53ULL; k ^= k >> 33;
+        return k;
+    }
+    static inline uint64_t kv_splitmix64_mix(uint64_t z) {
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    }
+    /* SipHash-1-3 of one 64-bit word: the keyed probe hash (resists hash flooding). */
+    #define KV_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+    #define KV_SIPROUND do { \\
+        v0 += v1; v1 = KV_ROTL(v1, 13); v1 ^= v0; v0 = KV_ROTL(v0, 32); \\
+        v2 += v3; v3 = KV_ROTL(v3, 16); v3 ^= v2; \\
+        v0 += v3; v3 = KV_ROTL(v3, 21); v3 ^= v0; \\
+        v2 += v1; v1 = KV_ROTL(v1, 17); v1 ^= v2; v2 = KV_ROTL(v2, 32); } while (0)
+    static inline uint64_t kv_siphash13_u64(uint64_t k0, uint64_t k1, uint64_t m) {
+        uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+        uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+        const uint64_t b = ((uint64_t)8) << 56;
+        v3 ^= m; KV_SIPROUND; v0 ^= m;
+        v3 ^= b; KV_SIPROUND; v0 ^= b;
+        v2 ^= 0xff; KV_SIPROUND; KV_SIPROUND; KV_SIPROUND;
+        return v0 ^ v1 ^ v2 ^ v3;
+    }
+    static void kv_fill_value(unsigned char *out, uint32_t n, uint64_t seed, uint64_t key) {
+        uint64_t s = seed ^ (key * 0xd6e8feb86659fd93ULL);
+        uint32_t i = 0;
+        while (i < n) {
+            s += 0x9e3779b97f4a7c15ULL;
+            uint64_t z = kv_splitmix64_mix(s);
+            for (int b = 0; b < 8 && i < n; b++, i++) out[i] = (unsigned char)(z >> (8 * b));
+        }
+    }
+    static int kv_cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return (x > y) - (x < y);
+    }
+    typedef struct { uint64_t max_t; uint64_t bitmap; uint32_t client; } kv_client_rec;
+    static int kv_cmp_client(const void *a, const void *b) {
+        uint32_t x = ((const kv_client_rec *)a)->client, y = ((const kv_client_rec *)b)->client;
+        return (x > y) - (x < y);
+    }
+    """
+    void* kv_malloc(size_t n) nogil
+    void* kv_calloc(size_t n, size_t size) nogil
+    void* kv_realloc(void* p, size_t n) nogil
+    void kv_free(void* p) nogil
+    uint64_t kv_fmix64(uint64_t k) nogil
+    uint64_t kv_splitmix64_mix(uint64_t z) nogil
+    uint64_t kv_siphash13_u64(uint64_t k0, uint64_t k1, uint64_t m) nogil
+    void kv_fill_value(unsigned char* out, uint32_t n, uint64_t seed, uint64_t key) nogil
+    int kv_cmp_u64(const void* a, const void* b) noexcept nogil
+    ctypedef struct kv_client_rec:
+        uint64_t max_t
+        uint64_t bitmap
+        uint32_t client
+    int kv_cmp_client(const void* a, const void* b) noexcept nogil
+
+cdef enum:
+    KV_BUCKETS = 1024
+    KV_BUCKET_SHIFT = 54
+    KV_MIN_SLOTS = 16
+    UNDO_KEY_ABSENT = 1              # undo of an insert: delete the key
+    UNDO_KEY_VALUE = 2               # undo of an overwrite: restore the owned old value
+    UNDO_CLIENT_ABSENT = 3           # undo of a client's first request: delete the client
+    UNDO_CLIENT_STATE = 4            # restore (max_t, bitmap)
+    RES_CM_HEADER = 10               # u32 client | u32 idx | u16 count
+    RES_OP_HEADER = 11               # u64 t | u8 status | u16 rlen
+    SNAP_HEADER = 72
+    SNAP_RECORD_MIN = 10
+    SNAP_CLIENT = 20
+
+cdef const char* BUCKET_TAG = b"PoE/KV-BUCKET/v1"       # 16 bytes
+cdef const char* STATE_TAG = b"PoE/STATE/v1"            # 12 bytes
+cdef const char* SNAP_MAGIC = b"PoE/KV-SNAP/v1\x00\x00"   # 16 bytes
+SNAPSHOT_MAGIC = SNAP_MAGIC[:16]
+BUCKETS = KV_BUCKETS
+ACCELERATED_SHA256 = bool(poe_sha256_select())
+
+
+# ---------------------------------------------------------------------------------------
+# C helpers on kv_state (no Python objects; every allocation failure returns -1)
+
+
+cdef inline uint64_t _slot_hash(const kv_state* s, uint64_t key) noexcept nogil:
+    return kv_siphash13_u64(s.k0, s.k1, key)
+
+
+cdef inline uint64_t _client_hash(const kv_state* s, uint32_t client) noexcept nogil:
+    return kv_siphash13_u64(s.k1, s.k0, client)
+
+
+cdef inline uint32_t _bucket_of(uint64_t key) noexcept nogil:
+    return <uint32_t>(kv_fmix64(key) >> KV_BUCKET_SHIFT)
+
+
+cdef inline void _touch_key(kv_state* s, uint64_t key) noexcept nogil:
+    s.buckets[_bucket_of(key)].dirty = 1
+    s.state_dirty = 1
+
+
+cdef inline int64_t _find(const kv_state* s, uint64_t key) noexcept nogil:
+    cdef uint64_t mask = s.slot_mask
+    cdef uint64_t i = _slot_hash(s, key) & mask
+    while s.slots[i].used:            # load factor <= 0.7: an empty slot always exists
+        if s.slots[i].key == key:
+            return <int64_t>i
+        i = (i + 1) & mask
+    return -1
+
+
+cdef inline uint64_t _slots_for(uint64_t records) noexcept nogil:
+    cdef uint64_t cap = KV_MIN_SLOTS
+    while records * 10 > cap * 7:
+        cap <<= 1
+    return cap
+
+
+cdef int _reserve_slots(kv_state* s, uint64_t extra) noexcept nogil:
+    """Grow the key table so that records + extra stay under load factor 0.7."""
+    cdef uint64_t old_cap = s.slot_mask + 1, cap, i, j, mask
+    cdef kv_slot* fresh
+    if (s.records + extra) * 10 <= old_cap * 7:
+        return 0
+    cap = _slots_for(s.records + extra)
+    fresh = <kv_slot*>kv_calloc(cap, sizeof(kv_slot))
+    if fresh == NULL:
+        return -1
+    mask = cap - 1
+    for i in range(old_cap):
+        if s.slots[i].used:
+            j = _slot_hash(s, s.slots[i].key) & mask
+            while fresh[j].used:
+                j = (j + 1) & mask
+            fresh[j] = s.slots[i]
+    kv_free(s.slots)
+    s.slots = fresh
+    s.slot_mask = mask
+    return 0
+
+
+cdef int _bucket_reserve(kv_state* s, uint64_t key) noexcept nogil:
+    cdef kv_bucket* b = &s.buckets[_bucket_of(key)]
+    cdef uint32_t cap
+    cdef uint64_t* keys
+    if b.n < b.cap:
+        return 0
+    cap = 8 if b.cap == 0 else b.cap * 2
+    keys = <uint64_t*>kv_realloc(b.keys, cap * sizeof(uint64_t))
+    if keys == NULL:
+        return -1
+    b.keys = keys
+    b.cap = cap
+    return 0
+
+
+cdef void _bucket_remove(kv_state* s, uint64_t key) noexcept nogil:
+    cdef kv_bucket* b = &s.buckets[_bucket_of(key)]
+    cdef uint32_t lo = 0, hi = b.n, mid, i = b.n
+    if b.sorted:
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if b.keys[mid] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < b.n and b.keys[lo] == key:
+            i = lo
+    else:
+        for lo in range(b.n):
+            if b.keys[lo] == key:
+                i = lo
+                break
+    if i < b.n:                       # order of the rest is kept, so `sorted` stays valid
+        memmove(b.keys + i, b.keys + i + 1, (b.n - i - 1) * sizeof(uint64_t))
+        b.n -= 1
+    b.dirty = 1
+    s.state_dirty = 1
+
+
+cdef int _insert_new(kv_state* s, uint64_t key, unsigned char* val, uint32_t n) noexcept nogil:
+    """Insert an absent key; takes ownership of val only on success (returns 0)."""
+    cdef uint64_t i
+    cdef kv_bucket* b
+    if _reserve_slots(s, 1) < 0 or _bucket_reserve(s, key) < 0:
+        return -1
+    i = _slot_hash(s, key) & s.slot_mask
+    while s.slots[i].used:
+        i = (i + 1) & s.slot_mask
+    s.slots[i].key = key
+    s.slots[i].val = val
+    s.slots[i].len = n
+    s.slots[i].used = 1
+    s.records += 1
+    b = &s.buckets[_bucket_of(key)]
+    if b.n and b.keys[b.n - 1] > key:
+        b.sorted = 0
+    b.keys[b.n] = key
+    b.n += 1
+    b.dirty = 1
+    s.state_dirty = 1
+    return 0
+
+
+cdef void _delete_at(kv_state* s, uint64_t i) noexcept nogil:
+    """Remove slot i (backward-shift deletion: linear probing needs no tombstones)."""
+    cdef uint64_t mask = s.slot_mask, j = i, home
+    cdef uint64_t key = s.slots[i].key
+    kv_free(s.slots[i].val)
+    while True:
+        j = (j + 1) & mask
+        if not s.slots[j].used:
+            break
+        home = _slot_hash(s, s.slots[j].key) & mask
+        # the entry at j may move to the hole at i unless its home lies cyclically in (i, j]
+        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+            continue
+        s.slots[i] = s.slots[j]
+        i = j
+    memset(&s.slots[i], 0, sizeof(kv_slot))
+    s.records -= 1
+    _bucket_remove(s, key)
+
+
+cdef int _put(kv_state* s, uint64_t key, const unsigned char* src, uint32_t n) noexcept nogil:
+    """Insert or overwrite without undo (load phase and restore only)."""
+    cdef unsigned char* val = NULL
+    cdef int64_t i
+    if n:
+        val = <unsigned char*>kv_malloc(n)
+        if val == NULL:
+            return -1
+        memcpy(val, src, n)
+    i = _find(s, key)
+    if i >= 0:
+        kv_free(s.slots[i].val)
+        s.slots[i].val = val
+        s.slots[i].len = n
+        _touch_key(s, key)
+        return 0
+    if _insert_new(s, key, val, n) < 0:
+        kv_free(val)
+        return -1
+    return 0
+
+
+cdef inline int64_t _client_find(const kv_state* s, uint32_t client) noexcept nogil:
+    cdef uint64_t mask = s.client_mask
+    cdef uint64_t i = _client_hash(s, client) & mask
+    while s.clients[i].used:
+        if s.clients[i].client == client:
+            return <int64_t>i
+        i = (i + 1) & mask
+    return -1
+
+
+cdef int64_t _client_insert(kv_state* s, uint32_t client) noexcept nogil:
+    """Insert an absent client with state (0, 0); returns its index or -1 (no memory)."""
+    cdef uint64_t old_cap = s.client_mask + 1, cap, i, j, mask
+    cdef kv_client* fresh
+    if (s.nclients + 1) * 10 > old_cap * 7:
+        cap = old_cap * 2
+        fresh = <kv_client*>kv_calloc(cap, sizeof(kv_client))
+        if fresh == NULL:
+            return -1
+        mask = cap - 1
+        for i in range(old_cap):
+            if s.clients[i].used:
+                j = _client_hash(s, s.clients[i].client) & mask
+                while fresh[j].used:
+                    j = (j + 1) & mask
+                fresh[j] = s.clients[i]
+        kv_free(s.clients)
+        s.clients = fresh
+        s.client_mask = mask
+    i = _client_hash(s, client) & s.client_mask
+    while s.clients[i].used:
+        i = (i + 1) & s.client_mask
+    s.clients[i].client = client
+    s.clients[i].max_t = 0
+    s.clients[i].bitmap = 0
+    s.clients[i].used = 1
+    s.nclients += 1
+    s.clients_dirty = 1
+    s.state_dirty = 1
+    return <int64_t>i
+
+
+cdef void _client_delete_at(kv_state* s, uint64_t i) noexcept nogil:
+    cdef uint64_t mask = s.client_mask, j = i, home
+    while True:
+        j = (j + 1) & mask
+        if not s.clients[j].used:
+            break
+        home = _client_hash(s, s.clients[j].client) & mask
+        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+            continue
+        s.clients[i] = s.clients[j]
+        i = j
+    memset(&s.clients[i], 0, sizeof(kv_client))
+    s.nclients -= 1
+    s.clients_dirty = 1
+    s.state_dirty = 1
+
+
+cdef int _undo_reserve(kv_state* s, size_t extra) noexcept nogil:
+    cdef size_t cap
+    cdef kv_undo* undo
+    if s.undo_len + extra <= s.undo_cap:
+        return 0
+    cap = 1024 if s.undo_cap < 1024 else s.undo_cap
+    while cap < s.undo_len + extra:
+        cap *= 2
+    undo = <kv_undo*>kv_realloc(s.undo, cap * sizeof(kv_undo))
+    if undo == NULL:
+        return -1
+    s.undo = undo
+    s.undo_cap = cap
+    return 0
+
+
+cdef inline kv_undo* _undo_push(kv_state* s, uint32_t kind, uint64_t key) noexcept nogil:
+    """Append an entry (capacity reserved by the caller)."""
+    cdef kv_undo* u = &s.undo[s.undo_len]
+    s.undo_len += 1
+    u.kind = kind
+    u.key = key
+    u.val = NULL
+    u.len = 0
+    u.max_t = 0
+    u.bitmap = 0
+    return u
+
+
+cdef int _undo_to(kv_state* s, size_t start) noexcept nogil:
+    """Apply undo entries [start, undo_len) in reverse order; -1 if the log is inconsistent."""
+    cdef kv_undo* u
+    cdef int64_t i
+    cdef int rc = 0
+    while s.undo_len > start:
+        s.undo_len -= 1
+        u = &s.undo[s.undo_len]
+        if u.kind == UNDO_KEY_VALUE:
+            i = _find(s, u.key)
+            if i < 0:
+                kv_free(u.val)
+                rc = -1
+            else:
+                kv_free(s.slots[i].val)
+                s.slots[i].val = u.val
+                s.slots[i].len = u.len
+                _touch_key(s, u.key)
+            s.undo_value_bytes -= u.len
+            u.val = NULL
+        elif u.kind == UNDO_KEY_ABSENT:
+            i = _find(s, u.key)
+            if i < 0:
+                rc = -1
+            else:
+                _delete_at(s, <uint64_t>i)
+        elif u.kind == UNDO_CLIENT_STATE:
+            i = _client_find(s, <uint32_t>u.key)
+            if i < 0:
+                rc = -1
+            else:
+                s.clients[i].max_t = u.max_t
+                s.clients[i].bitmap = u.bitmap
+                s.clients_dirty = 1
+                s.state_dirty = 1
+        elif u.kind == UNDO_CLIENT_ABSENT:
+            i = _client_find(s, <uint32_t>u.key)
+            if i < 0:
+                rc = -1
+            else:
+                _client_delete_at(s, <uint64_t>i)
+        else:
+            rc = -1
+    return rc
+
+
+cdef inline int _out_reserve(kv_state* s, size_t need) noexcept nogil:
+    cdef size_t cap
+    cdef unsigned char* out
+    if need <= s.out_cap:
+        return 0
+    cap = 65536 if s.out_cap < 65536 else s.out_cap
+    while cap < need:
+        cap *= 2
+    out = <unsigned char*>kv_realloc(s.out, cap)
+    if out == NULL:
+        return -1
+    s.out = out
+    s.out_cap = cap
+    return 0
+
+
+cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offsets,
+                  Py_ssize_t count, Py_ssize_t* res_offsets) noexcept nogil:
+    """Execute a validated batch; results go to s.out. Returns 0, or -1 when out of memory
+    (the caller then undoes the partial batch). Undo capacity is reserved by the caller."""
+    cdef const unsigned char* p
+    cdef const unsigned char* q
+    cdef const unsigned char* v
+    cdef unsigned char* o
+    cdef unsigned char* nv
+    cdef Py_ssize_t m
+    cdef size_t pos = 0
+    cdef uint32_t client, j, nops, rlen
+    cdef uint16_t vlen
+    cdef uint8_t code, status
+    cdef uint64_t t, key, d, nt, nb
+    cdef int64_t ci, i
+    cdef kv_client* c
+    cdef kv_undo* u
+    cdef bint recorded, run
+    cdef int zero = s.zero_payload
+    for m in range(count):
+        p = data + offsets[m]
+        client = poe_rd32(p)
+        nops = poe_rd16(p + 4)
+        if _out_reserve(s, pos + RES_CM_HEADER) < 0:
+            return -1
+        res_offsets[m] = <Py_ssize_t>pos
+        o = s.out + pos
+        poe_wr32(o, client)
+        poe_wr32(o + 4, <uint32_t>m)
+        poe_wr16(o + 8, <uint16_t>nops)
+        pos += RES_CM_HEADER
+        ci = _client_find(s, client)
+        recorded = False
+        if ci < 0:
+            ci = _client_insert(s, client)
+            if ci < 0:
+                return -1
+            _undo_push(s, UNDO_CLIENT_ABSENT, client)
+            recorded = True
+        c = &s.clients[ci]            # stable: the client table changes only above
+        q = p + POE_CM_HEADER
+        for j in range(nops):
+            t = poe_rd64(q)
+            key = poe_rd64(q + 8)
+            code = q[16]
+            vlen = poe_rd16(q + 17)
+            v = q + POE_OP_HEADER
+            q = v + vlen
+            if _out_reserve(s, pos + RES_OP_HEADER + POE_MAX_VALUE) < 0:
+                return -1
+            o = s.out + pos
+            rlen = 0
+            run = False
+            if t > c.max_t:
+                d = t - c.max_t
+                nb = ((c.bitmap << d) | 1) if d < 64 else 1
+                nt = t
+                run = True
+            elif c.max_t - t < 64:
+                d = c.max_t - t
+                if (c.bitmap >> d) & 1:
+                    status = POE_ST_DUPLICATE
+                else:
+                    nb = c.bitmap | ((<uint64_t>1) << d)
+                    nt = c.max_t
+                    run = True
+            else:
+                status = POE_ST_STALE
+            if run:
+                if not recorded:
+                    u = _undo_push(s, UNDO_CLIENT_STATE, client)
+                    u.max_t = c.max_t
+                    u.bitmap = c.bitmap
+                    recorded = True
+                c.max_t = nt
+                c.bitmap = nb
+                s.clients_dirty = 1
+                s.state_dirty = 1
+                status = POE_ST_OK
+                if not zero:
+                    i = _find(s, key)
+                    if code == POE_OP_READ:
+                        if i < 0:
+                            status = POE_ST_NOT_FOUND
+                        else:
+                            rlen = s.slots[i].len
+                            if rlen:
+                                memcpy(o + RES_OP_HEADER, s.slots[i].val, rlen)
+                    elif code == POE_OP_INSERT:
+                        if i >= 0:
+                            status = POE_ST_EXISTS
+                        else:
+                            nv = NULL
+                            if vlen:
+                                nv = <unsigned char*>kv_malloc(vlen)
+                                if nv == NULL:
+                                    return -1
+                                memcpy(nv, v, vlen)
+                            if _insert_new(s, key, nv, vlen) < 0:
+                                kv_free(nv)
+                                return -1
+                            _undo_push(s, UNDO_KEY_ABSENT, key)
+                    elif i < 0:       # UPDATE and RMW need the key
+                        status = POE_ST_NOT_FOUND
+                    else:
+                        nv = NULL
+                        if vlen:
+                            nv = <unsigned char*>kv_malloc(vlen)
+                            if nv == NULL:
+                                return -1
+                            memcpy(nv, v, vlen)
+                        if code == POE_OP_RMW:
+                            rlen = s.slots[i].len
+                            if rlen:
+                                memcpy(o + RES_OP_HEADER, s.slots[i].val, rlen)
+                        u = _undo_push(s, UNDO_KEY_VALUE, key)
+                        u.val = s.slots[i].val          # moved, not copied
+                        u.len = s.slots[i].len
+                        s.undo_value_bytes += u.len
+                        s.slots[i].val = nv
+                        s.slots[i].len = vlen
+                        _touch_key(s, key)
+            poe_wr64(o, t)
+            o[8] = status
+            poe_wr16(o + 9, <uint16_t>rlen)
+            pos += RES_OP_HEADER + rlen
+    res_offsets[count] = <Py_ssize_t>pos
+    return 0
+
+
+cdef void _bucket_digest(kv_state* s, kv_bucket* b) noexcept nogil:
+    cdef poe_sha256_ctx ctx
+    cdef unsigned char hdr[10]
+    cdef uint32_t j
+    cdef int64_t i
+    if not b.sorted:
+        qsort(b.keys, b.n, sizeof(uint64_t), kv_cmp_u64)
+        b.sorted = 1
+    poe_sha256_init(&ctx)
+    poe_sha256_update(&ctx, BUCKET_TAG, 16)
+    for j in range(b.n):
+        i = _find(s, b.keys[j])       # bucket keys mirror the table; never read slot -1
+        if i < 0:
+            continue
+        poe_wr64(hdr, b.keys[j])
+        poe_wr16(hdr + 8, <uint16_t>s.slots[i].len)
+        poe_sha256_update(&ctx, hdr, 10)
+        if s.slots[i].len:
+            poe_sha256_update(&ctx, s.slots[i].val, s.slots[i].len)
+    poe_sha256_final(&ctx, b.digest)
+    b.dirty = 0
+
+
+cdef kv_client_rec* _clients_sorted(kv_state* s) noexcept nogil:
+    """All clients by increasing id (caller frees); NULL only when out of memory."""
+    cdef kv_client_rec* recs = <kv_client_rec*>kv_malloc(
+        (s.nclients + 1) * sizeof(kv_client_rec))
+    cdef uint64_t i, n = 0
+    if recs == NULL:
+        return NULL
+    for i in range(s.client_mask + 1):
+        if s.clients[i].used:
+            recs[n].client = s.clients[i].client
+            recs[n].max_t = s.clients[i].max_t
+            recs[n].bitmap = s.clients[i].bitmap
+            n += 1
+    qsort(recs, n, sizeof(kv_client_rec), kv_cmp_client)
+    return recs
+
+
+cdef inline void _client_rec_encode(unsigned char* p, const kv_client_rec* r) noexcept nogil:
+    poe_wr32(p, r.client)
+    poe_wr64(p + 4, r.max_t)
+    poe_wr64(p + 12, r.bitmap)
+
+
+cdef int _refresh_digest(kv_state* s) noexcept nogil:
+    cdef poe_sha256_ctx ctx
+    cdef unsigned char enc[20]
+    cdef kv_client_rec* recs
+    cdef uint64_t i
+    if not s.state_dirty:
+        return 0
+    if s.clients_dirty:
+        recs = _clients_sorted(s)
+        if recs == NULL:
+            return -1
+        poe_sha256_init(&ctx)
+        for i in range(s.nclients):
+            _client_rec_encode(enc, &recs[i])
+            poe_sha256_update(&ctx, enc, 20)
+        poe_sha256_final(&ctx, s.clients_digest)
+        kv_free(recs)
+        s.clients_dirty = 0
+    for i in range(<uint64_t>KV_BUCKETS):
+        if s.buckets[i].dirty:
+            _bucket_digest(s, &s.buckets[i])
+    poe_sha256_init(&ctx)
+    poe_sha256_update(&ctx, STATE_TAG, 12)
+    poe_wr64(enc, s.records)
+    poe_sha256_update(&ctx, enc, 8)
+    for i in range(<uint64_t>KV_BUCKETS):
+        poe_sha256_update(&ctx, s.buckets[i].digest, 32)
+    poe_sha256_update(&ctx, s.clients_digest, 32)
+    poe_sha256_final(&ctx, s.state_digest)
+    s.state_dirty = 0
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Python API
+
+
+cdef int _check_index(Results r, Py_ssize_t i) except -1:
+    if i < 0 or i >= r.count:
+        raise IndexError(f"client message {i} out of range for {r.count} results")
+    return 0
+
+
+cdef int _check_loadable(KVStore store) except -1:
+    if store.executed_seq != 0 or store.st.undo_len != 0:
+        raise ValueError("load is only allowed before the first batch (executed_seq == 0)")
+    return 0
+
+
+cdef class Results:
+    """Per-request results of one executed batch, in INFORM-body layout.
+
+    For client message i: ``u32 client | u32 idx | u16 count | per op: u64 t | u8 status |
+    u16 rlen | result[rlen]`` (idx = position of the message in the batch), all messages
+    concatenated in ``buffer``. The buffer is a private copy: it never aliases the store.
+    """
+
+    def __cinit__(self):
+        self.offsets = NULL
+        self.count = 0
+
+    def __dealloc__(self):
+        kv_free(self.offsets)
+        self.offsets = NULL
+
+    def __len__(self):
+        return self.count
+
+    def client(self, Py_ssize_t i):
+        """Client id of message i."""
+        _check_index(self, i)
+        return poe_rd32(<const unsigned char*>PyBytes_AS_STRING(self.buffer) + self.offsets[i])
+
+    def inform_body(self, Py_ssize_t i):
+        """Results of message i in INFORM-body layout (zero-copy memoryview)."""
+        _check_index(self, i)
+        return memoryview(self.buffer)[self.offsets[i]:self.offsets[i + 1]]
+
+    def all_duplicate(self, Py_ssize_t i):
+        """True iff every operation of message i was a DUPLICATE (the whole message had been
+        executed before): the replica answers it from its reply cache instead."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t pos = RES_CM_HEADER
+        cdef uint32_t n, j
+        _check_index(self, i)
+        p = <const unsigned char*>PyBytes_AS_STRING(self.buffer) + self.offsets[i]
+        n = poe_rd16(p + 8)
+        for j in range(n):
+            if p[pos + 8] != POE_ST_DUPLICATE:
+                return False
+            pos += RES_OP_HEADER + poe_rd16(p + pos + 9)
+        return True
+
+    def ops(self, Py_ssize_t i):
+        """Results of message i as a list of (t, status, value) (inspection, not hot path)."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t pos
+        cdef uint32_t n, j
+        cdef uint16_t rlen
+        _check_index(self, i)
+        p = <const unsigned char*>PyBytes_AS_STRING(self.buffer) + self.offsets[i]
+        n = poe_rd16(p + 8)
+        pos = RES_CM_HEADER
+        out = []
+        for j in range(n):
+            rlen = poe_rd16(p + pos + 9)
+            out.append((poe_rd64(p + pos), p[pos + 8],
+                        PyBytes_FromStringAndSize(<const char*>p + pos + RES_OP_HEADER, rlen)))
+            pos += RES_OP_HEADER + rlen
+        return out
+
+    def __repr__(self):
+        return f"Results(seq={self.seq}, messages={self.count}, bytes={len(self.buffer)})"
+
+
+cdef class KVStore:
+    """The replicated YCSB key-value state with per-sequence-number undo (see module doc).
+
+    ``seed`` keys only the probe hash (hash-flooding resistance); it never changes a result,
+    a digest or a snapshot. ``capacity`` is the number of records held before the first
+    rehash. Not thread-safe: one writer, like the protocol object that drives it.
+    """
+
+    def __cinit__(self, seed=0, zero_payload=False, capacity=1024):
+        cdef uint64_t sd, cap
+        cdef uint32_t b
+        memset(&self.st, 0, sizeof(kv_state))
+        if not 0 <= seed < 2 ** 64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        if not 0 <= capacity <= 2 ** 40:
+            raise ValueError(f"capacity must be in [0, 2**40], got {capacity}")
+        sd = <uint64_t>seed
+        cap = _slots_for(<uint64_t>capacity)
+        self.seed = sd
+        self.zero_payload = bool(zero_payload)
+        self.st.zero_payload = 1 if self.zero_payload else 0
+        self.st.k0 = kv_splitmix64_mix(sd + <uint64_t>0x9e3779b97f4a7c15)
+        self.st.k1 = kv_splitmix64_mix(sd + <uint64_t>0x3c6ef372fe94f82a)
+        self.st.slots = <kv_slot*>kv_calloc(cap, sizeof(kv_slot))
+        self.st.slot_mask = cap - 1
+        self.st.clients = <kv_client*>kv_calloc(KV_MIN_SLOTS, sizeof(kv_client))
+        self.st.client_mask = KV_MIN_SLOTS - 1
+        self.st.buckets = <kv_bucket*>kv_calloc(KV_BUCKETS, sizeof(kv_bucket))
+        if self.st.slots == NULL or self.st.clients == NULL or self.st.buckets == NULL:
+            raise MemoryError()
+        for b in range(<uint32_t>KV_BUCKETS):
+            self.st.buckets[b].sorted = 1
+            self.st.buckets[b].dirty = 1
+        self.st.clients_dirty = 1
+        self.st.state_dirty = 1
+
+    def __dealloc__(self):
+        cdef uint64_t i
+        cdef size_t u
+        cdef uint32_t b
+        if self.st.slots != NULL:
+            for i in range(self.st.slot_mask + 1):
+                if self.st.slots[i].used:
+                    kv_free(self.st.slots[i].val)
+        for u in range(self.st.undo_len):
+            if self.st.undo[u].kind == UNDO_KEY_VALUE:
+                kv_free(self.st.undo[u].val)
+        if self.st.buckets != NULL:
+            for b in range(<uint32_t>KV_BUCKETS):
+                kv_free(self.st.buckets[b].keys)
+        kv_free(self.st.slots)
+        kv_free(self.st.clients)
+        kv_free(self.st.buckets)
+        kv_free(self.st.undo)
+        kv_free(self.st.marks)
+        kv_free(self.st.out)
+        memset(&self.st, 0, sizeof(kv_state))
+
+    def __len__(self):
+        return self.st.records
+
+    def __repr__(self):
+        return (f"KVStore(records={self.st.records}, clients={self.st.nclients}, "
+                f"executed_seq={self.executed_seq}, final_seq={self.final_seq}, "
+                f"zero_payload={self.zero_payload})")
+
+    @property
+    def undo_bytes(self):
+        """Memory held by the undo log: entries, owned old values and sequence marks."""
+        return (self.st.undo_len * sizeof(kv_undo) + self.st.undo_value_bytes
+                + self.st.marks_len * sizeof(size_t))
+
+    @property
+    def clients(self):
+        """Number of clients in the exactly-once table."""
+        return self.st.nclients
+
+    def get(self, uint64_t key):
+        """The value of key (a copy), or None."""
+        cdef int64_t i = _find(&self.st, key)
+        if i < 0:
+            return None
+        return PyBytes_FromStringAndSize(<const char*>self.st.slots[i].val, self.st.slots[i].len)
+
+    def client_state(self, uint32_t client):
+        """(max_t, bitmap) of a client's exactly-once window, or None if it never executed."""
+        cdef int64_t i = _client_find(&self.st, client)
+        if i < 0:
+            return None
+        return (self.st.clients[i].max_t, self.st.clients[i].bitmap)
+
+    def load(self, records):
+        """YCSB load phase: put every (key, value) of records (last one wins); not undoable."""
+        cdef const unsigned char[::1] view
+        cdef uint64_t k
+        cdef Py_ssize_t n
+        _check_loadable(self)
+        for key, value in records:
+            if not 0 <= key < 2 ** 64:
+                raise ValueError(f"key must be in [0, 2**64), got {key}")
+            view = value
+            n = view.shape[0]
+            if n > POE_MAX_VALUE:
+                raise ValueError(f"value of {n} bytes exceeds the maximum {POE_MAX_VALUE}")
+            k = <uint64_t>key
+            if _put(&self.st, k, &view[0] if n else NULL, <uint32_t>n) < 0:
+                raise MemoryError()
+
+    def load_sequential(self, Py_ssize_t count, Py_ssize_t value_size, uint64_t seed=0):
+        """Put keys 0..count-1 with deterministic values (module doc); not undoable."""
+        cdef unsigned char buf[POE_MAX_VALUE]
+        cdef uint64_t key
+        _check_loadable(self)
+        if count < 0 or count > 2 ** 40:
+            raise ValueError(f"count must be in [0, 2**40], got {count}")
+        if value_size < 0 or value_size > POE_MAX_VALUE:
+            raise ValueError(f"value_size must be in [0, {POE_MAX_VALUE}], got {value_size}")
+        if _reserve_slots(&self.st, <uint64_t>count) < 0:
+            raise MemoryError()
+        for key in range(<uint64_t>count):
+            kv_fill_value(buf, <uint32_t>value_size, seed, key)
+            if _put(&self.st, key, buf, <uint32_t>value_size) < 0:
+                raise MemoryError()
+
+    def execute(self, uint64_t seq, Batch batch not None):
+        """Execute batch as sequence number seq (must be executed_seq + 1); returns Results."""
+        cdef Results res
+        cdef size_t mark
+        cdef size_t* marks
+        cdef size_t cap
+        if seq != self.executed_seq + 1:
+            raise ValueError(f"execution is in order: expected seq {self.executed_seq + 1}, "
+                             f"got {seq}")
+        if self.st.marks_len == self.st.marks_cap:
+            cap = 64 if self.st.marks_cap < 64 else self.st.marks_cap * 2
+            marks = <size_t*>kv_realloc(self.st.marks, cap * sizeof(size_t))
+            if marks == NULL:
+                raise MemoryError()
+            self.st.marks = marks
+            self.st.marks_cap = cap
+        # at most one key entry per operation and one client entry per client message
+        if _undo_reserve(&self.st, <size_t>(batch.nops + batch.count)) < 0:
+            raise MemoryError()
+        res = Results.__new__(Results)
+        res.offsets = <Py_ssize_t*>kv_malloc((batch.count + 1) * sizeof(Py_ssize_t))
+        if res.offsets == NULL:
+            raise MemoryError()
+        mark = self.st.undo_len
+        if _execute(&self.st, batch.data, batch.offsets, batch.count, res.offsets) < 0:
+            if _undo_to(&self.st, mark) < 0:
+                raise AssertionError("kv: undo log inconsistent while undoing a failed batch")
+            raise MemoryError()
+        try:
+            res.buffer = PyBytes_FromStringAndSize(<const char*>self.st.out,
+                                                   res.offsets[batch.count])
+        except MemoryError:
+            if _undo_to(&self.st, mark) < 0:
+                raise AssertionError("kv: undo log inconsistent while undoing a failed batch")
+            raise
+        res.count = batch.count
+        res.seq = seq
+        self.st.marks[self.st.marks_len] = mark
+        self.st.marks_len += 1
+        self.executed_seq = seq
+        return res
+
+    def rollback_to(self, uint64_t k):
+        """Undo batches executed_seq .. k+1 in reverse order (state becomes that after k)."""
+        if k < self.final_seq:
+            raise ValueError(f"cannot roll back to {k}: speculation is final up to "
+                             f"{self.final_seq}")
+        if k > self.executed_seq:
+            raise ValueError(f"cannot roll back to {k}: only {self.executed_seq} executed")
+        if k == self.executed_seq:
+            return
+        if _undo_to(&self.st, self.st.marks[k - self.final_seq]) < 0:
+            raise AssertionError("kv: undo log inconsistent with the store")
+        self.st.marks_len = <size_t>(k - self.final_seq)
+        self.executed_seq = k
+
+    def finalize(self, uint64_t k):
+        """Speculation is final up to k (stable checkpoint): free undo entries <= k.
+        A k at or below final_seq is a no-op; above executed_seq is an error."""
+        cdef size_t end, u, drop, cap
+        cdef kv_undo* undo
+        if k > self.executed_seq:
+            raise ValueError(f"cannot finalize {k}: only {self.executed_seq} executed")
+        if k <= self.final_seq:
+            return
+        drop = <size_t>(k - self.final_seq)
+        end = self.st.marks[drop] if drop < self.st.marks_len else self.st.undo_len
+        for u in range(end):
+            if self.st.undo[u].kind == UNDO_KEY_VALUE:
+                kv_free(self.st.undo[u].val)
+                self.st.undo_value_bytes -= self.st.undo[u].len
+        memmove(self.st.undo, self.st.undo + end, (self.st.undo_len - end) * sizeof(kv_undo))
+        self.st.undo_len -= end
+        memmove(self.st.marks, self.st.marks + drop,
+                (self.st.marks_len - drop) * sizeof(size_t))
+        self.st.marks_len -= drop
+        for u in range(self.st.marks_len):
+            self.st.marks[u] -= end
+        self.final_seq = k
+        # give back the memory of an unusually large speculative suffix
+        if self.st.undo_cap > 65536 and self.st.undo_len < self.st.undo_cap // 4:
+            cap = self.st.undo_len * 2 if self.st.undo_len * 2 > 1024 else 1024
+            undo = <kv_undo*>kv_realloc(self.st.undo, cap * sizeof(kv_undo))
+            if undo != NULL:
+                self.st.undo = undo
+                self.st.undo_cap = cap
+
+    def state_digest(self):
+        """SHA-256 state digest, version 1 (module doc); rehashes only dirty buckets."""
+        if _refresh_digest(&self.st) < 0:
+            raise MemoryError()
+        return PyBytes_FromStringAndSize(<const char*>self.st.state_digest, 32)
+
+    def snapshot(self):
+        """Canonical, versioned encoding of records and client table at executed_seq."""
+        cdef uint64_t* keys
+        cdef kv_client_rec* recs
+        cdef uint64_t i, n = 0
+        cdef size_t size = SNAP_HEADER + 32 + self.st.nclients * SNAP_CLIENT, pos
+        cdef int64_t j
+        cdef bytes out
+        cdef unsigned char* p
+        if _refresh_digest(&self.st) < 0:
+            raise MemoryError()
+        keys = <uint64_t*>kv_malloc((self.st.records + 1) * sizeof(uint64_t))
+        if keys == NULL:
+            raise MemoryError()
+        for i in range(self.st.slot_mask + 1):
+            if self.st.slots[i].used:
+                keys[n] = self.st.slots[i].key
+                size += SNAP_RECORD_MIN + self.st.slots[i].len
+                n += 1
+        qsort(keys, n, sizeof(uint64_t), kv_cmp_u64)
+        recs = _clients_sorted(&self.st)
+        if recs == NULL:
+            kv_free(keys)
+            raise MemoryError()
+        try:
+            out = PyBytes_FromStringAndSize(NULL, size)
+            p = <unsigned char*>PyBytes_AS_STRING(out)
+            memcpy(p, SNAP_MAGIC, 16)
+            poe_wr64(p + 16, self.executed_seq)
+            poe_wr64(p + 24, self.st.records)
+            poe_wr64(p + 32, self.st.nclients)
+            memcpy(p + 40, self.st.state_digest, 32)
+            pos = SNAP_HEADER
+            for i in range(n):
+                j = _find(&self.st, keys[i])
+                poe_wr64(p + pos, keys[i])
+                poe_wr16(p + pos + 8, <uint16_t>self.st.slots[j].len)
+                if self.st.slots[j].len:
+                    memcpy(p + pos + 10, self.st.slots[j].val, self.st.slots[j].len)
+                pos += SNAP_RECORD_MIN + self.st.slots[j].len
+            for i in range(self.st.nclients):
+                _client_rec_encode(p + pos, &recs[i])
+                pos += SNAP_CLIENT
+            poe_sha256(p, pos, p + pos)
+        finally:
+            kv_free(keys)
+            kv_free(recs)
+        return out
+
+    @staticmethod
+    def restore(data, seed=0, zero_payload=False):
+        """A store rebuilt from ``snapshot()`` bytes; ValueError (with a reason) on any
+        malformed, truncated or corrupted input. executed_seq = final_seq = the snapshot's
+        seq; the undo log is empty."""
+        cdef const unsigned char[::1] view = data
+        cdef const unsigned char* p
+        cdef Py_ssize_t size = view.shape[0], pos, body_end
+        cdef uint64_t seq, nrec, ncli, r, key, prev_key = 0, max_t, bitmap
+        cdef uint32_t client, prev_client = 0
+        cdef uint16_t n
+        cdef unsigned char check[32]
+        cdef int64_t ci
+        cdef KVStore store
+        if size < SNAP_HEADER + 32:
+            raise ValueError(f"snapshot of {size} bytes is shorter than its fixed part")
+        p = &view[0]
+        if memcmp(p, SNAP_MAGIC, 16) != 0:
+            raise ValueError("not a kv snapshot of version 1 (bad magic)")
+        body_end = size - 32
+        poe_sha256(p, <size_t>body_end, check)
+        if memcmp(check, p + body_end, 32) != 0:
+            raise ValueError("snapshot checksum mismatch (corrupted or truncated)")
+        seq = poe_rd64(p + 16)
+        nrec = poe_rd64(p + 24)
+        ncli = poe_rd64(p + 32)
+        if nrec > <uint64_t>(body_end - SNAP_HEADER) // SNAP_RECORD_MIN:
+            raise ValueError(f"record count {nrec} does not fit in {size} bytes")
+        if ncli > <uint64_t>(body_end - SNAP_HEADER) // SNAP_CLIENT:
+            raise ValueError(f"client count {ncli} does not fit in {size} bytes")
+        store = KVStore(seed=seed, zero_payload=zero_payload, capacity=nrec)
+        pos = SNAP_HEADER
+        for r in range(nrec):
+            if body_end - pos < SNAP_RECORD_MIN:
+                raise ValueError(f"record {r} header runs past the end")
+            key = poe_rd64(p + pos)
+            n = poe_rd16(p + pos + 8)
+            if n > POE_MAX_VALUE:
+                raise ValueError(f"record {r}: value of {n} bytes exceeds {POE_MAX_VALUE}")
+            if r and key <= prev_key:
+                raise ValueError(f"record {r}: keys not strictly increasing")
+            pos += SNAP_RECORD_MIN
+            if body_end - pos < n:
+                raise ValueError(f"record {r}: value runs past the end")
+            if _put(&store.st, key, p + pos, n) < 0:
+                raise MemoryError()
+            pos += n
+            prev_key = key
+        if <uint64_t>(body_end - pos) != ncli * SNAP_CLIENT:
+            raise ValueError(f"client section is {body_end - pos} bytes, expected "
+                             f"{ncli} x {SNAP_CLIENT}")
+        for r in range(ncli):
+            client = poe_rd32(p + pos)
+            max_t = poe_rd64(p + pos + 4)
+            bitmap = poe_rd64(p + pos + 12)
+            if r and client <= prev_client:
+                raise ValueError(f"client entry {r}: ids not strictly increasing")
+            if not bitmap & 1:
+                raise ValueError(f"client {client}: request max_t={max_t} not marked executed")
+            if max_t < 63 and (bitmap >> (max_t + 1)) != 0:
+                raise ValueError(f"client {client}: bitmap marks request ids below 0")
+            ci = _client_insert(&store.st, client)
+            if ci < 0:
+                raise MemoryError()
+            store.st.clients[ci].max_t = max_t
+            store.st.clients[ci].bitmap = bitmap
+            pos += SNAP_CLIENT
+            prev_client = client
+        if _refresh_digest(&store.st) < 0:
+            raise MemoryError()
+        if memcmp(store.st.state_digest, p + 40, 32) != 0:
+            raise ValueError("restored state does not match the snapshot's state digest")
+        store.executed_seq = seq
+        store.final_seq = seq
+        return store

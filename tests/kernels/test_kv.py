@@ -1,0 +1,694 @@
+"""kv kernel: op semantics, exactly-once, undo/rollback, digests and snapshots, checked
+against a pure-Python model (a dict + client table) and the digest definition of kv's
+module docstring re-implemented here with hashlib."""
+import hashlib
+import importlib.machinery
+import struct
+import tracemalloc
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from poe._core import codec, kv
+
+READ, UPDATE, INSERT, RMW = codec.OP_READ, codec.OP_UPDATE, codec.OP_INSERT, codec.OP_RMW
+OK, NOT_FOUND, EXISTS = codec.ST_OK, codec.ST_NOT_FOUND, codec.ST_EXISTS
+DUPLICATE, STALE = codec.ST_DUPLICATE, codec.ST_STALE
+MASK64 = 2**64 - 1
+SIG = bytes(64)
+
+
+# ---------------------------------------------------------------------------------------
+# helpers and the model
+
+
+def cm(client, ops):
+    return codec.pack_client_message(client, ops) + SIG
+
+
+def batch(*messages):
+    """messages: (client, [(t, key, code, value), ...]) pairs."""
+    return codec.Batch.from_messages([cm(c, ops) for c, ops in messages])
+
+
+def run(store, *messages):
+    """Execute one batch at the next sequence number; returns Results."""
+    return store.execute(store.executed_seq + 1, batch(*messages))
+
+
+def fmix64(k):
+    k ^= k >> 33
+    k = (k * 0xFF51AFD7ED558CCD) & MASK64
+    k ^= k >> 33
+    k = (k * 0xC4CEB9FE1A85EC53) & MASK64
+    return k ^ (k >> 33)
+
+
+def reference_digest(records, clients):
+    """state_digest v1 exactly as the kv module docstring defines it."""
+    buckets = [[] for _ in range(1024)]
+    for key in records:
+        buckets[fmix64(key) >> 54].append(key)
+    h = hashlib.sha256(b"PoE/STATE/v1" + struct.pack("<Q", len(records)))
+    for keys in buckets:
+        b = hashlib.sha256(b"PoE/KV-BUCKET/v1")
+        for key in sorted(keys):
+            b.update(struct.pack("<QH", key, len(records[key])) + records[key])
+        h.update(b.digest())
+    c = hashlib.sha256()
+    for client in sorted(clients):
+        c.update(struct.pack("<IQQ", client, *clients[client]))
+    h.update(c.digest())
+    return h.digest()
+
+
+def sequential_value(seed, key, size):
+    """Value generator of load_sequential, from the module docstring."""
+    s = seed ^ ((key * 0xD6E8FEB86659FD93) & MASK64)
+    out = b""
+    while len(out) < size:
+        s = (s + 0x9E3779B97F4A7C15) & MASK64
+        z = s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        out += struct.pack("<Q", z ^ (z >> 31))
+    return out[:size]
+
+
+class Model:
+    """The specification of execute, in plain Python."""
+
+    def __init__(self, zero_payload=False):
+        self.records = {}
+        self.clients = {}
+        self.zero_payload = zero_payload
+
+    def copy(self):
+        m = Model(self.zero_payload)
+        m.records = dict(self.records)
+        m.clients = dict(self.clients)
+        return m
+
+    def execute(self, messages):
+        out = []
+        for client, ops in messages:
+            results = []
+            for t, key, code, value in ops:
+                max_t, bitmap = self.clients.get(client, (0, 0))
+                if t > max_t:
+                    d = t - max_t
+                    bitmap = ((bitmap << d) | 1) & MASK64 if d < 64 else 1
+                    max_t = t
+                elif max_t - t < 64:
+                    if bitmap >> (max_t - t) & 1:
+                        results.append((t, DUPLICATE, b""))
+                        continue
+                    bitmap |= 1 << (max_t - t)
+                else:
+                    results.append((t, STALE, b""))
+                    continue
+                self.clients[client] = (max_t, bitmap)
+                results.append((t, *self.apply(key, code, value)))
+            out.append(results)
+        return out
+
+    def apply(self, key, code, value):
+        if self.zero_payload:
+            return OK, b""
+        old = self.records.get(key)
+        if code == READ:
+            return (NOT_FOUND, b"") if old is None else (OK, old)
+        if code == INSERT:
+            if old is not None:
+                return EXISTS, b""
+            self.records[key] = value
+            return OK, b""
+        if old is None:
+            return NOT_FOUND, b""
+        self.records[key] = value
+        return OK, (old if code == RMW else b"")
+
+    def digest(self):
+        return reference_digest(self.records, self.clients)
+
+
+def contents(store, keys):
+    return {k: store.get(k) for k in keys if store.get(k) is not None}
+
+
+def results_of(res):
+    return [res.ops(i) for i in range(len(res))]
+
+
+# ---------------------------------------------------------------------------------------
+# strategies
+
+KEYS = range(24)
+
+
+@st.composite
+def ops_strategy(draw, max_ops=5, t_max=160):
+    n = draw(st.integers(1, max_ops))
+    ts = sorted(draw(st.sets(st.integers(0, t_max), min_size=n, max_size=n)))
+    out = []
+    for t in ts:
+        code = draw(st.sampled_from([READ, UPDATE, INSERT, RMW]))
+        value = b"" if code == READ else draw(st.binary(max_size=12))
+        out.append((t, draw(st.sampled_from(KEYS)), code, value))
+    return out
+
+
+messages_strategy = st.lists(
+    st.tuples(st.integers(0, 3), ops_strategy()), min_size=1, max_size=6)
+batches_strategy = st.lists(messages_strategy, min_size=1, max_size=8)
+preload_strategy = st.dictionaries(st.sampled_from(KEYS), st.binary(max_size=12), max_size=12)
+
+fast = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# ---------------------------------------------------------------------------------------
+# unit tests
+
+
+def test_kv_is_the_compiled_extension():
+    assert any(kv.__file__.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def test_every_op_and_status():
+    s = kv.KVStore()
+    s.load([(1, b"one"), (2, b"two")])
+    r = run(s, (7, [
+        (1, 1, READ, b""), (2, 9, READ, b""),
+        (3, 1, UPDATE, b"uno"), (4, 9, UPDATE, b"x"),
+        (5, 9, INSERT, b"nine"), (6, 2, INSERT, b"y"),
+        (7, 2, RMW, b"dos"), (8, 10, RMW, b"z"),
+    ]))
+    assert r.ops(0) == [
+        (1, OK, b"one"), (2, NOT_FOUND, b""), (3, OK, b""), (4, NOT_FOUND, b""),
+        (5, OK, b""), (6, EXISTS, b""), (7, OK, b"two"), (8, NOT_FOUND, b""),
+    ]
+    assert [s.get(k) for k in (1, 2, 9, 10)] == [b"uno", b"dos", b"nine", None]
+    assert len(s) == 3
+
+
+def test_empty_and_maximal_values():
+    s = kv.KVStore()
+    big = bytes(range(256)) * 16
+    assert len(big) == codec.MAX_VALUE
+    r = run(s, (1, [(1, 5, INSERT, b""), (2, 6, INSERT, big), (3, 5, READ, b""),
+                    (4, 6, RMW, b""), (5, 6, READ, b"")]))
+    assert r.ops(0) == [(1, OK, b""), (2, OK, b""), (3, OK, b""), (4, OK, big), (5, OK, b"")]
+    assert s.get(5) == b"" and s.get(6) == b""
+    s.rollback_to(0)
+    assert s.get(5) is None and s.get(6) is None and len(s) == 0
+
+
+def test_results_layout_and_accessors():
+    s = kv.KVStore()
+    s.load([(4, b"four")])
+    r = run(s, (11, [(1, 4, READ, b"")]), (12, [(1, 4, RMW, b"FOUR"), (2, 5, READ, b"")]))
+    assert len(r) == 2 and r.seq == 1
+    assert [r.client(0), r.client(1)] == [11, 12]
+    body0 = struct.pack("<IIH", 11, 0, 1) + struct.pack("<QBH", 1, OK, 4) + b"four"
+    body1 = (struct.pack("<IIH", 12, 1, 2) + struct.pack("<QBH", 1, OK, 4) + b"four"
+             + struct.pack("<QBH", 2, NOT_FOUND, 0))
+    assert bytes(r.inform_body(0)) == body0
+    assert bytes(r.inform_body(1)) == body1
+    assert r.buffer == body0 + body1
+    view = r.inform_body(1)
+    assert isinstance(view, memoryview) and view.obj is r.buffer   # zero-copy
+    assert bytes(r.inform_body(1)) == codec.inform_body(12, 1, r.ops(1))
+    frame = codec.encode_inform(0, 0, 1, r.inform_body(1), auth=codec.AUTH_NONE)
+    assert codec.decode(frame).kind == codec.INFORM
+    with pytest.raises(IndexError):
+        r.ops(2)
+    with pytest.raises(IndexError):
+        r.inform_body(-1)
+
+
+def test_results_never_alias_the_store():
+    s = kv.KVStore()
+    s.load([(1, b"aaaa")])
+    r = run(s, (1, [(1, 1, READ, b""), (2, 1, RMW, b"bbbb")]))
+    run(s, (1, [(3, 1, UPDATE, b"cccc")]))
+    s.rollback_to(0)
+    got = s.get(1)
+    run(s, (1, [(1, 1, UPDATE, b"dddd")]))
+    assert r.ops(0) == [(1, OK, b"aaaa"), (2, OK, b"aaaa")]
+    assert got == b"aaaa" and s.get(1) == b"dddd"
+
+
+def test_duplicate_in_batch_and_across_batches():
+    s = kv.KVStore()
+    r = run(s, (1, [(5, 1, INSERT, b"a")]), (1, [(5, 1, UPDATE, b"b")]))
+    assert r.ops(1) == [(5, DUPLICATE, b"")]
+    assert r.all_duplicate(1) and not r.all_duplicate(0)
+    r = run(s, (1, [(5, 1, RMW, b"c"), (6, 1, READ, b"")]))
+    assert r.ops(0) == [(5, DUPLICATE, b""), (6, OK, b"a")]
+    assert not r.all_duplicate(0)
+    assert s.get(1) == b"a"
+    assert s.client_state(1) == (6, 0b11)
+
+
+def test_window_slide_stale_and_out_of_order():
+    s = kv.KVStore()
+    s.load([(1, b"v")])
+    run(s, (9, [(100, 1, READ, b"")]))
+    # out of order inside the window: executed once, then DUPLICATE
+    r = run(s, (9, [(37, 1, READ, b""), (60, 1, READ, b""), (99, 1, READ, b"")]))
+    assert [st_ for _, st_, _ in r.ops(0)] == [OK, OK, OK]
+    r = run(s, (9, [(37, 1, READ, b""), (60, 1, READ, b"")]))
+    assert [st_ for _, st_, _ in r.ops(0)] == [DUPLICATE, DUPLICATE]
+    assert run(s, (9, [(36, 1, READ, b"")])).ops(0) == [(36, STALE, b"")]
+    assert s.client_state(9) == (100, (1 << 63) | (1 << 40) | 0b11)
+    # slide by one: 37 leaves the window, 38 enters
+    run(s, (9, [(101, 1, READ, b"")]))
+    assert run(s, (9, [(37, 1, READ, b"")])).ops(0) == [(37, STALE, b"")]
+    assert run(s, (9, [(38, 1, READ, b"")])).ops(0) == [(38, OK, b"v")]
+    # a jump of 64 or more forgets the whole window
+    run(s, (9, [(165, 1, READ, b"")]))
+    assert s.client_state(9) == (165, 1)
+    assert run(s, (9, [(101, 1, READ, b"")])).ops(0) == [(101, STALE, b"")]
+    assert run(s, (9, [(102, 1, READ, b"")])).ops(0) == [(102, OK, b"v")]
+
+
+def test_first_request_id_zero_and_huge_ids():
+    s = kv.KVStore()
+    assert run(s, (3, [(0, 1, INSERT, b"z")])).ops(0) == [(0, OK, b"")]
+    assert run(s, (3, [(0, 1, READ, b"")])).ops(0) == [(0, DUPLICATE, b"")]
+    top = 2**64 - 1
+    assert run(s, (3, [(top, 1, READ, b"")])).ops(0) == [(top, OK, b"z")]
+    assert run(s, (3, [(top, 1, READ, b"")])).ops(0) == [(top, DUPLICATE, b"")]
+    assert run(s, (3, [(0, 1, READ, b"")])).ops(0) == [(0, STALE, b"")]
+
+
+def test_zero_payload_skips_the_store_but_not_dedup():
+    s = kv.KVStore(zero_payload=True)
+    s.load([(1, b"x")])
+    before = s.state_digest()
+    r = run(s, (1, [(1, 1, READ, b""), (2, 1, UPDATE, b"y"), (3, 5, INSERT, b"w"),
+                    (4, 1, RMW, b"q")]), (1, [(2, 1, UPDATE, b"y")]))
+    assert r.ops(0) == [(1, OK, b""), (2, OK, b""), (3, OK, b""), (4, OK, b"")]
+    assert r.ops(1) == [(2, DUPLICATE, b"")]
+    assert s.get(1) == b"x" and s.get(5) is None and len(s) == 1
+    assert s.state_digest() == reference_digest({1: b"x"}, {1: (4, 0b1111)}) != before
+    s.rollback_to(0)
+    assert s.state_digest() == before and s.client_state(1) is None
+
+
+def test_execution_is_strictly_in_order():
+    s = kv.KVStore()
+    b = batch((1, [(1, 1, READ, b"")]))
+    for bad in (0, 2, 5):
+        with pytest.raises(ValueError, match="in order"):
+            s.execute(bad, b)
+    s.execute(1, b)
+    with pytest.raises(ValueError):
+        s.execute(1, b)
+    with pytest.raises(TypeError):
+        s.execute(2, b"not a batch")
+    assert s.executed_seq == 1
+
+
+def test_rollback_and_finalize_bounds():
+    s = kv.KVStore()
+    for _ in range(5):
+        run(s, (1, [(s.executed_seq + 1, 1, READ, b"")]))
+    with pytest.raises(ValueError):
+        s.rollback_to(6)
+    with pytest.raises(ValueError):
+        s.finalize(6)
+    with pytest.raises(OverflowError):
+        s.rollback_to(-1)
+    s.finalize(3)
+    assert s.final_seq == 3
+    with pytest.raises(ValueError, match="final"):
+        s.rollback_to(2)
+    s.finalize(2)                       # an older checkpoint is a no-op
+    assert s.final_seq == 3
+    s.rollback_to(3)
+    assert s.executed_seq == 3 and s.undo_bytes == 0
+    s.rollback_to(3)                    # no-op
+    run(s, (1, [(10, 1, READ, b"")]))
+    assert s.executed_seq == 4
+
+
+def test_load_rules():
+    s = kv.KVStore()
+    s.load([(1, b"a"), (1, b"b"), (2**64 - 1, b"c")])
+    assert s.get(1) == b"b" and s.get(2**64 - 1) == b"c" and len(s) == 2
+    with pytest.raises(ValueError):
+        s.load([(1, bytes(codec.MAX_VALUE + 1))])
+    with pytest.raises(ValueError):
+        s.load([(-1, b"a")])
+    with pytest.raises(ValueError):
+        s.load_sequential(10, codec.MAX_VALUE + 1)
+    run(s, (1, [(1, 1, READ, b"")]))
+    with pytest.raises(ValueError, match="before the first batch"):
+        s.load([(3, b"a")])
+    with pytest.raises(ValueError, match="before the first batch"):
+        s.load_sequential(10, 10)
+    s.rollback_to(0)                    # loads are not undone
+    assert s.get(1) == b"b"
+
+
+def test_load_sequential_matches_definition():
+    s = kv.KVStore(capacity=4)
+    s.load_sequential(3000, 37, seed=12345)
+    assert len(s) == 3000
+    for key in (0, 1, 2, 1000, 2999):
+        assert s.get(key) == sequential_value(12345, key, 37)
+    assert s.get(3000) is None
+    records = {k: sequential_value(12345, k, 37) for k in range(3000)}
+    assert s.state_digest() == reference_digest(records, {})
+
+
+def test_growth_and_rollback_of_many_inserts():
+    s = kv.KVStore(capacity=1)
+    s.load([(k, b"L%d" % k) for k in range(0, 4000, 3)])
+    before = s.state_digest()
+    msgs = [(c, [(1 + j, c * 1000 + j, INSERT, b"I%d" % j) for j in range(200)])
+            for c in range(10)]
+    r = run(s, *msgs)
+    assert all(op[1] in (OK, EXISTS) for i in range(len(r)) for op in r.ops(i))
+    inserted = len(s) - 1334
+    assert inserted > 1500
+    s.rollback_to(0)
+    assert len(s) == 1334 and s.state_digest() == before
+    assert all(s.get(k) == b"L%d" % k for k in range(0, 4000, 3))
+    assert all(s.get(k) is None for k in range(1, 4000, 3))
+
+
+def test_seed_changes_nothing_observable():
+    observed = []
+    for seed in (0, 1, 2**64 - 1):
+        s = kv.KVStore(seed=seed, capacity=2)
+        s.load_sequential(500, 20, seed=3)
+        results = []
+        for c in range(20):
+            ops = [(1, c * 7 % 600, UPDATE, b"u"), (2, 500 + c, INSERT, b"i"),
+                   (3, c * 11 % 600, RMW, b"r")]
+            results.append(results_of(run(s, (c, ops))))
+        observed.append((results, s.state_digest(), s.snapshot()))
+    assert observed[0] == observed[1] == observed[2]
+    with pytest.raises(ValueError):
+        kv.KVStore(seed=-1)
+    with pytest.raises(ValueError):
+        kv.KVStore(seed=2**64)
+
+
+def test_digest_is_sensitive_to_every_part_of_the_state():
+    base = {1: b"a", 2: b"b"}
+    d = reference_digest(base, {1: (3, 1)})
+    s = kv.KVStore()
+    s.load(base.items())
+    run(s, (1, [(3, 1, READ, b"")]))
+    assert s.state_digest() == d
+    variants = [({1: b"b", 2: b"a"}, {1: (3, 1)}), ({1: b"a"}, {1: (3, 1)}),
+                ({1: b"a", 2: b"b"}, {1: (3, 3)}), ({1: b"a", 2: b"b", 3: b""}, {1: (3, 1)})]
+    assert len({d} | {reference_digest(r, c) for r, c in variants}) == 5
+
+
+def test_undo_bytes_accounting_and_finalize_frees():
+    s = kv.KVStore()
+    s.load_sequential(100, 50)
+    assert s.undo_bytes == 0
+    run(s, (1, [(1, 3, UPDATE, b"x" * 10)]))
+    one = s.undo_bytes
+    assert one >= 50
+    run(s, (1, [(2, 4, UPDATE, b"y" * 10)]))
+    assert s.undo_bytes >= 2 * 50
+    s.finalize(1)
+    assert 0 < s.undo_bytes < 2 * one
+    s.finalize(2)
+    assert s.undo_bytes == 0
+
+
+def test_no_leaks_on_execute_rollback_finalize_paths():
+    def cycle(s, base_t):
+        for k in range(1, 9):
+            run(s, (k % 3, [(base_t + k, k, UPDATE, b"u" * 64), (base_t + k + 100, 500 + k,
+                                                                INSERT, b"i" * 64)]))
+        s.rollback_to(s.final_seq + 4)
+        s.finalize(s.final_seq + 2)
+        s.state_digest()
+        s.snapshot()
+
+    tracemalloc.start()
+    try:
+        s = kv.KVStore()
+        s.load_sequential(2000, 100)
+        cycle(s, 0)                     # warm-up: buffers reach their working size
+        s.rollback_to(s.final_seq)
+        start = tracemalloc.get_traced_memory()[0]
+        for n in range(1, 40):
+            cycle(s, 1000 * n)
+            s.rollback_to(s.final_seq)
+        grown = tracemalloc.get_traced_memory()[0] - start
+        del s
+        assert grown < 64 * 1024, grown
+    finally:
+        tracemalloc.stop()
+
+
+def test_snapshot_encoding_is_canonical():
+    a = kv.KVStore(seed=1)
+    a.load([(5, b"five"), (2, b"two")])
+    run(a, (4, [(9, 2, UPDATE, b"deux")]))
+    snap = a.snapshot()
+    digest = a.state_digest()
+    body = (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 1, 2, 1) + digest
+            + struct.pack("<QH", 2, 4) + b"deux" + struct.pack("<QH", 5, 4) + b"five"
+            + struct.pack("<IQQ", 4, 9, 1))
+    assert snap == body + hashlib.sha256(body).digest()
+    b = kv.KVStore.restore(snap, seed=77)
+    assert (b.executed_seq, b.final_seq, b.undo_bytes) == (1, 1, 0)
+    assert b.state_digest() == digest and b.snapshot() == snap
+    assert b.client_state(4) == (9, 1)
+    run(b, (4, [(9, 2, UPDATE, b"x")]))   # dedup state came along
+    assert b.get(2) == b"deux"
+
+
+def hostile(body):
+    return body + hashlib.sha256(body).digest()
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"XoE/KV-SNAP/v1\0\0" + bytes(56), "magic"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 2**60, 0) + bytes(32), "record count"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 2**60) + bytes(32), "client count"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 1, 0) + bytes(32)
+     + struct.pack("<QH", 1, 4097) + bytes(4097), "exceeds"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 1, 0) + bytes(32)
+     + struct.pack("<QH", 1, 9) + bytes(3), "past the end"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 2, 0) + bytes(32)
+     + struct.pack("<QH", 3, 0) + struct.pack("<QH", 3, 0), "strictly increasing"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
+     + struct.pack("<IQQ", 1, 5, 2), "not marked executed"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
+     + struct.pack("<IQQ", 1, 5, 0b1000001), "below 0"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
+     + struct.pack("<IQQ", 1, 5, 1) + b"x", "client section"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 0) + bytes(32), "state digest"),
+])
+def test_restore_rejects_hostile_snapshots_with_a_reason(body, reason):
+    with pytest.raises(ValueError, match=reason):
+        kv.KVStore.restore(hostile(body))
+
+
+def test_restore_rejects_checksum_mismatch_and_short_input():
+    snap = kv.KVStore().snapshot()
+    with pytest.raises(ValueError, match="checksum"):
+        kv.KVStore.restore(snap[:-1] + bytes([snap[-1] ^ 1]))
+    with pytest.raises(ValueError, match="shorter"):
+        kv.KVStore.restore(snap[:50])
+    assert kv.KVStore.restore(bytearray(snap)).state_digest() == kv.KVStore().state_digest()
+
+
+# ---------------------------------------------------------------------------------------
+# properties against the model
+
+
+@fast
+@given(preload=preload_strategy, batches=batches_strategy, zero=st.booleans())
+def test_random_batches_match_the_model(preload, batches, zero):
+    s = kv.KVStore(seed=len(batches), zero_payload=zero, capacity=1)
+    m = Model(zero)
+    s.load(preload.items())
+    m.records.update(preload)
+    for messages in batches:
+        res = run(s, *messages)
+        expected = m.execute(messages)
+        assert results_of(res) == expected
+        for i, (client, _) in enumerate(messages):
+            assert bytes(res.inform_body(i)) == codec.inform_body(client, i, expected[i])
+        assert contents(s, KEYS) == m.records and len(s) == len(m.records)
+        assert {c: s.client_state(c) for c in m.clients} == m.clients
+    assert s.state_digest() == m.digest()
+
+
+@fast
+@given(preload=preload_strategy, batches=batches_strategy, data=st.data())
+def test_rollback_restores_every_earlier_state(preload, batches, data):
+    s = kv.KVStore(capacity=1)
+    s.load(preload.items())
+    history = [(s.state_digest(), contents(s, KEYS), s.snapshot())]
+    for messages in batches:
+        run(s, *messages)
+        history.append((s.state_digest(), contents(s, KEYS), s.snapshot()))
+    targets = data.draw(st.lists(st.integers(0, len(batches)), min_size=1, max_size=4),
+                        label="rollback targets")
+    for target in sorted(targets, reverse=True):
+        s.rollback_to(target)
+        digest, records, snap = history[target]
+        assert s.executed_seq == target
+        assert s.state_digest() == digest
+        assert contents(s, KEYS) == records and len(s) == len(records)
+        again = s.snapshot()
+        assert again[:16] + again[24:-32] == snap[:16] + snap[24:-32]   # same state
+        assert again[16:24] == struct.pack("<Q", target) == snap[16:24]
+        if target < len(batches):
+            # re-executing the undone batch reaches the same state again
+            run(s, *batches[target])
+            assert s.state_digest() == history[target + 1][0]
+            s.rollback_to(target)
+    s.rollback_to(0)
+    assert s.undo_bytes == 0 and s.state_digest() == history[0][0]
+
+
+@fast
+@given(batches=batches_strategy, data=st.data())
+def test_finalize_then_rollback_below_is_an_error(batches, data):
+    s = kv.KVStore()
+    digests = [s.state_digest()]
+    for messages in batches:
+        run(s, *messages)
+        digests.append(s.state_digest())
+    f = data.draw(st.integers(0, s.executed_seq), label="finalize")
+    s.finalize(f)
+    assert s.final_seq == f
+    if f > 0:
+        with pytest.raises(ValueError):
+            s.rollback_to(data.draw(st.integers(0, f - 1), label="below"))
+    assert s.state_digest() == digests[-1]           # the failed call changed nothing
+    j = data.draw(st.integers(f, s.executed_seq), label="allowed")
+    s.rollback_to(j)
+    assert s.state_digest() == digests[j]
+
+
+@fast
+@given(preload=preload_strategy, batches=batches_strategy)
+def test_different_seeds_identical_digests_and_results(preload, batches):
+    a, b = kv.KVStore(seed=0, capacity=1), kv.KVStore(seed=0xDEADBEEF, capacity=1)
+    for s in (a, b):
+        s.load(preload.items())
+    for messages in batches:
+        assert results_of(run(a, *messages)) == results_of(run(b, *messages))
+        assert a.state_digest() == b.state_digest()
+    a.rollback_to(0)
+    b.rollback_to(0)
+    assert a.state_digest() == b.state_digest() and a.snapshot() == b.snapshot()
+
+
+@fast
+@given(preload=preload_strategy, batches=batches_strategy, seed=st.integers(0, 2**64 - 1))
+def test_snapshot_restore_round_trip(preload, batches, seed):
+    s = kv.KVStore()
+    s.load(preload.items())
+    for messages in batches:
+        run(s, *messages)
+    snap = s.snapshot()
+    r = kv.KVStore.restore(snap, seed=seed)
+    assert r.state_digest() == s.state_digest()
+    assert (r.executed_seq, r.final_seq) == (s.executed_seq, s.executed_seq)
+    assert contents(r, KEYS) == contents(s, KEYS)
+    assert r.snapshot() == snap
+    with pytest.raises(ValueError):
+        r.rollback_to(r.executed_seq - 1)
+    follow = [(c, [(10**6 + j, k, UPDATE, b"n")]) for j, (c, k) in enumerate([(0, 1), (3, 2)])]
+    assert results_of(run(r, *follow)) == results_of(run(s, *follow))
+    assert r.state_digest() == s.state_digest()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(preload=preload_strategy, batches=batches_strategy, data=st.data())
+def test_damaged_snapshots_only_raise_value_error(preload, batches, data):
+    s = kv.KVStore()
+    s.load(preload.items())
+    for messages in batches:
+        run(s, *messages)
+    snap = s.snapshot()
+    if data.draw(st.booleans(), label="truncate"):
+        damaged = snap[:data.draw(st.integers(0, len(snap) - 1), label="length")]
+    else:
+        bit = data.draw(st.integers(0, 8 * len(snap) - 1), label="bit")
+        damaged = bytearray(snap)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        damaged = bytes(damaged)
+    with pytest.raises(ValueError):
+        kv.KVStore.restore(damaged)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.binary(max_size=200), count_fields=st.tuples(*[st.integers(0, 40)] * 3))
+def test_hostile_snapshots_with_valid_checksum_only_raise_value_error(body, count_fields):
+    data = kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", *count_fields) + body
+    try:
+        r = kv.KVStore.restore(hostile(data))
+    except ValueError:
+        return
+    assert r.snapshot() == hostile(data)            # accepted only if canonical
+
+
+# ---------------------------------------------------------------------------------------
+# stateful: executes, rollbacks, finalizes and digests interleaved freely
+
+
+class KVMachine(RuleBasedStateMachine):
+    @initialize(preload=preload_strategy, zero=st.booleans())
+    def setup(self, preload, zero):
+        self.store = kv.KVStore(seed=3, zero_payload=zero, capacity=1)
+        self.store.load(preload.items())
+        model = Model(zero)
+        model.records.update(preload)
+        self.models = [model]               # models[k] = state after seq k
+        self.final = 0
+
+    @rule(messages=messages_strategy)
+    def execute(self, messages):
+        model = self.models[-1].copy()
+        expected = model.execute(messages)
+        assert results_of(run(self.store, *messages)) == expected
+        self.models.append(model)
+
+    @precondition(lambda self: len(self.models) > 1)
+    @rule(data=st.data())
+    def rollback(self, data):
+        k = data.draw(st.integers(self.final, len(self.models) - 1))
+        self.store.rollback_to(k)
+        del self.models[k + 1:]
+
+    @precondition(lambda self: len(self.models) > 1)
+    @rule(data=st.data())
+    def finalize(self, data):
+        k = data.draw(st.integers(0, len(self.models) - 1))
+        self.store.finalize(k)
+        self.final = max(self.final, k)
+
+    @rule()
+    def digest(self):
+        assert self.store.state_digest() == self.models[-1].digest()
+
+    @invariant()
+    def same_contents(self):
+        if hasattr(self, "store"):
+            assert contents(self.store, KEYS) == self.models[-1].records
+            assert (self.store.executed_seq, self.store.final_seq) == (
+                len(self.models) - 1, self.final)
+
+
+KVMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+test_kv_state_machine = KVMachine.TestCase
