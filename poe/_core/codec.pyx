@@ -286,10 +286,9 @@ cdef class Batch:
                       base + self.offsets[i + 1] - POE_SIG_SIZE)
 
     def signature(self, Py_ssize_t i):
+        """The client's signature on message i (64 bytes)."""
         i = self._index(i)
-        base = self._base()
-        return _slice(<_View>self.owner, base + self.offsets[i + 1] - POE_SIG_SIZE,
-                      base + self.offsets[i + 1])
+        return _copy(self.data + self.offsets[i + 1] - POE_SIG_SIZE, POE_SIG_SIZE)
 
     def client(self, Py_ssize_t i):
         i = self._index(i)
@@ -449,7 +448,8 @@ cdef class Message:
 
     @property
     def auth(self):
-        return _slice(self._buf, self._body_end, self._buf.size)
+        """The MAC or signature (bytes; at most 64)."""
+        return _copy(self._buf.ptr + self._body_end, self._buf.size - self._body_end)
 
     def __repr__(self):
         return (f"{type(self).__name__}(sender={self.sender}, view={self.view}, "

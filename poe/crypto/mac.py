@@ -71,14 +71,18 @@ class PairwiseMacKeys(MacKeys):
         if key is None:
             raise CryptoError(f"{self.party} has no MAC key for {peer}: not in cluster.toml "
                               "or not in this party's secret file")
-        return hashlib.blake2b(TAG_MAC + data, key=key, digest_size=MAC_SIZE).digest()
+        h = hashlib.blake2b(TAG_MAC, key=key, digest_size=MAC_SIZE)
+        h.update(data)                      # no copy of the (possibly large) frame
+        return h.digest()
 
     def verify(self, peer: Party, data: bytes, tag: bytes) -> bool:
         key = self._receive.get(peer)
         if key is None or type(tag) is not bytes or len(tag) != MAC_SIZE:
             return False
         try:
-            expected = hashlib.blake2b(TAG_MAC + data, key=key, digest_size=MAC_SIZE).digest()
+            h = hashlib.blake2b(TAG_MAC, key=key, digest_size=MAC_SIZE)
+            h.update(data)
+            expected = h.digest()
         except TypeError:
             return False
         return hmac.compare_digest(expected, tag)

@@ -1,0 +1,85 @@
+"""What a protocol object asks its driver (simulator or runtime) to do.
+
+Every handler of a protocol object returns a list of these plain records; the driver
+carries them out in order. They hold encoded, authenticated frames (bytes), so a driver
+never needs keys or protocol knowledge. Must never: perform IO itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Deliver ``data`` (a sealed frame) to replica ``to``."""
+
+    to: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Deliver the same ``data`` to every other replica (frames without per-peer MACs)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Deliver ``data`` (a sealed INFORM) to client ``client``."""
+
+    client: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Arm (or re-arm) timer ``(kind, key)`` to fire at time ``at`` (seconds)."""
+
+    kind: str
+    key: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    """Disarm timer ``(kind, key)`` if armed."""
+
+    kind: str
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """Batch ``seq`` (digest ``digest``, certified in ``view``) was executed; the ledger
+    head is now ``block_hash``. Drivers append it to the ledger and checkers watch it;
+    ``batch`` and ``results`` are the executed batch and its kv results (read-only)."""
+
+    seq: int
+    view: int
+    digest: bytes
+    block_hash: bytes
+    requests: int
+    batch: object = None
+    results: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class RolledBack:
+    """Every executed batch above ``seq`` was undone (view change, state transfer)."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stable:
+    """Checkpoint ``seq`` became stable (state digest ``state_digest``); speculation up to
+    it is final."""
+
+    seq: int
+    state_digest: bytes
+    chain_digest: bytes
+
+
+Action = Union[Send, Broadcast, Reply, SetTimer, CancelTimer, Executed, RolledBack, Stable]

@@ -1,0 +1,177 @@
+"""The PoE client (PROTOCOL.md §2.4): a sans-IO state machine.
+
+What it is for: turning operations into signed client messages (several requests under one
+Ed25519 signature, §1.5), sending them to the primary, collecting INFORMs and deciding when
+``nf`` replicas agree on (view, seq, index, results) — the proof of execution. On a timeout
+it re-sends to every replica with doubling backoff; after its deadline it gives up with an
+explicit "outcome unknown": it never hangs.
+
+What it must never do: accept fewer than nf matching INFORMs from distinct replicas, count a
+replica twice, accept an INFORM whose MAC does not verify or whose request ids are not the
+ones it sent, or read a clock (time is passed in).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from poe._core import codec
+from poe._core.codec import WireError
+from poe.crypto.base import CryptoSuite, replica as replica_party
+from poe.crypto.statements import request_statement
+from poe.protocol.actions import CancelTimer, SetTimer, Send
+from poe.protocol.config import ProtocolConfig
+
+TIMER_RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """Message ``handle`` holds a proof of execution: nf replicas agree that it ran as
+    message ``index`` of batch ``seq`` in ``view`` with ``results`` ((t, status, value) per
+    operation). ``replicas`` are the ones whose INFORMs form the proof."""
+
+    handle: int
+    view: int
+    seq: int
+    index: int
+    results: tuple
+    replicas: tuple[int, ...]
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeUnknown:
+    """Message ``handle`` got no proof of execution before its deadline. It may or may not
+    have executed; re-submitting the same operations would get new request ids."""
+
+    handle: int
+    reason: str
+
+
+@dataclass(slots=True)
+class _Pending:
+    frame: bytes
+    ids: tuple[int, ...]
+    sent_at: float
+    deadline: float
+    backoff: float
+    votes: dict[int, tuple[int, int, bytes]]     # replica -> (view, seq, body)
+    tally: Counter
+
+
+class PoEClient:
+    """One client. ``submit`` returns a handle (the first request id of the message)."""
+
+    def __init__(self, config: ProtocolConfig, client_id: int, crypto: CryptoSuite, *,
+                 retry_timeout_s: float = 1.0, retry_timeout_max_s: float = 8.0,
+                 deadline_s: float = 30.0, outstanding_max: int = 1024) -> None:
+        config.validate()
+        if crypto.signer is None or crypto.macs is None:
+            raise ValueError("a client needs its signing key and its MAC keys")
+        if not 0 < retry_timeout_s <= retry_timeout_max_s or deadline_s <= 0:
+            raise ValueError("need 0 < retry_timeout_s <= retry_timeout_max_s and deadline_s > 0")
+        self.config = config
+        self.id = client_id
+        self.crypto = crypto
+        self.nf = config.nf
+        self.view = 0
+        self.next_t = 1
+        self.retry_timeout_s = retry_timeout_s
+        self.retry_timeout_max_s = retry_timeout_max_s
+        self.deadline_s = deadline_s
+        self.outstanding_max = outstanding_max
+        self.pending: dict[int, _Pending] = {}
+        self._replicas = [replica_party(i) for i in range(config.n)]
+        self.drops: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(self, operations, now: float) -> tuple[int, list]:
+        """Sign one client message carrying ``operations`` ((key, code, value) each) and
+        send it to the primary we believe in. Returns (handle, actions)."""
+        if len(self.pending) >= self.outstanding_max:
+            raise RuntimeError(f"client {self.id} already has {self.outstanding_max} messages "
+                               "outstanding; wait for results before submitting more")
+        ops = []
+        for key, code, value in operations:
+            ops.append((self.next_t, key, code, value))
+            self.next_t += 1
+        unsigned = codec.pack_client_message(self.id, ops)
+        message = unsigned + self.crypto.signer.sign(request_statement(unsigned))
+        frame = codec.encode_request(message, self.view)
+        handle = ops[0][0]
+        self.pending[handle] = _Pending(frame, tuple(op[0] for op in ops), now,
+                                        now + self.deadline_s, self.retry_timeout_s, {},
+                                        Counter())
+        self.stats["submitted"] += 1
+        return handle, [Send(self.config.primary(self.view), frame),
+                        SetTimer(TIMER_RETRY, handle, now + self.retry_timeout_s)]
+
+    # ------------------------------------------------------------------ INFORM
+
+    def on_message(self, data: bytes, now: float) -> list:
+        """An INFORM from a replica; returns actions and at most one Completed."""
+        try:
+            m = codec.decode(data)
+        except WireError:
+            self.drops["malformed"] += 1
+            return []
+        if m.kind != codec.INFORM:
+            self.drops["unexpected-kind"] += 1
+            return []
+        sender = m.sender
+        if sender >= self.config.n or m.auth_kind != codec.AUTH_MAC:
+            self.drops["unknown-sender"] += 1
+            return []
+        if not self.crypto.macs.verify(self._replicas[sender], m.signed, m.auth):
+            self.drops["bad-mac"] += 1
+            return []
+        if m.client != self.id:
+            self.drops["not-for-us"] += 1
+            return []
+        results = m.results
+        handle = results[0][0]
+        p = self.pending.get(handle)
+        if p is None:
+            self.drops["no-such-request"] += 1          # late or duplicate: already decided
+            return []
+        if tuple(r[0] for r in results) != p.ids:
+            self.drops["wrong-request-ids"] += 1
+            return []
+        if sender in p.votes:
+            if p.votes[sender] == (m.view, m.seq, bytes(m.body)):
+                self.drops["duplicate-inform"] += 1
+                return []
+            # the replica re-informs after a view change: its newer INFORM replaces the old
+            p.tally[p.votes[sender]] -= 1
+        vote = (m.view, m.seq, bytes(m.body))
+        p.votes[sender] = vote
+        p.tally[vote] += 1
+        if p.tally[vote] < self.nf:
+            return []
+        del self.pending[handle]
+        self.view = max(self.view, m.view)
+        proof = tuple(sorted(r for r, v in p.votes.items() if v == vote))
+        self.stats["completed"] += 1
+        return [CancelTimer(TIMER_RETRY, handle),
+                Completed(handle, m.view, m.seq, m.index, results, proof, now - p.sent_at)]
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timeout(self, kind: str, key: int, now: float) -> list:
+        p = self.pending.get(key)
+        if kind != TIMER_RETRY or p is None:
+            return []
+        if now >= p.deadline:
+            del self.pending[key]
+            self.stats["outcome-unknown"] += 1
+            return [OutcomeUnknown(key, f"no {self.nf} matching INFORMs within "
+                                        f"{self.deadline_s} s")]
+        # retransmit to every replica (§2.4 step 3); backups forward it to the primary
+        self.stats["retransmitted"] += 1
+        out: list = [Send(r, p.frame) for r in range(self.config.n)]
+        p.backoff = min(p.backoff * 2, self.retry_timeout_max_s)
+        out.append(SetTimer(TIMER_RETRY, key, min(now + p.backoff, p.deadline)))
+        return out

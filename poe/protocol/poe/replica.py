@@ -1,0 +1,739 @@
+"""The PoE replica, normal case: PROPOSE -> SUPPORT -> CERTIFY -> execute -> INFORM.
+
+Read it beside PROTOCOL.md: §2.5 (primary), §2.6 (propose), §2.7 (certify), §2.8 (execute
+and inform), §3.2 (MAC variant: all-to-all SUPPORT), §5 (checkpoints, window), §10.
+Handlers are named after the paper's steps. The view change (§4) slots in through
+``status``, ``view`` and ``kstart``; it lives in its own module.
+
+What it is for: a pure, deterministic state machine. ``on_message(data, now)`` and
+``on_timeout(kind, key, now)`` take bytes and time, return a list of actions
+(poe.protocol.actions). Every message from a peer is validated (codec structure, sender,
+authentication, view, window, certificates, client signatures, sizes); an invalid one is
+dropped and counted in ``drops`` by reason, never raised.
+
+What it must never do: read a clock, a socket, a file or randomness; raise on peer input;
+execute out of order; INFORM while not in the normal case of its view; let any table grow
+beyond its configured bound.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+
+from poe._core import codec
+from poe._core.codec import Batch, WireError, seal
+from poe._core.digest import batch_digest, block_hash
+from poe._core.kv import KVStore
+from poe._core.window import Window
+from poe.crypto.base import Certificate, CryptoSuite, client as client_party
+from poe.crypto.base import replica as replica_party
+from poe.crypto.errors import CombineError
+from poe.crypto.statements import checkpoint_statement, request_statement, support_statement
+from poe.protocol.actions import (
+    Action, Broadcast, Executed, Reply, SetTimer, Send, Stable,
+)
+from poe.protocol.config import ProtocolConfig
+from poe.protocol.poe.checkpoint import CheckpointTracker
+from poe.protocol.poe.clients import PendingSet, ReplyCache
+from poe.protocol.quorum import popcount
+
+NORMAL = "normal"
+VIEW_CHANGE = "view-change"
+
+TIMER_BATCH = "batch"        # close the open batch (primary)
+TIMER_TICK = "tick"          # retransmit proposals, fetch missing slots, resend checkpoints
+
+SUPPORT_VOTES = 0            # window vote kind: SUPPORTs (MAC mode)
+ZERO_DIGEST = b"\0" * 32     # FETCH for "whatever you hold at k"
+
+# authentication each kind must carry (CERTIFY may come either way: it verifies itself)
+_AUTH = {
+    codec.PROPOSE: (codec.AUTH_MAC,),
+    codec.SUPPORT: (codec.AUTH_MAC,),
+    codec.CERTIFY: (codec.AUTH_NONE, codec.AUTH_MAC),
+    codec.CHECKPOINT: (codec.AUTH_NONE, codec.AUTH_MAC),
+    codec.FETCH: (codec.AUTH_MAC,),
+    codec.FETCH_REPLY: (codec.AUTH_MAC,),
+    codec.VC_REQUEST: (codec.AUTH_SIG,),
+    codec.NV_PROPOSE: (codec.AUTH_MAC,),
+    codec.STATE_REQ: (codec.AUTH_MAC,),
+    codec.STATE_REPLY: (codec.AUTH_MAC,),
+}
+
+
+class Slot:
+    """Everything a replica holds for one sequence number k inside the window."""
+
+    __slots__ = (
+        "prop_view", "batch", "digest",            # accepted proposal (or fetched batch)
+        "cert_view", "cert_digest", "cert",        # highest certificate held
+        "committed", "executed",
+        "shares", "bad",                           # primary, TS mode: shares by replica
+        "own_support", "early",                    # own SUPPORT frame; SUPPORTs before PROPOSE
+        "proposal", "proposed_at", "fetched_at",
+    )
+
+    def __init__(self) -> None:
+        self.prop_view = -1
+        self.batch: Batch | None = None
+        self.digest: bytes | None = None
+        self.cert_view = -1
+        self.cert_digest: bytes | None = None
+        self.cert: Certificate | None = None
+        self.committed = False
+        self.executed = False
+        self.shares: dict[int, bytes] | None = None
+        self.bad: set[int] | None = None
+        self.own_support: bytes | None = None
+        self.early: dict[int, bytes] | None = None
+        self.proposal: bytes | None = None
+        self.proposed_at = 0.0
+        self.fetched_at = -1.0
+
+
+class PoEReplica:
+    """One PoE replica. ``config.mode`` selects the TS or the MAC variant."""
+
+    def __init__(self, config: ProtocolConfig, replica_id: int, crypto: CryptoSuite,
+                 kv: KVStore | None = None) -> None:
+        config.validate()
+        if not 0 <= replica_id < config.n:
+            raise ValueError(f"replica id {replica_id} outside 0..{config.n - 1}")
+        if crypto.macs is None or crypto.signer is None or crypto.verifier is None:
+            raise ValueError("a replica needs MAC keys, a signer and a signature verifier")
+        if config.mode == "ts" and (crypto.threshold is None or crypto.threshold_signer is None):
+            raise ValueError("TS mode needs a threshold signer and verifier (or use mode 'mac')")
+        self.config = config
+        self.id = replica_id
+        self.n = config.n
+        self.f = config.f
+        self.nf = config.nf
+        self.ts = config.mode == "ts"
+        self.crypto = crypto
+        self._macs = crypto.macs
+        self._replicas = [replica_party(i) for i in range(self.n)]
+        self._clients: dict[int, object] = {}
+
+        self.view = 0
+        self.status = NORMAL
+        self.kstart = 0                  # highest k fixed by the NV-PROPOSE of this view
+        self.window = Window(config.window, self.n, 1)
+        self.kv = kv if kv is not None else KVStore(seed=config.kv_seed,
+                                                    zero_payload=config.zero_payload)
+        self.k_exec = 0
+        self.head = config.genesis       # H(B_k_exec)
+        self.block_hashes: dict[int, bytes] = {0: config.genesis}
+        self.checkpoints = CheckpointTracker(self.nf, config.checkpoint_period, config.genesis)
+        self.own_checkpoint: bytes | None = None   # last CHECKPOINT frame we broadcast
+        self.behind: codec.CheckpointProof | None = None  # stable proof above k_exec
+
+        self.replies = ReplyCache(config.reply_cache_size)
+        self.pending = PendingSet(config.pending_requests_max)
+        self.open_messages: list[object] = []
+        self.open_ops = 0
+        self.ready: deque[Batch] = deque()
+        self.next_k = 1
+        self.batch_timer = False
+        self.tick_armed = False
+        self.last_progress = 0.0
+        self.max_seen = 0                # highest k with any evidence (proposal, cert)
+
+        self.drops: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ small helpers
+
+    @property
+    def primary(self) -> int:
+        return self.config.primary(self.view)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.config.primary(self.view) == self.id
+
+    def _client(self, cid: int):
+        party = self._clients.get(cid)
+        if party is None:
+            if len(self._clients) > 1 << 20:
+                self._clients.clear()
+            party = self._clients[cid] = client_party(cid)
+        return party
+
+    def _drop(self, reason: str) -> list[Action]:
+        self.drops[reason] += 1
+        return []
+
+    def _sealed_for(self, frame: bytes, to: int) -> bytes:
+        return seal(frame, self._macs.mac(self._replicas[to], frame))
+
+    def _send_others(self, frame: bytes, out: list[Action]) -> None:
+        """MAC-authenticated frame to every other replica (one tag per receiver)."""
+        for r in range(self.n):
+            if r != self.id:
+                out.append(Send(r, self._sealed_for(frame, r)))
+
+    def _slot(self, k: int) -> Slot:
+        slot = self.window.payload(k)
+        if slot is None:
+            slot = Slot()
+            self.window.set_payload(k, slot)
+        return slot
+
+    def _arm_tick(self, now: float, out: list[Action]) -> None:
+        if not self.tick_armed:
+            self.tick_armed = True
+            out.append(SetTimer(TIMER_TICK, 0, now + self.config.retransmit_timeout_s))
+
+    def status_line(self) -> str:
+        """One-line state summary for traces."""
+        return (f"r{self.id} v{self.view} {self.status} w({self.window.low},{self.window.high}]"
+                f" exec {self.k_exec} stable {self.checkpoints.stable.seq}")
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_message(self, data: bytes, now: float) -> list[Action]:
+        """A frame from the network (a replica or a client)."""
+        try:
+            m = codec.decode(data)
+        except WireError:
+            return self._drop("malformed")
+        kind = m.kind
+        if kind == codec.REQUEST:
+            return self.on_request(m, now)
+        allowed = _AUTH.get(kind)
+        if allowed is None:
+            return self._drop("unexpected-kind")
+        sender = m.sender
+        if sender >= self.n or sender == self.id:
+            return self._drop("unknown-sender")
+        if m.auth_kind not in allowed:
+            return self._drop("wrong-auth")
+        if m.auth_kind == codec.AUTH_MAC and not self._macs.verify(
+                self._replicas[sender], m.signed, m.auth):
+            return self._drop("bad-mac")
+        if kind == codec.SUPPORT:
+            return self.on_support(m, now)
+        if kind == codec.CERTIFY:
+            return self.on_certify(m, now)
+        if kind == codec.PROPOSE:
+            return self.on_propose(m, now)
+        if kind == codec.CHECKPOINT:
+            return self.on_checkpoint(m, now)
+        if kind == codec.FETCH:
+            return self.on_fetch(m, now)
+        if kind == codec.FETCH_REPLY:
+            return self.on_fetch_reply(m, now)
+        return self.on_view_change_message(m, now)
+
+    def on_view_change_message(self, m: codec.Message, now: float) -> list[Action]:
+        """VC-REQUEST, NV-PROPOSE, STATE-REQ/REPLY: handled by the view-change module."""
+        return self._drop("view-change-unsupported")
+
+    def on_timeout(self, kind: str, key: int, now: float) -> list[Action]:
+        if kind == TIMER_BATCH:
+            self.batch_timer = False
+            out: list[Action] = []
+            if self.is_primary and self.status == NORMAL and self.open_messages:
+                self._close_batch()
+                self._propose_ready(now, out)
+            return out
+        if kind == TIMER_TICK:
+            self.tick_armed = False
+            return self._tick(now)
+        return self._drop("unknown-timer")
+
+    # ------------------------------------------------------------------ client requests
+
+    def on_request(self, m: codec.Request, now: float) -> list[Action]:
+        """A client message, sent to us directly or forwarded (§2.5, §4.2 forwarding)."""
+        cid = m.client
+        batch = m.batch
+        key = (cid, batch.first_request_id(0))
+        cached = self.replies.get(key)
+        if cached is not None:
+            self.stats["reply-from-cache"] += 1
+            return [Reply(cid, cached[2])]
+        if self.status != NORMAL:
+            return self._drop("request-during-view-change")
+        if not self.is_primary:
+            # a client retry reached a backup: hand it to the primary (PROTOCOL.md §4.2)
+            self.stats["request-forwarded"] += 1
+            return [Send(self.primary, bytes(m.frame))]
+        if key in self.pending:
+            return self._drop("request-pending")
+        if self.pending.full():
+            return self._drop("primary-overloaded")
+        if not self.crypto.verifier.verify(self._client(cid),
+                                           request_statement(batch.signed_part(0)),
+                                           batch.signature(0)):
+            return self._drop("bad-client-signature")
+        self.pending.add(key)
+        self.open_messages.append(batch.message(0))
+        self.open_ops += batch.nops
+        out: list[Action] = []
+        if self.open_ops >= self.config.batch_size:
+            self._close_batch()
+            self._propose_ready(now, out)
+        elif not self.batch_timer:
+            self.batch_timer = True
+            out.append(SetTimer(TIMER_BATCH, 0, now + self.config.batch_timeout_s))
+        return out
+
+    def _close_batch(self) -> None:
+        self.ready.append(Batch.from_messages(self.open_messages))
+        self.open_messages = []
+        self.open_ops = 0
+
+    # ------------------------------------------------------------------ primary: PROPOSE
+
+    def _propose_ready(self, now: float, out: list[Action]) -> None:
+        """Propose closed batches while the window has room (a full window holds us)."""
+        while self.ready and self.next_k <= self.window.high:
+            k = self.next_k
+            self.next_k = k + 1
+            self.propose(k, self.ready.popleft(), now, out)
+        if self.ready:
+            self.stats["window-full"] += 1
+
+    def propose(self, k: int, batch: Batch, now: float, out: list[Action]) -> None:
+        """PROPOSE(v, k, B) to all; the primary's own share / vote counts (§2.5, §10 row 21)."""
+        h = batch_digest(batch)
+        frame = codec.encode_propose(self.id, self.view, k, batch)
+        slot = self._slot(k)
+        slot.prop_view, slot.batch, slot.digest = self.view, batch, h
+        slot.proposal, slot.proposed_at = frame, now
+        self.window.set_digest(k, h)
+        self.max_seen = max(self.max_seen, k)
+        self._send_others(frame, out)
+        self.stats["proposed"] += 1
+        if self.ts:
+            slot.shares = {self.id: self.crypto.threshold_signer.share_sign(
+                support_statement(self.view, k, h))}
+            slot.bad = set()
+        else:
+            self.window.vote(k, SUPPORT_VOTES, self.id)
+        self._arm_tick(now, out)
+
+    # ------------------------------------------------------------------ any replica: PROPOSE
+
+    def on_propose(self, m: codec.Propose, now: float) -> list[Action]:
+        """Accept a proposal (§2.6) and SUPPORT it: to the primary (TS) or to all (MAC)."""
+        v, k = m.view, m.seq
+        if v != self.view or self.status != NORMAL:
+            return self._drop("propose-wrong-view")
+        if m.sender != self.primary:
+            return self._drop("propose-not-primary")
+        if not self.window.contains(k) or k <= self.kstart:
+            return self._drop("propose-outside-window")
+        slot = self._slot(k)
+        out: list[Action] = []
+        if slot.prop_view == v:
+            if slot.own_support is not None and bytes(m.signed) == slot.proposal:
+                # the primary retransmitted: our SUPPORT was probably lost
+                self.stats["support-resent"] += 1
+                self._send_support(k, slot, out)
+                return out
+            return self._drop("propose-duplicate-or-equivocation")
+        batch = m.batch
+        if batch.nops > self.config.batch_size:
+            return self._drop("propose-batch-too-large")
+        if not self._client_signatures_ok(batch):
+            return self._drop("propose-bad-client-signature")
+        h = batch_digest(batch)
+        slot.prop_view, slot.batch, slot.digest = v, batch, h
+        slot.proposal = bytes(m.signed)
+        self.window.set_digest(k, h)
+        self.max_seen = max(self.max_seen, k)
+        self.support(k, slot, out)
+        if not self.ts:
+            self.window.vote(k, SUPPORT_VOTES, m.sender)      # PROPOSE = primary's SUPPORT
+            if slot.early:
+                for sender, digest in slot.early.items():
+                    if digest == h:
+                        self.window.vote(k, SUPPORT_VOTES, sender)
+                slot.early = None
+            self._check_mac_commit(k, slot)
+        elif slot.cert_view == v and slot.cert_digest == h:
+            slot.committed = True
+        self._arm_tick(now, out)
+        self._try_execute(now, out)
+        return out
+
+    def _client_signatures_ok(self, batch: Batch) -> bool:
+        verify = self.crypto.verifier.verify
+        for i in range(len(batch)):
+            if not verify(self._client(batch.client(i)), request_statement(batch.signed_part(i)),
+                          batch.signature(i)):
+                return False
+        return True
+
+    # ------------------------------------------------------------------ SUPPORT
+
+    def support(self, k: int, slot: Slot, out: list[Action]) -> None:
+        """SUPPORT(v, k, h): a threshold share to the primary (TS) or a vote to all (MAC)."""
+        if self.ts:
+            share = self.crypto.threshold_signer.share_sign(
+                support_statement(self.view, k, slot.digest))
+            slot.own_support = codec.encode_support(self.id, self.view, k, slot.digest, share)
+        else:
+            slot.own_support = codec.encode_support(self.id, self.view, k, slot.digest)
+            self.window.vote(k, SUPPORT_VOTES, self.id)
+        self._send_support(k, slot, out)
+
+    def _send_support(self, k: int, slot: Slot, out: list[Action], to: int = -1) -> None:
+        if to >= 0:
+            out.append(Send(to, self._sealed_for(slot.own_support, to)))
+        elif self.ts:
+            out.append(Send(self.primary, self._sealed_for(slot.own_support, self.primary)))
+        else:
+            self._send_others(slot.own_support, out)
+
+    def on_support(self, m: codec.Support, now: float) -> list[Action]:
+        v, k = m.view, m.seq
+        if v != self.view or self.status != NORMAL:
+            return self._drop("support-wrong-view")
+        if not self.window.contains(k):
+            return self._drop("support-outside-window")
+        if self.ts:
+            return self._on_support_share(m, k, now)
+        return self._on_support_vote(m, k, now)
+
+    def _on_support_share(self, m: codec.Support, k: int, now: float) -> list[Action]:
+        """Primary, TS mode: collect nf shares, combine optimistically, CERTIFY (§2.5)."""
+        slot = self.window.payload(k)
+        if not self.is_primary or slot is None or slot.shares is None \
+                or slot.prop_view != self.view:
+            return self._drop("support-not-proposed")
+        if m.digest != slot.digest:
+            return self._drop("support-wrong-digest")
+        sender = m.sender
+        if sender in slot.shares or sender in slot.bad:
+            return self._drop("support-duplicate")
+        if slot.cert_view == self.view:
+            return self._drop("support-late")        # only the first nf shares are used
+        slot.shares[sender] = m.share
+        out: list[Action] = []
+        if len(slot.shares) >= self.nf:
+            self._certify_slot(k, slot, now, out)
+        return out
+
+    def _certify_slot(self, k: int, slot: Slot, now: float, out: list[Action]) -> None:
+        statement = support_statement(self.view, k, slot.digest)
+        try:
+            cert = self.crypto.threshold.combine(slot.shares, statement)
+        except CombineError as exc:
+            for bad in exc.bad_signers:
+                slot.shares.pop(bad, None)
+                slot.bad.add(bad)
+                self.drops["support-bad-share"] += 1
+            return
+        self.certify(k, slot, cert, now, out)
+
+    def certify(self, k: int, slot: Slot, cert: Certificate, now: float,
+                out: list[Action]) -> None:
+        """CERTIFY(v, k, h, sigma) to all (self-verifying, no MAC) and process it locally."""
+        frame = codec.encode_certify(self.id, self.view, k, slot.digest, cert.bitmap,
+                                     cert.signature)
+        out.append(Broadcast(frame))
+        self.stats["certified"] += 1
+        self._record_cert(slot, self.view, slot.digest, cert)
+        slot.committed = True
+        self._try_execute(now, out)
+
+    def _on_support_vote(self, m: codec.Support, k: int, now: float) -> list[Action]:
+        """MAC mode: all-to-all SUPPORT; nf matching (own and PROPOSE included) commit."""
+        slot = self._slot(k)
+        if slot.digest is None:
+            early = slot.early
+            if early is None:
+                early = slot.early = {}
+            if m.sender in early:
+                return self._drop("support-duplicate")
+            early[m.sender] = m.digest      # at most one per replica: bounded by n
+            self.max_seen = max(self.max_seen, k)
+            return []
+        count = self.window.vote_if_match(k, SUPPORT_VOTES, m.sender, m.digest)
+        if count < 0:
+            return self._drop("support-wrong-digest")
+        out: list[Action] = []
+        if self._check_mac_commit(k, slot):
+            self._try_execute(now, out)
+        return out
+
+    def _check_mac_commit(self, k: int, slot: Slot) -> bool:
+        if not slot.committed and slot.batch is not None \
+                and self.window.count(k, SUPPORT_VOTES) >= self.nf:
+            slot.committed = True
+            slot.cert_view, slot.cert_digest = self.view, slot.digest
+            return True
+        return False
+
+    # ------------------------------------------------------------------ CERTIFY
+
+    def on_certify(self, m: codec.Certify, now: float) -> list[Action]:
+        """View-commit on a valid certificate (§2.7); fetch the batch if we lack it."""
+        v, k = m.view, m.seq
+        if not self.ts:
+            return self._drop("certify-in-mac-mode")
+        if v != self.view or self.status != NORMAL:
+            return self._drop("certify-wrong-view")
+        if not self.window.contains(k):
+            return self._drop("certify-outside-window")
+        slot = self._slot(k)
+        if slot.cert_view == v:
+            return self._drop("certify-duplicate")   # checked once: no pairing per copy
+        if popcount(m.bitmap) < self.nf:
+            return self._drop("certify-too-few-signers")
+        cert = Certificate(m.bitmap, m.signature)
+        if not self.crypto.threshold.verify_cert(cert, support_statement(v, k, m.digest)):
+            return self._drop("certify-invalid")
+        self._record_cert(slot, v, m.digest, cert)
+        self.max_seen = max(self.max_seen, k)
+        out: list[Action] = []
+        if slot.batch is not None and slot.digest == m.digest:
+            slot.committed = True
+            self._try_execute(now, out)
+        else:
+            # no PROPOSE, or a different one (the primary equivocated): ask the signers
+            self.stats["fetch-for-certificate"] += 1
+            self._fetch(k, m.digest, cert.signers(), now, out)
+        self._arm_tick(now, out)
+        return out
+
+    def _record_cert(self, slot: Slot, view: int, digest: bytes, cert: Certificate) -> None:
+        if view > slot.cert_view:
+            slot.cert_view, slot.cert_digest, slot.cert = view, digest, cert
+
+    # ------------------------------------------------------------------ FETCH
+
+    def _fetch(self, k: int, digest: bytes, targets, now: float, out: list[Action]) -> None:
+        slot = self._slot(k)
+        slot.fetched_at = now
+        frame = codec.encode_fetch(self.id, k, digest)
+        sent = set()
+        for r in [self.primary, *targets]:
+            if r != self.id and r not in sent and 0 <= r < self.n:
+                sent.add(r)
+                out.append(Send(r, self._sealed_for(frame, r)))
+
+    def on_fetch(self, m: codec.Fetch, now: float) -> list[Action]:
+        """Answer with the batch we hold for k (and our certificate / our SUPPORT)."""
+        k = m.seq
+        if not self.window.contains(k):
+            return self._drop("fetch-outside-window")
+        slot = self.window.payload(k)
+        if slot is None or slot.batch is None:
+            return self._drop("fetch-unknown")
+        want = m.digest
+        if want != ZERO_DIGEST and want != slot.digest:
+            return self._drop("fetch-unknown")
+        out: list[Action] = []
+        if self.is_primary and slot.proposal is not None and slot.prop_view == self.view:
+            # our PROPOSE was lost on the way: send it again (it is also our SUPPORT in MAC
+            # mode, and lets the requester support it itself)
+            out.append(Send(m.sender, self._sealed_for(slot.proposal, m.sender)))
+        if slot.cert is not None and slot.cert_digest == slot.digest:
+            frame = codec.encode_fetch_reply(self.id, k, slot.digest, slot.batch, slot.cert_view,
+                                             slot.cert.bitmap, slot.cert.signature)
+        else:
+            frame = codec.encode_fetch_reply(self.id, k, slot.digest, slot.batch)
+        out.append(Send(m.sender, self._sealed_for(frame, m.sender)))
+        if not self.ts and slot.own_support is not None and slot.prop_view == self.view:
+            self._send_support(k, slot, out, to=m.sender)
+        self.stats["fetch-served"] += 1
+        return out
+
+    def on_fetch_reply(self, m: codec.FetchReply, now: float) -> list[Action]:
+        """Adopt a fetched batch whose digest matches what we need (§2.7 step 3)."""
+        k = m.seq
+        if self.status != NORMAL or not self.window.contains(k) or k <= self.k_exec:
+            return self._drop("fetch-reply-unneeded")
+        slot = self._slot(k)
+        if slot.committed and slot.batch is not None and slot.digest == slot.cert_digest:
+            return self._drop("fetch-reply-unneeded")
+        batch = m.batch
+        if batch_digest(batch) != m.digest:
+            return self._drop("fetch-reply-wrong-digest")
+        out: list[Action] = []
+        if self.ts:
+            if m.bitmap and (slot.cert_view < self.view) and m.cert_view == self.view:
+                cert = Certificate(m.bitmap, m.signature)
+                if popcount(m.bitmap) < self.nf or not self.crypto.threshold.verify_cert(
+                        cert, support_statement(self.view, k, m.digest)):
+                    return self._drop("fetch-reply-invalid-certificate")
+                self._record_cert(slot, self.view, m.digest, cert)
+            if slot.cert_view != self.view or slot.cert_digest != m.digest:
+                return self._drop("fetch-reply-uncertified")
+            # certified: nf replicas (f+1 correct) checked its client signatures
+            slot.batch, slot.digest = batch, m.digest
+            slot.committed = True
+        else:
+            if slot.digest is not None and slot.digest != m.digest:
+                return self._drop("fetch-reply-wrong-digest")
+            if slot.batch is None:
+                if not self._client_signatures_ok(batch):
+                    return self._drop("fetch-reply-bad-client-signature")
+                slot.batch, slot.digest = batch, m.digest
+                self.window.set_digest(k, m.digest)
+                if slot.early:
+                    for sender, digest in slot.early.items():
+                        if digest == m.digest:
+                            self.window.vote(k, SUPPORT_VOTES, sender)
+                    slot.early = None
+            self._check_mac_commit(k, slot)
+        self.stats["fetch-adopted"] += 1
+        self._try_execute(now, out)
+        return out
+
+    # ------------------------------------------------------------------ execute and INFORM
+
+    def _try_execute(self, now: float, out: list[Action]) -> None:
+        """Execute view-committed batches strictly in order (§2.8)."""
+        if self.status != NORMAL:
+            return
+        window = self.window
+        while True:
+            k = self.k_exec + 1
+            if not window.contains(k):
+                return
+            slot = window.payload(k)
+            if slot is None or not slot.committed or slot.batch is None \
+                    or slot.digest != slot.cert_digest:
+                return
+            self.execute(k, slot, out)
+            self.last_progress = now
+
+    def execute(self, k: int, slot: Slot, out: list[Action]) -> None:
+        """Speculatively execute batch k, append B_k, INFORM every client (§2.8, §6.4)."""
+        batch = slot.batch
+        results = self.kv.execute(k, batch)
+        self.head = block_hash(k, slot.digest, self.head)
+        self.block_hashes[k] = self.head
+        self.k_exec = k
+        slot.executed = True
+        out.append(Executed(k, slot.cert_view, slot.digest, self.head, batch.nops, batch, results))
+        self.stats["executed-batches"] += 1
+        self.stats["executed-requests"] += batch.nops
+        self.inform(k, slot, results, out)
+        if k % self.config.checkpoint_period == 0:
+            self.checkpoint(k, out)
+
+    def inform(self, k: int, slot: Slot, results, out: list[Action]) -> None:
+        """INFORM(v, k, idx, c, results) to the client of every message in the batch."""
+        batch = slot.batch
+        macs = self._macs
+        view = self.view
+        pending = self.pending
+        for i in range(len(batch)):
+            cid = batch.client(i)
+            key = (cid, batch.first_request_id(i))
+            pending.discard(key)
+            if results.all_duplicate(i):
+                cached = self.replies.get(key)
+                if cached is not None:       # a re-submitted message: its original answer
+                    out.append(Reply(cid, cached[2]))
+                continue
+            frame = codec.encode_inform(self.id, view, k, results.inform_body(i))
+            sealed = frame + macs.mac(self._client(cid), frame)
+            self.replies.put(key, view, k, sealed)
+            out.append(Reply(cid, sealed))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, k: int, out: list[Action]) -> None:
+        """Signed CHECKPOINT(k, d_state, d_chain) to all, only in the normal case (§5.1)."""
+        state = self.kv.state_digest()
+        signature = self.crypto.signer.sign(checkpoint_statement(k, state, self.head))
+        frame = codec.encode_checkpoint(self.id, k, state, self.head, signature)
+        self.own_checkpoint = frame
+        out.append(Broadcast(frame))
+        self._count_checkpoint(k, state, self.head, self.id, signature, out)
+
+    def on_checkpoint(self, m: codec.Checkpoint, now: float) -> list[Action]:
+        k = m.seq
+        if k % self.config.checkpoint_period:
+            return self._drop("checkpoint-not-a-checkpoint")
+        if k <= self.window.low:
+            return self._drop("checkpoint-old")          # already stable here
+        if k > self.window.high:
+            return self._drop("checkpoint-outside-window")
+        if not self.crypto.verifier.verify(
+                self._replicas[m.sender],
+                checkpoint_statement(k, m.state_digest, m.chain_digest), m.signature):
+            return self._drop("checkpoint-bad-signature")
+        out: list[Action] = []
+        self._count_checkpoint(k, m.state_digest, m.chain_digest, m.sender, m.signature, out)
+        if out and self.is_primary:
+            self._propose_ready(now, out)       # the window may have moved
+        return out
+
+    def _count_checkpoint(self, k: int, state: bytes, chain: bytes, sender: int,
+                          signature: bytes, out: list[Action]) -> None:
+        result = self.checkpoints.add(k, state, chain, sender, signature)
+        if isinstance(result, str):
+            self.drops[result] += 1
+        elif result is not None:
+            self.stabilize(result, out)
+
+    def stabilize(self, proof: codec.CheckpointProof, out: list[Action]) -> None:
+        """A checkpoint is stable: speculation up to it is final (§5.3, §5.4)."""
+        k = proof.seq
+        if k > self.k_exec:
+            # nf replicas are ahead of us: state transfer catches us up (§5.5)
+            self.behind = proof
+            self.stats["behind-stable-checkpoint"] += 1
+            return
+        if self.block_hashes.get(k) != proof.chain_digest:
+            self.drops["checkpoint-chain-mismatch"] += 1
+            self.behind = proof
+            return
+        self.checkpoints.make_stable(proof)
+        self.window.advance(k)
+        self.kv.finalize(k)
+        for old in [j for j in self.block_hashes if j < k]:
+            del self.block_hashes[old]
+        self.behind = None
+        out.append(Stable(k, proof.state_digest, proof.chain_digest))
+        self.stats["stable-checkpoints"] += 1
+
+    # ------------------------------------------------------------------ retransmission
+
+    def _tick(self, now: float) -> list[Action]:
+        """Retransmit what peers may have lost; fetch what we may have missed."""
+        out: list[Action] = []
+        if self.status != NORMAL:
+            return out
+        timeout = self.config.retransmit_timeout_s
+        window = self.window
+        if self.is_primary:
+            for k in range(self.k_exec + 1, self.next_k):
+                if not window.contains(k):
+                    continue
+                slot = window.payload(k)
+                if slot is None or slot.proposal is None or slot.committed \
+                        or now - slot.proposed_at < timeout:
+                    continue
+                slot.proposed_at = now
+                self.stats["propose-retransmitted"] += 1
+                for r in range(self.n):
+                    if r == self.id or (slot.shares is not None and r in slot.shares):
+                        continue
+                    if not self.ts and window.has_voted(k, SUPPORT_VOTES, r):
+                        continue
+                    out.append(Send(r, self._sealed_for(slot.proposal, r)))
+        k = self.k_exec + 1
+        stuck = window.contains(k) and (self.max_seen > self.k_exec or self.behind is not None)
+        if stuck and now - self.last_progress >= timeout:
+            slot = self._slot(k)
+            if now - slot.fetched_at >= timeout:
+                self.stats["fetch-for-gap"] += 1
+                want = slot.cert_digest if slot.cert_digest is not None else ZERO_DIGEST
+                self._fetch(k, want, range(self.n), now, out)
+        if self.own_checkpoint is not None \
+                and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq:
+            out.append(Broadcast(self.own_checkpoint))
+        if self.k_exec < max(self.max_seen, self.next_k - 1) or self.ready \
+                or self.open_messages or self.behind is not None \
+                or (self.own_checkpoint is not None
+                    and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq):
+            self._arm_tick(now, out)
+        return out

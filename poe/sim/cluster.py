@@ -1,0 +1,321 @@
+"""A whole cluster of real protocol objects in one process, on a virtual clock.
+
+n replicas and m closed-loop clients exchange real encoded frames through the simulated
+network (poe.sim.network); timers are events; every action a replica emits is carried out
+here and watched by the safety checker. Replicas can crash and restart; links can lose,
+duplicate, reorder and partition. Same seed and options, same run, byte for byte.
+
+Must never: let the protocol objects see anything but bytes and the virtual time, or use
+randomness other than its seeded generators.
+"""
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from poe._core import codec
+from poe.crypto.base import client as client_party
+from poe.crypto.base import replica as replica_party
+from poe.protocol.actions import (
+    Broadcast, CancelTimer, Executed, Reply, RolledBack, Send, SetTimer, Stable,
+)
+from poe.protocol.config import ProtocolConfig
+from poe.protocol.poe.client import Completed, OutcomeUnknown, PoEClient
+from poe.protocol.poe.replica import PoEReplica
+from poe.sim.checkers import SafetyChecker
+from poe.sim.loop import EventLoop
+from poe.sim.network import LinkFaults, Network
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Closed-loop YCSB-style load: each client keeps ``outstanding`` client messages in
+    flight, each carrying ``ops_per_message`` operations."""
+
+    ops_per_message: int = 10
+    outstanding: int = 4
+    record_count: int = 1000
+    value_size: int = 16
+    read_fraction: float = 0.5       # the rest are updates (YCSB A = 0.5, B = 0.95, C = 1.0)
+    retry_timeout_s: float = 1.0
+    retry_timeout_max_s: float = 8.0
+    deadline_s: float = 60.0
+
+
+@dataclass
+class SimResult:
+    seed: int
+    requests: int = 0                # operations with a proof of execution
+    messages_completed: int = 0
+    outcome_unknown: int = 0
+    batches: int = 0
+    sim_time_s: float = 0.0
+    wall_time_s: float = 0.0
+    events: int = 0
+    network: Counter = field(default_factory=Counter)
+    drops: Counter = field(default_factory=Counter)
+    stats: Counter = field(default_factory=Counter)
+    violations: list = field(default_factory=list)
+    latencies_s: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def throughput_wall(self) -> float:
+        return self.requests / self.wall_time_s if self.wall_time_s else 0.0
+
+
+def make_crypto(kind: str, n: int, clients: int, seed: int, mode: str):
+    """suite(party) factory: ``fake`` (seeded, simulation only) or ``real`` (dealer keys)."""
+    if kind == "fake":
+        from poe.crypto.fake import FakeCrypto
+        fake = FakeCrypto(n, clients, seed, purpose="sim")
+        if mode == "mac":
+            import dataclasses
+
+            return lambda party: dataclasses.replace(fake.suite(party), threshold_signer=None,
+                                                     threshold=None)
+        return fake.suite
+    if kind != "real":
+        raise ValueError(f"crypto must be 'fake' or 'real', got {kind!r}")
+    from poe.crypto import load_cluster, load_secret, load_suite
+    from poe.crypto.dealer import CLUSTER_FILE, deal_cluster, secret_file_name, write_keys
+
+    directory = tempfile.mkdtemp(prefix="poe-sim-keys-")
+    write_keys(directory, deal_cluster(n, clients))
+    cluster = load_cluster(f"{directory}/{CLUSTER_FILE}")
+    cache = {}
+
+    def suite(party):
+        if party not in cache:
+            secret = load_secret(f"{directory}/{secret_file_name(party)}", cluster)
+            cache[party] = load_suite(cluster, secret, variant=mode)
+        return cache[party]
+    return suite
+
+
+class SimCluster:
+    """n replicas (node ids 0..n-1) and m clients (node ids n..n+m-1)."""
+
+    def __init__(self, config: ProtocolConfig, *, clients: int = 4, seed: int = 1,
+                 crypto: str = "fake", faults: LinkFaults | None = None,
+                 workload: Workload | None = None, trace=None,
+                 check_requests: bool = True) -> None:
+        self.config = config.validate()
+        self.n = config.n
+        self.seed = seed
+        self.loop = EventLoop()
+        self.net = Network(seed, faults or LinkFaults())
+        self.rng = random.Random(seed * 7919 + 17)
+        self.workload = workload or Workload()
+        self.trace = trace
+        self.suite = make_crypto(crypto, self.n, clients, seed, config.mode)
+        self.checker = SafetyChecker(self.n, check_requests)
+        self.replicas: list = [self._new_replica(i) for i in range(self.n)]
+        self.crashed: set[int] = set()
+        w = self.workload
+        self.clients = [
+            PoEClient(config, j, self.suite(client_party(j)), retry_timeout_s=w.retry_timeout_s,
+                      retry_timeout_max_s=w.retry_timeout_max_s, deadline_s=w.deadline_s)
+            for j in range(clients)]
+        self._timer_gen: dict[tuple, int] = {}
+        self.result = SimResult(seed)
+        self._to_submit = 0
+        self._submitted_at: dict[tuple[int, int], float] = {}
+        self.completions: list[tuple[int, Completed]] = []
+        self.keep_completions = True
+
+    def _new_replica(self, i: int) -> PoEReplica:
+        replica = PoEReplica(self.config, i, self.suite(replica_party(i)))
+        w = self.workload
+        replica.kv.load_sequential(w.record_count, w.value_size, self.seed)
+        return replica
+
+    # ------------------------------------------------------------------ faults
+
+    def crash(self, i: int) -> None:
+        """Replica i stops: it receives nothing and its timers do not fire."""
+        self.crashed.add(i)
+        self._log(f"crash r{i}")
+
+    def restart(self, i: int) -> None:
+        """Replica i comes back with empty volatile state (a fresh object)."""
+        self.crashed.discard(i)
+        self.replicas[i] = self._new_replica(i)
+        self.checker.restarted(i)
+        for key in [k for k in self._timer_gen if k[0] == i]:
+            self._timer_gen[key] += 1
+        self._log(f"restart r{i}")
+
+    def at(self, when: float, fn, arg=None) -> None:
+        """Schedule a fault or an action at virtual time ``when``."""
+        self.loop.at(when, fn, arg)
+
+    # ------------------------------------------------------------------ actions
+
+    def _transmit(self, src: int, dst: int, data: bytes) -> None:
+        now = self.loop.now
+        for delay in self.net.delays(src, dst, len(data)):
+            self.loop.at(now + delay, self._deliver, (dst, data))
+
+    def _deliver(self, item) -> None:
+        dst, data = item
+        now = self.loop.now
+        if dst < self.n:
+            if dst in self.crashed:
+                self.net.stats["to-crashed"] += 1
+                return
+            replica = self.replicas[dst]
+            actions = replica.on_message(data, now)
+            self.checker.on_view(dst, replica.view)
+            if self.trace is not None:
+                self._trace_replica(dst, data)
+            self._apply(dst, actions)
+        else:
+            self._apply_client(dst - self.n, self.clients[dst - self.n].on_message(data, now))
+
+    def _fire(self, item) -> None:
+        node, kind, key, gen = item
+        if self._timer_gen.get((node, kind, key)) != gen:
+            return
+        now = self.loop.now
+        if node < self.n:
+            if node in self.crashed:
+                return
+            self._apply(node, self.replicas[node].on_timeout(kind, key, now))
+        else:
+            self._apply_client(node - self.n, self.clients[node - self.n].on_timeout(kind, key, now))
+
+    def _timer(self, node: int, action) -> None:
+        key = (node, action.kind, action.key)
+        gen = self._timer_gen.get(key, 0) + 1
+        self._timer_gen[key] = gen
+        if type(action) is SetTimer:
+            self.loop.at(action.at, self._fire, (node, action.kind, action.key, gen))
+
+    def _apply(self, r: int, actions) -> None:
+        n = self.n
+        for a in actions:
+            t = type(a)
+            if t is Send:
+                self._transmit(r, a.to, a.data)
+            elif t is Reply:
+                self._transmit(r, n + a.client, a.data)
+            elif t is Broadcast:
+                for dst in range(n):
+                    if dst != r:
+                        self._transmit(r, dst, a.data)
+            elif t is SetTimer or t is CancelTimer:
+                self._timer(r, a)
+            elif t is Executed:
+                self.result.batches += 1
+                self.checker.on_executed(r, a)
+            elif t is RolledBack:
+                self.checker.on_rolled_back(r, a)
+            elif t is Stable:
+                self.checker.on_stable(r, a)
+
+    def _apply_client(self, j: int, actions) -> None:
+        node = self.n + j
+        for a in actions:
+            t = type(a)
+            if t is Send:
+                self._transmit(node, a.to, a.data)
+            elif t is SetTimer or t is CancelTimer:
+                self._timer(node, a)
+            elif t is Completed:
+                self.result.messages_completed += 1
+                self.result.requests += len(a.results)
+                self.result.latencies_s.append(a.latency_s)
+                if self.keep_completions:
+                    self.completions.append((j, a))
+                self._submit(j)
+            elif t is OutcomeUnknown:
+                self.result.outcome_unknown += 1
+                self._submit(j)
+
+    # ------------------------------------------------------------------ workload
+
+    def _operations(self) -> list:
+        w = self.workload
+        rng = self.rng
+        ops = []
+        for _ in range(w.ops_per_message):
+            key = rng.randrange(w.record_count)
+            if rng.random() < w.read_fraction:
+                ops.append((key, codec.OP_READ, b""))
+            else:
+                ops.append((key, codec.OP_UPDATE, rng.randbytes(w.value_size)))
+        return ops
+
+    def _submit(self, j: int) -> None:
+        if self._to_submit <= 0:
+            return
+        self._to_submit -= 1
+        _, actions = self.clients[j].submit(self._operations(), self.loop.now)
+        self._apply_client(j, actions)
+
+    def submit(self, j: int, operations) -> int:
+        """Submit one client message from client j now (scripted scenarios)."""
+        handle, actions = self.clients[j].submit(operations, self.loop.now)
+        self._apply_client(j, actions)
+        return handle
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, requests: int, time_limit_s: float = 600.0) -> SimResult:
+        """Drive ``requests`` operations through the cluster (closed loop), then check."""
+        w = self.workload
+        messages = -(-requests // w.ops_per_message)
+        self._to_submit = messages
+        start = time.perf_counter()
+        for j in range(len(self.clients)):
+            for _ in range(w.outstanding):
+                self.loop.at(self.loop.now + j * 1e-6, self._submit, j)
+        done = self.result
+
+        def finished() -> bool:
+            return done.messages_completed + done.outcome_unknown >= messages
+
+        self.loop.run(self.loop.now + time_limit_s, stop=finished)
+        self.result.wall_time_s += time.perf_counter() - start
+        return self.finish()
+
+    def run_for(self, seconds: float) -> None:
+        """Advance virtual time (faults scheduled with ``at`` happen on the way)."""
+        start = time.perf_counter()
+        self.loop.run(self.loop.now + seconds)
+        self.result.wall_time_s += time.perf_counter() - start
+
+    def finish(self) -> SimResult:
+        r = self.result
+        r.sim_time_s = self.loop.now
+        r.events = self.loop.events
+        r.network = Counter(self.net.stats)
+        r.drops = Counter()
+        r.stats = Counter()
+        for i, replica in enumerate(self.replicas):
+            r.drops.update(replica.drops)
+            r.stats.update(replica.stats)
+        for c in self.clients:
+            r.drops.update({f"client:{k}": v for k, v in c.drops.items()})
+        correct = [i for i in range(self.n) if i not in self.crashed]
+        r.violations = list(self.checker.finish(self.replicas, correct))
+        return r
+
+    # ------------------------------------------------------------------ tracing
+
+    def _log(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(f"{self.loop.now:.6f} {text}")
+
+    def _trace_replica(self, r: int, data: bytes) -> None:
+        try:
+            kind = codec.KIND_NAMES[codec.peek(data)[0]]
+        except codec.WireError:
+            kind = "garbage"
+        self.trace(f"{self.loop.now:.6f} {self.replicas[r].status_line()} <- {kind}")
