@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in help order; each must define register(subparsers)
-SUBCOMMANDS = ("keygen",)
+SUBCOMMANDS = ("keygen", "sim")
 
 
 class CliError(Exception):

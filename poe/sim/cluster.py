@@ -125,9 +125,13 @@ class SimCluster:
         self._timer_gen: dict[tuple, int] = {}
         self.result = SimResult(seed)
         self._to_submit = 0
+        self._target = 0
         self._submitted_at: dict[tuple[int, int], float] = {}
         self.completions: list[tuple[int, Completed]] = []
         self.keep_completions = True
+        # filter(src, dst, data) -> True drops the message (scripted faults, adversaries)
+        self.filter = None
+        self.tap = None                 # tap(src, dst, data): sees every message sent
 
     def _new_replica(self, i: int) -> PoEReplica:
         replica = PoEReplica(self.config, i, self.suite(replica_party(i)))
@@ -151,6 +155,10 @@ class SimCluster:
             self._timer_gen[key] += 1
         self._log(f"restart r{i}")
 
+    def inject(self, dst: int, data: bytes, delay: float = 0.0) -> None:
+        """Deliver ``data`` to node ``dst`` after ``delay`` (replays, garbage, forgeries)."""
+        self.loop.at(self.loop.now + delay, self._deliver, (dst, data))
+
     def at(self, when: float, fn, arg=None) -> None:
         """Schedule a fault or an action at virtual time ``when``."""
         self.loop.at(when, fn, arg)
@@ -159,6 +167,11 @@ class SimCluster:
 
     def _transmit(self, src: int, dst: int, data: bytes) -> None:
         now = self.loop.now
+        if self.tap is not None:
+            self.tap(src, dst, data)
+        if self.filter is not None and self.filter(src, dst, data):
+            self.net.stats["filtered"] += 1
+            return
         for delay in self.net.delays(src, dst, len(data)):
             self.loop.at(now + delay, self._deliver, (dst, data))
 
@@ -267,21 +280,27 @@ class SimCluster:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, requests: int, time_limit_s: float = 600.0) -> SimResult:
-        """Drive ``requests`` operations through the cluster (closed loop), then check."""
+    def start(self, requests: int) -> None:
+        """Schedule a closed-loop workload of ``requests`` operations (more may be added)."""
         w = self.workload
         messages = -(-requests // w.ops_per_message)
-        self._to_submit = messages
-        start = time.perf_counter()
+        self._to_submit += messages
+        self._target += messages
         for j in range(len(self.clients)):
             for _ in range(w.outstanding):
                 self.loop.at(self.loop.now + j * 1e-6, self._submit, j)
-        done = self.result
 
-        def finished() -> bool:
-            return done.messages_completed + done.outcome_unknown >= messages
+    def done(self) -> bool:
+        r = self.result
+        return r.messages_completed + r.outcome_unknown >= self._target
 
-        self.loop.run(self.loop.now + time_limit_s, stop=finished)
+    def run(self, requests: int = 0, time_limit_s: float = 600.0) -> SimResult:
+        """Drive ``requests`` more operations through the cluster (closed loop) until every
+        client message is decided or ``time_limit_s`` virtual seconds pass; then check."""
+        if requests:
+            self.start(requests)
+        start = time.perf_counter()
+        self.loop.run(self.loop.now + time_limit_s, stop=self.done)
         self.result.wall_time_s += time.perf_counter() - start
         return self.finish()
 

@@ -135,7 +135,7 @@ class PoEClient:
         handle = results[0][0]
         p = self.pending.get(handle)
         if p is None:
-            self.drops["no-such-request"] += 1          # late or duplicate: already decided
+            self.drops["inform-after-decision"] += 1    # late or duplicate: already decided
             return []
         if tuple(r[0] for r in results) != p.ids:
             self.drops["wrong-request-ids"] += 1

@@ -43,6 +43,7 @@ TIMER_BATCH = "batch"        # close the open batch (primary)
 TIMER_TICK = "tick"          # retransmit proposals, fetch missing slots, resend checkpoints
 
 SUPPORT_VOTES = 0            # window vote kind: SUPPORTs (MAC mode)
+FETCH_AHEAD = 32             # slots a lagging replica asks for at once
 ZERO_DIGEST = b"\0" * 32     # FETCH for "whatever you hold at k"
 
 # authentication each kind must carry (CERTIFY may come either way: it verifies itself)
@@ -69,7 +70,7 @@ class Slot:
         "committed", "executed",
         "shares", "bad",                           # primary, TS mode: shares by replica
         "own_support", "early",                    # own SUPPORT frame; SUPPORTs before PROPOSE
-        "proposal", "proposed_at", "fetched_at",
+        "proposal", "proposed_at", "fetched_at", "seen_at",
     )
 
     def __init__(self) -> None:
@@ -87,7 +88,8 @@ class Slot:
         self.early: dict[int, bytes] | None = None
         self.proposal: bytes | None = None
         self.proposed_at = 0.0
-        self.fetched_at = -1.0
+        self.fetched_at = -1e18
+        self.seen_at = 0.0                          # when we first heard of this slot
 
 
 class PoEReplica:
@@ -171,10 +173,11 @@ class PoEReplica:
             if r != self.id:
                 out.append(Send(r, self._sealed_for(frame, r)))
 
-    def _slot(self, k: int) -> Slot:
+    def _slot(self, k: int, now: float = 0.0) -> Slot:
         slot = self.window.payload(k)
         if slot is None:
             slot = Slot()
+            slot.seen_at = now
             self.window.set_payload(k, slot)
         return slot
 
@@ -298,7 +301,7 @@ class PoEReplica:
         """PROPOSE(v, k, B) to all; the primary's own share / vote counts (§2.5, §10 row 21)."""
         h = batch_digest(batch)
         frame = codec.encode_propose(self.id, self.view, k, batch)
-        slot = self._slot(k)
+        slot = self._slot(k, now)
         slot.prop_view, slot.batch, slot.digest = self.view, batch, h
         slot.proposal, slot.proposed_at = frame, now
         self.window.set_digest(k, h)
@@ -324,7 +327,7 @@ class PoEReplica:
             return self._drop("propose-not-primary")
         if not self.window.contains(k) or k <= self.kstart:
             return self._drop("propose-outside-window")
-        slot = self._slot(k)
+        slot = self._slot(k, now)
         out: list[Action] = []
         if slot.prop_view == v:
             if slot.own_support is not None and bytes(m.signed) == slot.proposal:
@@ -441,7 +444,7 @@ class PoEReplica:
 
     def _on_support_vote(self, m: codec.Support, k: int, now: float) -> list[Action]:
         """MAC mode: all-to-all SUPPORT; nf matching (own and PROPOSE included) commit."""
-        slot = self._slot(k)
+        slot = self._slot(k, now)
         if slot.digest is None:
             early = slot.early
             if early is None:
@@ -478,7 +481,7 @@ class PoEReplica:
             return self._drop("certify-wrong-view")
         if not self.window.contains(k):
             return self._drop("certify-outside-window")
-        slot = self._slot(k)
+        slot = self._slot(k, now)
         if slot.cert_view == v:
             return self._drop("certify-duplicate")   # checked once: no pairing per copy
         if popcount(m.bitmap) < self.nf:
@@ -506,7 +509,7 @@ class PoEReplica:
     # ------------------------------------------------------------------ FETCH
 
     def _fetch(self, k: int, digest: bytes, targets, now: float, out: list[Action]) -> None:
-        slot = self._slot(k)
+        slot = self._slot(k, now)
         slot.fetched_at = now
         frame = codec.encode_fetch(self.id, k, digest)
         sent = set()
@@ -547,7 +550,7 @@ class PoEReplica:
         k = m.seq
         if self.status != NORMAL or not self.window.contains(k) or k <= self.k_exec:
             return self._drop("fetch-reply-unneeded")
-        slot = self._slot(k)
+        slot = self._slot(k, now)
         if slot.committed and slot.batch is not None and slot.digest == slot.cert_digest:
             return self._drop("fetch-reply-unneeded")
         batch = m.batch
@@ -582,6 +585,8 @@ class PoEReplica:
             self._check_mac_commit(k, slot)
         self.stats["fetch-adopted"] += 1
         self._try_execute(now, out)
+        if self.max_seen > self.k_exec:
+            self._fetch_missing(now, out)          # keep the catch-up pipeline full
         return out
 
     # ------------------------------------------------------------------ execute and INFORM
@@ -616,6 +621,8 @@ class PoEReplica:
         self.inform(k, slot, results, out)
         if k % self.config.checkpoint_period == 0:
             self.checkpoint(k, out)
+        if self.behind is not None and self.behind.seq == k:
+            self.stabilize(self.behind, out)      # caught up with a stable checkpoint
 
     def inform(self, k: int, slot: Slot, results, out: list[Action]) -> None:
         """INFORM(v, k, idx, c, results) to the client of every message in the batch."""
@@ -680,6 +687,7 @@ class PoEReplica:
         if k > self.k_exec:
             # nf replicas are ahead of us: state transfer catches us up (§5.5)
             self.behind = proof
+            self.max_seen = max(self.max_seen, k)
             self.stats["behind-stable-checkpoint"] += 1
             return
         if self.block_hashes.get(k) != proof.chain_digest:
@@ -696,6 +704,24 @@ class PoEReplica:
         self.stats["stable-checkpoints"] += 1
 
     # ------------------------------------------------------------------ retransmission
+
+    def _fetch_missing(self, now: float, out: list[Action]) -> None:
+        """Ask for the batches (and certificates) of slots we know exist but cannot
+        execute, up to FETCH_AHEAD at once; a slot is asked for at most once per timeout,
+        and only once it has been missing for a timeout (the normal case fills it first)."""
+        timeout = self.config.retransmit_timeout_s
+        window = self.window
+        last = min(self.max_seen, self.k_exec + FETCH_AHEAD, window.high)
+        for k in range(self.k_exec + 1, last + 1):
+            slot = self._slot(k, now)
+            if slot.committed and slot.batch is not None and slot.digest == slot.cert_digest:
+                continue
+            if now - slot.seen_at < timeout or now - slot.fetched_at < timeout:
+                continue
+            self.stats["fetch-for-gap"] += 1
+            want = slot.cert_digest if slot.cert_digest is not None else ZERO_DIGEST
+            targets = slot.cert.signers() if slot.cert is not None else range(self.n)
+            self._fetch(k, want, targets, now, out)
 
     def _tick(self, now: float) -> list[Action]:
         """Retransmit what peers may have lost; fetch what we may have missed."""
@@ -720,14 +746,8 @@ class PoEReplica:
                     if not self.ts and window.has_voted(k, SUPPORT_VOTES, r):
                         continue
                     out.append(Send(r, self._sealed_for(slot.proposal, r)))
-        k = self.k_exec + 1
-        stuck = window.contains(k) and (self.max_seen > self.k_exec or self.behind is not None)
-        if stuck and now - self.last_progress >= timeout:
-            slot = self._slot(k)
-            if now - slot.fetched_at >= timeout:
-                self.stats["fetch-for-gap"] += 1
-                want = slot.cert_digest if slot.cert_digest is not None else ZERO_DIGEST
-                self._fetch(k, want, range(self.n), now, out)
+        if self.max_seen > self.k_exec:
+            self._fetch_missing(now, out)
         if self.own_checkpoint is not None \
                 and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq:
             out.append(Broadcast(self.own_checkpoint))
