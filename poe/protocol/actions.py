@@ -51,6 +51,16 @@ class CancelTimer:
 
 
 @dataclass(frozen=True, slots=True)
+class Persist:
+    """Make ``record`` durable before carrying out any later action of the same list: a
+    vote (``("support", view, seq, digest)``, ``("checkpoint", seq, d_state, d_chain)``) or
+    the view. Drivers without storage may ignore it; the durable runtime (issue #7) must
+    not send what follows before it is on disk."""
+
+    record: tuple
+
+
+@dataclass(frozen=True, slots=True)
 class Executed:
     """Batch ``seq`` (digest ``digest``, certified in ``view``) was executed; the ledger
     head is now ``block_hash``. Drivers append it to the ledger and checkers watch it;
@@ -82,4 +92,5 @@ class Stable:
     chain_digest: bytes
 
 
-Action = Union[Send, Broadcast, Reply, SetTimer, CancelTimer, Executed, RolledBack, Stable]
+Action = Union[Send, Broadcast, Reply, SetTimer, CancelTimer, Persist, Executed, RolledBack,
+               Stable]

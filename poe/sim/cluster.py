@@ -20,7 +20,7 @@ from poe._core import codec
 from poe.crypto.base import client as client_party
 from poe.crypto.base import replica as replica_party
 from poe.protocol.actions import (
-    Broadcast, CancelTimer, Executed, Reply, RolledBack, Send, SetTimer, Stable,
+    Broadcast, CancelTimer, Executed, Persist, Reply, RolledBack, Send, SetTimer, Stable,
 )
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.client import Completed, OutcomeUnknown, PoEClient
@@ -52,6 +52,7 @@ class SimResult:
     messages_completed: int = 0
     outcome_unknown: int = 0
     batches: int = 0
+    persisted: int = 0
     sim_time_s: float = 0.0
     wall_time_s: float = 0.0
     events: int = 0
@@ -231,6 +232,8 @@ class SimCluster:
                 self.checker.on_rolled_back(r, a)
             elif t is Stable:
                 self.checker.on_stable(r, a)
+            elif t is Persist:
+                self.result.persisted += 1
 
     def _apply_client(self, j: int, actions) -> None:
         node = self.n + j

@@ -29,7 +29,7 @@ from poe.crypto.base import replica as replica_party
 from poe.crypto.errors import CombineError
 from poe.crypto.statements import checkpoint_statement, request_statement, support_statement
 from poe.protocol.actions import (
-    Action, Broadcast, Executed, Reply, SetTimer, Send, Stable,
+    Action, Broadcast, Executed, Persist, Reply, SetTimer, Send, Stable,
 )
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.checkpoint import CheckpointTracker
@@ -380,6 +380,7 @@ class PoEReplica:
         else:
             slot.own_support = codec.encode_support(self.id, self.view, k, slot.digest)
             self.window.vote(k, SUPPORT_VOTES, self.id)
+        out.append(Persist(("support", self.view, k, slot.digest)))   # the vote, before it leaves
         self._send_support(k, slot, out)
 
     def _send_support(self, k: int, slot: Slot, out: list[Action], to: int = -1) -> None:
@@ -652,6 +653,7 @@ class PoEReplica:
         signature = self.crypto.signer.sign(checkpoint_statement(k, state, self.head))
         frame = codec.encode_checkpoint(self.id, k, state, self.head, signature)
         self.own_checkpoint = frame
+        out.append(Persist(("checkpoint", k, state, self.head)))
         out.append(Broadcast(frame))
         self._count_checkpoint(k, state, self.head, self.id, signature, out)
 
