@@ -488,15 +488,41 @@ cdef class Certify(Message):
 
 
 cdef class Inform(Message):
-    """INFORM(v, k, idx, c, results): the results of one client message of batch k."""
+    """INFORM(v, k, idx, c, results): the results of one client message of batch k.
+
+    The body is validated when decoded; ``results`` builds Python objects only when read."""
     cdef readonly uint32_t client
     cdef readonly uint32_t index
-    cdef readonly tuple results      # ((t, status, value), ...)
+    cdef readonly uint64_t first_request_id
+    cdef readonly int count
+    cdef tuple _results
+
+    @property
+    def results(self):
+        """((t, status, value), ...) in request order."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t pos
+        cdef int i
+        cdef uint16_t rlen
+        if self._results is None:
+            p = self._buf.ptr
+            pos = POE_HEADER_SIZE + 10
+            out = []
+            for i in range(self.count):
+                rlen = poe_rd16(p + pos + 9)
+                out.append((poe_rd64(p + pos), p[pos + 8], _copy(p + pos + 11, rlen)))
+                pos += 11 + rlen
+            self._results = tuple(out)
+        return self._results
 
     @property
     def result_bytes(self):
         """The body; two INFORMs match iff (view, seq, result_bytes) are equal."""
         return self.body
+
+    def body_bytes(self):
+        """The body as bytes (what clients compare)."""
+        return _copy(self._buf.ptr + POE_HEADER_SIZE, self._body_end - POE_HEADER_SIZE)
 
 
 cdef class CheckpointProof:
@@ -775,7 +801,6 @@ cdef Message _d_inform(_View v, Py_ssize_t pos, Py_ssize_t end):
     cdef Inform m = Inform.__new__(Inform)
     cdef const unsigned char* p = v.ptr
     cdef uint16_t count, i, rlen
-    cdef uint8_t status
     _need(pos, 10, end, "INFORM header")
     m.client = poe_rd32(p + pos)
     m.index = poe_rd32(p + pos + 4)
@@ -783,20 +808,22 @@ cdef Message _d_inform(_View v, Py_ssize_t pos, Py_ssize_t end):
     pos += 10
     if count == 0 or count > POE_MAX_OPS_PER_MSG:
         raise WireError(f"INFORM with {count} results (allowed 1..{POE_MAX_OPS_PER_MSG})")
-    results = []
+    m.count = count
     for i in range(count):
-        _need(pos, 11, end, "result")
-        status = p[pos + 8]
+        if 11 > end - pos:
+            _need(pos, 11, end, "result")
+        if i == 0:
+            m.first_request_id = poe_rd64(p + pos)
+        if p[pos + 8] > POE_ST_STALE:
+            raise WireError(f"unknown result status {p[pos + 8]}")
         rlen = poe_rd16(p + pos + 9)
-        if status > POE_ST_STALE:
-            raise WireError(f"unknown result status {status}")
         if rlen > POE_MAX_VALUE:
             raise WireError(f"result of {rlen} bytes exceeds the maximum {POE_MAX_VALUE}")
-        _need(pos + 11, rlen, end, "result value")
-        results.append((poe_rd64(p + pos), status, _copy(p + pos + 11, rlen)))
-        pos += 11 + rlen
+        pos += 11
+        if rlen > end - pos:
+            _need(pos, rlen, end, "result value")
+        pos += rlen
     _done(pos, end, "INFORM")
-    m.results = tuple(results)
     return m
 
 

@@ -57,6 +57,10 @@ class Role(enum.Enum):
     REPLICA = "replica"
     CLIENT = "client"
 
+    # members are singletons compared by identity: hash them in C (Enum's default __hash__
+    # runs Python code, and every MAC key lookup hashes a Party)
+    __hash__ = object.__hash__
+
 
 class Party(NamedTuple):
     """A replica or a client: ``Party(Role.REPLICA, 2)``; build with :func:`replica`."""

@@ -131,25 +131,31 @@ class PoEClient:
         if m.client != self.id:
             self.drops["not-for-us"] += 1
             return []
-        results = m.results
-        handle = results[0][0]
+        handle = m.first_request_id
         p = self.pending.get(handle)
         if p is None:
             self.drops["inform-after-decision"] += 1    # late or duplicate: already decided
             return []
-        if tuple(r[0] for r in results) != p.ids:
+        if m.count != len(p.ids):
             self.drops["wrong-request-ids"] += 1
             return []
-        if sender in p.votes:
-            if p.votes[sender] == (m.view, m.seq, bytes(m.body)):
+        vote = (m.view, m.seq, m.body_bytes())
+        previous = p.votes.get(sender)
+        if previous is not None:
+            if previous == vote:
                 self.drops["duplicate-inform"] += 1
                 return []
             # the replica re-informs after a view change: its newer INFORM replaces the old
-            p.tally[p.votes[sender]] -= 1
-        vote = (m.view, m.seq, bytes(m.body))
+            p.tally[previous] -= 1
         p.votes[sender] = vote
-        p.tally[vote] += 1
-        if p.tally[vote] < self.nf:
+        tally = p.tally[vote] + 1
+        p.tally[vote] = tally
+        if tally < self.nf:
+            return []
+        results = m.results
+        if tuple(r[0] for r in results) != p.ids:
+            # nf replicas (f+1 correct) never agree on other ids: count it, keep waiting
+            self.drops["wrong-request-ids"] += 1
             return []
         del self.pending[handle]
         self.view = max(self.view, m.view)
