@@ -107,7 +107,8 @@ class PoEClient:
                                         Counter())
         self.stats["submitted"] += 1
         return handle, [Send(self.config.primary(self.view), frame),
-                        SetTimer(TIMER_RETRY, handle, now + self.retry_timeout_s)]
+                        SetTimer(TIMER_RETRY, handle,
+                                 min(now + self.retry_timeout_s, now + self.deadline_s))]
 
     # ------------------------------------------------------------------ INFORM
 

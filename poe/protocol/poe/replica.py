@@ -258,21 +258,30 @@ class PoEReplica:
         if self.status != NORMAL:
             return self._drop("request-during-view-change")
         if not self.is_primary:
-            # a client retry reached a backup: hand it to the primary (PROTOCOL.md §4.2)
+            # a client retry reached a backup: hand it to the primary (PROTOCOL.md §4.2),
+            # but only what its client really signed (forged requests are not relayed)
+            if not self._client_signatures_ok(batch):
+                return self._drop("bad-client-signature")
             self.stats["request-forwarded"] += 1
             return [Send(self.primary, bytes(m.frame))]
         if key in self.pending:
             return self._drop("request-pending")
         if self.pending.full():
             return self._drop("primary-overloaded")
+        if batch.nops > self.config.batch_size:
+            # no backup accepts a batch above batch_size (§2.6 rule 5): it would stall k
+            return self._drop("request-too-large")
         if not self.crypto.verifier.verify(self._client(cid),
                                            request_statement(batch.signed_part(0)),
                                            batch.signature(0)):
             return self._drop("bad-client-signature")
+        out: list[Action] = []
+        if self.open_messages and self.open_ops + batch.nops > self.config.batch_size:
+            self._close_batch()                  # keep every batch within batch_size
+            self._propose_ready(now, out)
         self.pending.add(key)
         self.open_messages.append(batch.message(0))
         self.open_ops += batch.nops
-        out: list[Action] = []
         if self.open_ops >= self.config.batch_size:
             self._close_batch()
             self._propose_ready(now, out)
@@ -342,6 +351,14 @@ class PoEReplica:
         if not self._client_signatures_ok(batch):
             return self._drop("propose-bad-client-signature")
         h = batch_digest(batch)
+        # k may already hold another batch: certified in this view (TS), or fetched with
+        # SUPPORT votes counted for its digest (MAC) that this one must not inherit
+        if self.ts:
+            conflict = slot.cert_view == v and slot.cert_digest != h
+        else:
+            conflict = slot.digest is not None and slot.digest != h
+        if conflict:
+            return self._drop("propose-conflicts-held-batch")
         slot.prop_view, slot.batch, slot.digest = v, batch, h
         slot.proposal = bytes(m.signed)
         self.window.set_digest(k, h)
@@ -455,6 +472,8 @@ class PoEReplica:
             early[m.sender] = m.digest      # at most one per replica: bounded by n
             self.max_seen = max(self.max_seen, k)
             return []
+        if self.window.has_voted(k, SUPPORT_VOTES, m.sender):
+            return self._drop("support-duplicate")      # counted once, like the early ones
         count = self.window.vote_if_match(k, SUPPORT_VOTES, m.sender, m.digest)
         if count < 0:
             return self._drop("support-wrong-digest")
@@ -597,16 +616,19 @@ class PoEReplica:
         if self.status != NORMAL:
             return
         window = self.window
+        low = window.low
         while True:
             k = self.k_exec + 1
             if not window.contains(k):
-                return
+                break
             slot = window.payload(k)
             if slot is None or not slot.committed or slot.batch is None \
                     or slot.digest != slot.cert_digest:
-                return
+                break
             self.execute(k, slot, out)
             self.last_progress = now
+        if window.low != low and self.is_primary:
+            self._propose_ready(now, out)       # our own CHECKPOINT made room in the window
 
     def execute(self, k: int, slot: Slot, out: list[Action]) -> None:
         """Speculatively execute batch k, append B_k, INFORM every client (§2.8, §6.4)."""
