@@ -932,6 +932,26 @@ cdef class KVStore:
         self.executed_seq = seq
         return res
 
+    def execute_noop(self, uint64_t seq):
+        """Execute position seq as a no-op (a position a MAC-mode view change decided
+        empty): the state is unchanged, seq counts as executed; returns None."""
+        cdef size_t* marks
+        cdef size_t cap
+        if seq != self.executed_seq + 1:
+            raise ValueError(f"execution is in order: expected seq {self.executed_seq + 1}, "
+                             f"got {seq}")
+        if self.st.marks_len == self.st.marks_cap:
+            cap = 64 if self.st.marks_cap < 64 else self.st.marks_cap * 2
+            marks = <size_t*>kv_realloc(self.st.marks, cap * sizeof(size_t))
+            if marks == NULL:
+                raise MemoryError()
+            self.st.marks = marks
+            self.st.marks_cap = cap
+        self.st.marks[self.st.marks_len] = self.st.undo_len
+        self.st.marks_len += 1
+        self.executed_seq = seq
+        return None
+
     def rollback_to(self, uint64_t k):
         """Undo batches executed_seq .. k+1 in reverse order (state becomes that after k)."""
         if k < self.final_seq:

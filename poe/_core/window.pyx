@@ -306,6 +306,11 @@ cdef class Window:
         self._has_payload[s] = has
         self._payloads[s] = obj
 
+    def reset(self, k):
+        """Forget everything held for k (votes, flags, digest, payload): a view change
+        discards what an old view left at a position it does not keep."""
+        self.recycle_at(self._slot(k))
+
     def advance(self, new_low):
         """Move low to new_low (>= low) and recycle every slot in (old low, new_low].
 

@@ -26,7 +26,9 @@ class ProtocolConfig:
     retransmit_timeout_s: float = 0.5        # primary re-sends / backups fetch after this
     reply_cache_size: int = 100_000          # cached INFORM bodies (exactly-once answers)
     pending_requests_max: int = 100_000      # client messages the primary queues at most
-    early_messages_max: int = 4              # buffered SUPPORTs per replica before PROPOSE
+    view_change_timeout_s: float = 1.0       # T_exec / T_req: suspect the primary after this
+    new_view_timeout_s: float = 2.0          # T_nv base; doubles per failed view change
+    forwarded_max: int = 10_000              # client retries a backup tracks for T_req
     kv_seed: int = 0                         # hash-flood seed of the kv table (no effect on state)
     zero_payload: bool = False               # execute as no-ops (the paper's zero payload)
     genesis: bytes = field(default=b"\0" * 32)  # H(B_0), built from the cluster file
@@ -64,6 +66,12 @@ class ProtocolConfig:
             bad("retransmit_timeout_s", "0..600 seconds")
         if self.reply_cache_size < 1 or self.pending_requests_max < 1:
             bad("reply_cache_size", "positive")
+        if not 0 < self.view_change_timeout_s <= 3600:
+            bad("view_change_timeout_s", "0..3600 seconds")
+        if not 0 < self.new_view_timeout_s <= 3600:
+            bad("new_view_timeout_s", "0..3600 seconds")
+        if self.forwarded_max < 1:
+            bad("forwarded_max", "positive")
         if type(self.genesis) is not bytes or len(self.genesis) != 32:
             bad("genesis", "a 32-byte block hash")
         return self

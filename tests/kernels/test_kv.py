@@ -692,3 +692,18 @@ class KVMachine(RuleBasedStateMachine):
 
 KVMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 test_kv_state_machine = KVMachine.TestCase
+
+
+def test_noop_positions_count_as_executed_and_roll_back():
+    s = kv.KVStore()
+    run(s, (1, [(1, 5, INSERT, b"a")]))
+    digest = s.state_digest()
+    assert s.execute_noop(2) is None
+    assert s.executed_seq == 2 and s.state_digest() == digest
+    with pytest.raises(ValueError):
+        s.execute_noop(4)
+    run(s, (1, [(2, 5, UPDATE, b"b")]))
+    s.rollback_to(2)
+    assert s.get(5) == b"a" and s.executed_seq == 2
+    s.rollback_to(1)
+    assert s.executed_seq == 1 and s.state_digest() == digest

@@ -427,3 +427,20 @@ class WindowMachine(RuleBasedStateMachine):
 WindowMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
                                            deadline=None)
 TestWindowMachine = WindowMachine.TestCase
+
+
+def test_reset_forgets_one_slot_only():
+    w = window.Window(8, 4)
+    for k in (1, 2):
+        w.set_digest(k, bytes([k]) * 32)
+        w.vote(k, 0, 1)
+        w.set_flags(k, 3)
+        w.set_payload(k, ("slot", k))
+    used = w.used()
+    w.reset(2)
+    assert (w.count(2, 0), w.flags(2), w.digest(2), w.payload(2)) == (0, 0, None, None)
+    assert (w.count(1, 0), w.flags(1), w.digest(1), w.payload(1)) == (1, 3, b"\x01" * 32,
+                                                                      ("slot", 1))
+    assert w.used() == used - 1
+    with pytest.raises(window.WindowError):
+        w.reset(9)

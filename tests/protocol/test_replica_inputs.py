@@ -346,7 +346,7 @@ def _c_propose_at_low(H):
 
 def _c_propose_equivocation(H):
     r1, _ = _backup_with_a(H)
-    return r1, H.propose(1, 1, _msgs(H, 1, b"b")), "propose-duplicate-or-equivocation"
+    return r1, H.propose(1, 1, _msgs(H, 1, b"b")), "propose-equivocation"
 
 
 def _c_propose_too_large(H):
@@ -572,8 +572,14 @@ def _slots(r):
     return out
 
 
+# hostile inputs that are also evidence against the primary (§4.2): besides being dropped
+# they make the receiver suspect it and start a view change
+EVIDENCE = {"PROPOSE equivocation", "CERTIFY forged signature", "CERTIFY cert for another seq",
+            "CERTIFY cert for another digest", "CERTIFY cert for another view"}
+
+
 @pytest.mark.parametrize("mode,case", [(m, c) for c, (modes, _) in HOSTILE.items()
-                                       for m in modes])
+                                       for m in modes if c not in EVIDENCE])
 def test_hostile_input_is_dropped_counted_and_changes_nothing(cluster, mode, case):
     H = cluster(mode, batch_size=4)
     r, frame, reason = HOSTILE[case][1](H)
@@ -582,6 +588,21 @@ def test_hostile_input_is_dropped_counted_and_changes_nothing(cluster, mode, cas
     assert out == []
     assert r.drops - drops == Counter({reason: 1})
     assert H.state_of(r) == state and _slots(r) == slots
+
+
+@pytest.mark.parametrize("mode,case", [(m, c) for c, (modes, _) in HOSTILE.items()
+                                       for m in modes if c in EVIDENCE])
+def test_evidence_against_the_primary_is_dropped_and_starts_a_view_change(cluster, mode, case):
+    H = cluster(mode, batch_size=4)
+    r, frame, reason = HOSTILE[case][1](H)
+    executed, digest, drops = r.k_exec, r.kv.state_digest(), Counter(r.drops)
+    out = r.on_message(frame, 5.0)
+    assert r.drops - drops == Counter({reason: 1})
+    assert (r.k_exec, r.kv.state_digest()) == (executed, digest)
+    assert r.status == "view-change" and r.vc_view == 0
+    [vc] = [a for a in out if isinstance(a, Broadcast)]
+    m = codec.decode(vc.data)
+    assert m.kind == codec.VC_REQUEST and m.view == 0 and m.sender == r.id
 
 
 def test_unknown_timer_is_counted(ts):
@@ -756,8 +777,11 @@ def test_retried_request_after_execution_is_answered_from_the_reply_cache(ts):
 def test_retried_request_at_a_backup_is_forwarded_to_the_primary(both):
     r1 = both.replica(1)
     frame = both.request(0, [ins(1, 1, b"x")])
-    assert r1.on_message(frame, 0.0) == [Send(0, frame)]
-    assert r1.stats["request-forwarded"] == 1 and not r1.drops
+    out = r1.on_message(frame, 0.0)
+    assert out[0] == Send(0, frame)
+    # T_req: if the primary does not execute it in time, the backup suspects it (§4.2)
+    assert out[1:] == [SetTimer("progress", 0, r1.config.view_change_timeout_s)]
+    assert r1.stats["request-forwarded"] == 1 and not r1.drops and len(r1.forwarded) == 1
 
 
 def test_request_already_pending_at_the_primary_is_not_proposed_twice(cluster):

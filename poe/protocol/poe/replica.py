@@ -34,10 +34,12 @@ from poe.protocol.actions import (
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.checkpoint import CheckpointTracker
 from poe.protocol.poe.clients import PendingSet, ReplyCache
+from poe.protocol.poe.view_change import (
+    NOOP_DIGEST, NORMAL, TIMER_NEW_VIEW, TIMER_PROGRESS, VIEW_CHANGE, ViewChangeMixin,
+)
 from poe.protocol.quorum import popcount
 
-NORMAL = "normal"
-VIEW_CHANGE = "view-change"
+__all__ = ["PoEReplica", "Slot", "NORMAL", "VIEW_CHANGE"]
 
 TIMER_BATCH = "batch"        # close the open batch (primary)
 TIMER_TICK = "tick"          # retransmit proposals, fetch missing slots, resend checkpoints
@@ -71,6 +73,7 @@ class Slot:
         "shares", "bad",                           # primary, TS mode: shares by replica
         "own_support", "early",                    # own SUPPORT frame; SUPPORTs before PROPOSE
         "proposal", "proposed_at", "fetched_at", "seen_at",
+        "supported", "results",                    # MAC view change: Q_k; kept results
     )
 
     def __init__(self) -> None:
@@ -90,9 +93,11 @@ class Slot:
         self.proposed_at = 0.0
         self.fetched_at = -1e18
         self.seen_at = 0.0                          # when we first heard of this slot
+        self.supported: dict[bytes, int] | None = None   # digest -> latest view supported
+        self.results = None                         # kv results while executed
 
 
-class PoEReplica:
+class PoEReplica(ViewChangeMixin):
     """One PoE replica. ``config.mode`` selects the TS or the MAC variant."""
 
     def __init__(self, config: ProtocolConfig, replica_id: int, crypto: CryptoSuite,
@@ -141,6 +146,7 @@ class PoEReplica:
 
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
+        self._init_view_change()
 
     # ------------------------------------------------------------------ small helpers
 
@@ -228,8 +234,12 @@ class PoEReplica:
         return self.on_view_change_message(m, now)
 
     def on_view_change_message(self, m: codec.Message, now: float) -> list[Action]:
-        """VC-REQUEST, NV-PROPOSE, STATE-REQ/REPLY: handled by the view-change module."""
-        return self._drop("view-change-unsupported")
+        """VC-REQUEST and NV-PROPOSE (view_change.py); STATE-REQ/REPLY (state transfer)."""
+        if m.kind == codec.VC_REQUEST:
+            return self.on_vc_request(m, now)
+        if m.kind == codec.NV_PROPOSE:
+            return self.on_nv_propose(m, now)
+        return self._drop("state-transfer-unsupported")
 
     def on_timeout(self, kind: str, key: int, now: float) -> list[Action]:
         if kind == TIMER_BATCH:
@@ -242,6 +252,10 @@ class PoEReplica:
         if kind == TIMER_TICK:
             self.tick_armed = False
             return self._tick(now)
+        if kind == TIMER_PROGRESS:
+            return self._on_progress_timeout(now)
+        if kind == TIMER_NEW_VIEW:
+            return self.on_new_view_timeout(key, now)
         return self._drop("unknown-timer")
 
     # ------------------------------------------------------------------ client requests
@@ -263,7 +277,11 @@ class PoEReplica:
             if not self._client_signatures_ok(batch):
                 return self._drop("bad-client-signature")
             self.stats["request-forwarded"] += 1
-            return [Send(self.primary, bytes(m.frame))]
+            out: list[Action] = [Send(self.primary, bytes(m.frame))]
+            if key not in self.forwarded and len(self.forwarded) < self.config.forwarded_max:
+                self.forwarded[key] = now       # T_req: the primary must execute it (§4.2)
+            self._arm_progress(now, out)
+            return out
         if key in self.pending:
             return self._drop("request-pending")
         if self.pending.full():
@@ -344,7 +362,12 @@ class PoEReplica:
                 self.stats["support-resent"] += 1
                 self._send_support(k, slot, out)
                 return out
-            return self._drop("propose-duplicate-or-equivocation")
+            if bytes(m.signed) == slot.proposal:
+                return self._drop("propose-duplicate")
+            # two different PROPOSEs for one (v, k): the primary equivocates (§4.2)
+            self._drop("propose-equivocation")
+            self.suspect("equivocation", now, out)
+            return out
         batch = m.batch
         if batch.nops > self.config.batch_size:
             return self._drop("propose-batch-too-large")
@@ -364,6 +387,7 @@ class PoEReplica:
         self.window.set_digest(k, h)
         self.max_seen = max(self.max_seen, k)
         self.support(k, slot, out)
+        self._arm_progress(now, out)
         if not self.ts:
             self.window.vote(k, SUPPORT_VOTES, m.sender)      # PROPOSE = primary's SUPPORT
             if slot.early:
@@ -375,7 +399,7 @@ class PoEReplica:
         elif slot.cert_view == v and slot.cert_digest == h:
             slot.committed = True
         self._arm_tick(now, out)
-        self._try_execute(now, out)
+        self._progress(now, out)
         return out
 
     def _client_signatures_ok(self, batch: Batch) -> bool:
@@ -397,6 +421,11 @@ class PoEReplica:
         else:
             slot.own_support = codec.encode_support(self.id, self.view, k, slot.digest)
             self.window.vote(k, SUPPORT_VOTES, self.id)
+            supported = slot.supported
+            if supported is None:
+                supported = slot.supported = {}
+            if len(supported) < self.n:
+                supported[slot.digest] = self.view       # Q_k of a MAC VC-REQUEST (§3.4)
         out.append(Persist(("support", self.view, k, slot.digest)))   # the vote, before it leaves
         self._send_support(k, slot, out)
 
@@ -457,8 +486,11 @@ class PoEReplica:
         out.append(Broadcast(frame))
         self.stats["certified"] += 1
         self._record_cert(slot, self.view, slot.digest, cert)
-        slot.committed = True
-        self._try_execute(now, out)
+        if slot.batch is not None:
+            slot.committed = True
+        else:
+            self._fetch(k, slot.digest, cert.signers(), now, out)
+        self._progress(now, out)
 
     def _on_support_vote(self, m: codec.Support, k: int, now: float) -> list[Action]:
         """MAC mode: all-to-all SUPPORT; nf matching (own and PROPOSE included) commit."""
@@ -479,7 +511,7 @@ class PoEReplica:
             return self._drop("support-wrong-digest")
         out: list[Action] = []
         if self._check_mac_commit(k, slot):
-            self._try_execute(now, out)
+            self._progress(now, out)
         return out
 
     def _check_mac_commit(self, k: int, slot: Slot) -> bool:
@@ -507,14 +539,17 @@ class PoEReplica:
         if popcount(m.bitmap) < self.nf:
             return self._drop("certify-too-few-signers")
         cert = Certificate(m.bitmap, m.signature)
+        out: list[Action] = []
         if not self.crypto.threshold.verify_cert(cert, support_statement(v, k, m.digest)):
-            return self._drop("certify-invalid")
+            self._drop("certify-invalid")
+            if m.sender == self.primary:
+                self.suspect("invalid-certify", now, out)
+            return out
         self._record_cert(slot, v, m.digest, cert)
         self.max_seen = max(self.max_seen, k)
-        out: list[Action] = []
         if slot.batch is not None and slot.digest == m.digest:
             slot.committed = True
-            self._try_execute(now, out)
+            self._progress(now, out)
         else:
             # no PROPOSE, or a different one (the primary equivocated): ask the signers
             self.stats["fetch-for-certificate"] += 1
@@ -604,12 +639,19 @@ class PoEReplica:
                     slot.early = None
             self._check_mac_commit(k, slot)
         self.stats["fetch-adopted"] += 1
-        self._try_execute(now, out)
+        self._progress(now, out)
         if self.max_seen > self.k_exec:
             self._fetch_missing(now, out)          # keep the catch-up pipeline full
         return out
 
     # ------------------------------------------------------------------ execute and INFORM
+
+    def _progress(self, now: float, out: list[Action]) -> None:
+        """Something may have been committed: advance re-certification or execution."""
+        if self.history is not None:
+            self._advance_recertified(now, out)
+        else:
+            self._try_execute(now, out)
 
     def _try_execute(self, now: float, out: list[Action]) -> None:
         """Execute view-committed batches strictly in order (§2.8)."""
@@ -617,31 +659,42 @@ class PoEReplica:
             return
         window = self.window
         low = window.low
+        history = self.history
         while True:
             k = self.k_exec + 1
             if not window.contains(k):
                 break
+            if history is not None and k >= self.h_next:
+                break       # §4.6 step 5: every earlier position needs a new-view certificate
             slot = window.payload(k)
-            if slot is None or not slot.committed or slot.batch is None \
-                    or slot.digest != slot.cert_digest:
+            if slot is None or not slot.committed or slot.digest != slot.cert_digest:
+                break
+            if slot.batch is None and slot.digest != NOOP_DIGEST:
                 break
             self.execute(k, slot, out)
             self.last_progress = now
+            self.vc_attempts = 0                 # progress in this view: reset T_nv backoff
         if window.low != low and self.is_primary:
             self._propose_ready(now, out)       # our own CHECKPOINT made room in the window
 
     def execute(self, k: int, slot: Slot, out: list[Action]) -> None:
         """Speculatively execute batch k, append B_k, INFORM every client (§2.8, §6.4)."""
         batch = slot.batch
-        results = self.kv.execute(k, batch)
+        if batch is None:                         # a no-op position (MAC view change)
+            results = self.kv.execute_noop(k)
+        else:
+            results = self.kv.execute(k, batch)
         self.head = block_hash(k, slot.digest, self.head)
         self.block_hashes[k] = self.head
         self.k_exec = k
         slot.executed = True
-        out.append(Executed(k, slot.cert_view, slot.digest, self.head, batch.nops, batch, results))
+        slot.results = results
+        nops = batch.nops if batch is not None else 0
+        out.append(Executed(k, slot.cert_view, slot.digest, self.head, nops, batch, results))
         self.stats["executed-batches"] += 1
-        self.stats["executed-requests"] += batch.nops
-        self.inform(k, slot, results, out)
+        self.stats["executed-requests"] += nops
+        if batch is not None:
+            self.inform(k, slot, results, out)
         if k % self.config.checkpoint_period == 0:
             self.checkpoint(k, out)
         if self.behind is not None and self.behind.seq == k:
@@ -653,10 +706,13 @@ class PoEReplica:
         macs = self._macs
         view = self.view
         pending = self.pending
+        forwarded = self.forwarded
         for i in range(len(batch)):
             cid = batch.client(i)
             key = (cid, batch.first_request_id(i))
             pending.discard(key)
+            if forwarded:
+                forwarded.pop(key, None)
             if results.all_duplicate(i):
                 cached = self.replies.get(key)
                 if cached is not None:       # a re-submitted message: its original answer
@@ -751,9 +807,19 @@ class PoEReplica:
         """Retransmit what peers may have lost; fetch what we may have missed."""
         out: list[Action] = []
         if self.status != NORMAL:
+            if self.own_vc is not None:
+                out.append(Broadcast(self.own_vc))     # our VC-REQUEST may have been lost
+                self.stats["vc-request-retransmitted"] += 1
+                self._arm_tick(now, out)
             return out
         timeout = self.config.retransmit_timeout_s
         window = self.window
+        if self.history is not None and self.is_primary and self.nv_frame is not None:
+            # re-certification is incomplete: replicas may have missed the NV-PROPOSE
+            self.stats["nv-propose-retransmitted"] += 1
+            self._send_others(self.nv_frame, out)
+        elif self.history is not None and not self.is_primary:
+            self._recertify(now, out, only_missing=True)
         if self.is_primary:
             for k in range(self.k_exec + 1, self.next_k):
                 if not window.contains(k):
@@ -776,7 +842,7 @@ class PoEReplica:
                 and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq:
             out.append(Broadcast(self.own_checkpoint))
         if self.k_exec < max(self.max_seen, self.next_k - 1) or self.ready \
-                or self.open_messages or self.behind is not None \
+                or self.open_messages or self.behind is not None or self.history is not None \
                 or (self.own_checkpoint is not None
                     and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq):
             self._arm_tick(now, out)
