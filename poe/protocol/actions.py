@@ -92,5 +92,16 @@ class Stable:
     chain_digest: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Transferred:
+    """The replica's state was replaced by the snapshot of stable checkpoint ``seq`` (ledger
+    head ``chain_digest``) fetched from its signers (§5.5); a RolledBack precedes it when
+    executed batches above the old stable checkpoint were discarded."""
+
+    seq: int
+    state_digest: bytes
+    chain_digest: bytes
+
+
 Action = Union[Send, Broadcast, Reply, SetTimer, CancelTimer, Persist, Executed, RolledBack,
-               Stable]
+               Stable, Transferred]

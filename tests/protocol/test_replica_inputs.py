@@ -855,11 +855,19 @@ def test_lagging_replica_stabilizes_once_it_executes_the_checkpoint(cluster):
     ahead, r1 = H.replica(2), H.replica(1)
     _run_to(H, ahead, 2)
     state, chain = ahead.kv.state_digest(), ahead.head
-    for s in (0, 2, 3):
+    for s in (0, 2):
         assert r1.on_message(H.checkpoint(s, 2, state, chain), 0.1) == []
-    assert r1.window.low == 0
+    # the nf-th matching vote makes it stable above what r1 executed: it asks one of the
+    # signers for the state (STATE-REQ, §5.5) ...
+    out = r1.on_message(H.checkpoint(3, 2, state, chain), 0.1)
+    [req] = H.of(out, Send)
+    m = codec.decode(req.data)
+    assert m.kind == codec.STATE_REQ and (m.from_seq, m.to_seq) == (0, 2) and req.to in (0, 2, 3)
+    assert r1.window.low == 0 and r1.transfer is not None
+    # ... but executing up to the checkpoint first also makes it stable, and ends the transfer
     out = _run_to(H, r1, 2)
     assert H.of(out, Stable) == [Stable(2, state, chain)] and r1.window.low == 2
+    assert r1.transfer is None
 
 
 def _drive_primary(H, r0, frames, ks, now):

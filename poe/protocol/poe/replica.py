@@ -34,6 +34,7 @@ from poe.protocol.actions import (
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.checkpoint import CheckpointTracker
 from poe.protocol.poe.clients import PendingSet, ReplyCache
+from poe.protocol.poe.state_transfer import StateTransferMixin
 from poe.protocol.poe.view_change import (
     NOOP_DIGEST, NORMAL, TIMER_NEW_VIEW, TIMER_PROGRESS, VIEW_CHANGE, ViewChangeMixin,
 )
@@ -97,7 +98,7 @@ class Slot:
         self.results = None                         # kv results while executed
 
 
-class PoEReplica(ViewChangeMixin):
+class PoEReplica(ViewChangeMixin, StateTransferMixin):
     """One PoE replica. ``config.mode`` selects the TS or the MAC variant."""
 
     def __init__(self, config: ProtocolConfig, replica_id: int, crypto: CryptoSuite,
@@ -147,6 +148,8 @@ class PoEReplica(ViewChangeMixin):
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self._init_view_change()
+        self._init_state_transfer()
+        self.now = 0.0                   # time of the input being handled
 
     # ------------------------------------------------------------------ small helpers
 
@@ -201,6 +204,7 @@ class PoEReplica(ViewChangeMixin):
 
     def on_message(self, data: bytes, now: float) -> list[Action]:
         """A frame from the network (a replica or a client)."""
+        self.now = now
         try:
             m = codec.decode(data)
         except WireError:
@@ -239,9 +243,12 @@ class PoEReplica(ViewChangeMixin):
             return self.on_vc_request(m, now)
         if m.kind == codec.NV_PROPOSE:
             return self.on_nv_propose(m, now)
-        return self._drop("state-transfer-unsupported")
+        if m.kind == codec.STATE_REQ:
+            return self.on_state_req(m, now)
+        return self.on_state_reply(m, now)
 
     def on_timeout(self, kind: str, key: int, now: float) -> list[Action]:
+        self.now = now
         if kind == TIMER_BATCH:
             self.batch_timer = False
             out: list[Action] = []
@@ -696,6 +703,7 @@ class PoEReplica(ViewChangeMixin):
         if batch is not None:
             self.inform(k, slot, results, out)
         if k % self.config.checkpoint_period == 0:
+            self._snapshot_checkpoint(k)          # for peers that fall behind (§5.5)
             self.checkpoint(k, out)
         if self.behind is not None and self.behind.seq == k:
             self.stabilize(self.behind, out)      # caught up with a stable checkpoint
@@ -741,13 +749,16 @@ class PoEReplica(ViewChangeMixin):
             return self._drop("checkpoint-not-a-checkpoint")
         if k <= self.window.low:
             return self._drop("checkpoint-old")          # already stable here
-        if k > self.window.high:
-            return self._drop("checkpoint-outside-window")
         if not self.crypto.verifier.verify(
                 self._replicas[m.sender],
                 checkpoint_statement(k, m.state_digest, m.chain_digest), m.signature):
             return self._drop("checkpoint-bad-signature")
         out: list[Action] = []
+        if k > self.window.high:
+            # far ahead of us: nf of these are a stable checkpoint to transfer to (§5.5)
+            self.far_checkpoint(k, m.state_digest, m.chain_digest, m.sender, m.signature,
+                                now, out)
+            return out
         self._count_checkpoint(k, m.state_digest, m.chain_digest, m.sender, m.signature, out)
         if out and self.is_primary:
             self._propose_ready(now, out)       # the window may have moved
@@ -769,16 +780,23 @@ class PoEReplica(ViewChangeMixin):
             self.behind = proof
             self.max_seen = max(self.max_seen, k)
             self.stats["behind-stable-checkpoint"] += 1
+            self.need_state(proof, self.now, out)
             return
         if self.block_hashes.get(k) != proof.chain_digest:
+            # nf replicas executed another prefix than ours: take theirs
             self.drops["checkpoint-chain-mismatch"] += 1
             self.behind = proof
+            self.need_state(proof, self.now, out)
             return
+        if self.transfer is not None and self.transfer.seq <= k:
+            self.transfer = None                 # caught up by executing
         self.checkpoints.make_stable(proof)
         self.window.advance(k)
         self.kv.finalize(k)
         for old in [j for j in self.block_hashes if j < k]:
             del self.block_hashes[old]
+        for old in [j for j in self.snapshots if j < k]:
+            del self.snapshots[old]
         self.behind = None
         out.append(Stable(k, proof.state_digest, proof.chain_digest))
         self.stats["stable-checkpoints"] += 1
@@ -789,6 +807,8 @@ class PoEReplica(ViewChangeMixin):
         """Ask for the batches (and certificates) of slots we know exist but cannot
         execute, up to FETCH_AHEAD at once; a slot is asked for at most once per timeout,
         and only once it has been missing for a timeout (the normal case fills it first)."""
+        if self.transfer is not None:
+            return                  # the slots below the transfer target are gone at peers
         timeout = self.config.retransmit_timeout_s
         window = self.window
         last = min(self.max_seen, self.k_exec + FETCH_AHEAD, window.high)
@@ -806,6 +826,7 @@ class PoEReplica(ViewChangeMixin):
     def _tick(self, now: float) -> list[Action]:
         """Retransmit what peers may have lost; fetch what we may have missed."""
         out: list[Action] = []
+        self._transfer_tick(now, out)
         if self.status != NORMAL:
             if self.own_vc is not None:
                 out.append(Broadcast(self.own_vc))     # our VC-REQUEST may have been lost
@@ -843,6 +864,7 @@ class PoEReplica(ViewChangeMixin):
             out.append(Broadcast(self.own_checkpoint))
         if self.k_exec < max(self.max_seen, self.next_k - 1) or self.ready \
                 or self.open_messages or self.behind is not None or self.history is not None \
+                or self.transfer is not None \
                 or (self.own_checkpoint is not None
                     and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq):
             self._arm_tick(now, out)

@@ -413,6 +413,7 @@ class ViewChangeMixin:
             self.stats["view-behind-base"] += 1
             self.behind = base
             self.max_seen = max(self.max_seen, base.seq)
+            self.need_state(base, now, out)
         # rollback: from the first executed position the new history does not keep
         first = max(base.seq, stable) + 1
         keep_to = self.k_exec
