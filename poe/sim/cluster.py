@@ -2,8 +2,11 @@
 
 n replicas and m closed-loop clients exchange real encoded frames through the simulated
 network (poe.sim.network); timers are events; every action a replica emits is carried out
-here and watched by the safety checker. Replicas can crash and restart; links can lose,
-duplicate, reorder and partition. Same seed and options, same run, byte for byte.
+here and watched by the checkers (poe.sim.checkers), which also see every client
+submission and completion and sample the replicas' bounds every ``bounds_every`` events.
+Replicas can crash and restart, or be replaced by Byzantine wrappers (poe.sim.adversary);
+extra client ids can be driven by Byzantine clients; links can lose, duplicate, reorder and
+partition. Same seed and options, same run, byte for byte.
 
 Must never: let the protocol objects see anything but bytes and the virtual time, or use
 randomness other than its seeded generators.
@@ -21,6 +24,7 @@ from poe.crypto.base import client as client_party
 from poe.crypto.base import replica as replica_party
 from poe.protocol.actions import (
     Broadcast, CancelTimer, Executed, Persist, Reply, RolledBack, Send, SetTimer, Stable,
+    Transferred,
 )
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.client import Completed, OutcomeUnknown, PoEClient
@@ -105,7 +109,8 @@ class SimCluster:
     def __init__(self, config: ProtocolConfig, *, clients: int = 4, seed: int = 1,
                  crypto: str = "fake", faults: LinkFaults | None = None,
                  workload: Workload | None = None, trace=None,
-                 check_requests: bool = True) -> None:
+                 check_requests: bool = True, byzantine_clients: int = 0,
+                 bounds_every: int = 1000) -> None:
         self.config = config.validate()
         self.n = config.n
         self.seed = seed
@@ -114,8 +119,10 @@ class SimCluster:
         self.rng = random.Random(seed * 7919 + 17)
         self.workload = workload or Workload()
         self.trace = trace
-        self.suite = make_crypto(crypto, self.n, clients, seed, config.mode)
+        self.suite = make_crypto(crypto, self.n, clients + byzantine_clients, seed, config.mode)
         self.checker = SafetyChecker(self.n, check_requests)
+        self.checker.set_initial_state(self.workload.record_count, self.workload.value_size,
+                                       seed, config.zero_payload)
         self.replicas: list = [self._new_replica(i) for i in range(self.n)]
         self.crashed: set[int] = set()
         w = self.workload
@@ -123,6 +130,12 @@ class SimCluster:
             PoEClient(config, j, self.suite(client_party(j)), retry_timeout_s=w.retry_timeout_s,
                       retry_timeout_max_s=w.retry_timeout_max_s, deadline_s=w.deadline_s)
             for j in range(clients)]
+        # client ids len(clients) .. len(clients) + byzantine_clients - 1: Byzantine clients
+        # (poe.sim.adversary), anything with on_message(data, now); not in the closed loop
+        self.byzantine_clients = byzantine_clients
+        self.extra_clients: dict[int, object] = {}
+        self.bounds_every = bounds_every
+        self._until_bounds = bounds_every
         self._timer_gen: dict[tuple, int] = {}
         self.result = SimResult(seed)
         self._to_submit = 0
@@ -145,6 +158,7 @@ class SimCluster:
     def crash(self, i: int) -> None:
         """Replica i stops: it receives nothing and its timers do not fire."""
         self.crashed.add(i)
+        self.checker.crashed.add(i)
         self._log(f"crash r{i}")
 
     def restart(self, i: int) -> None:
@@ -155,6 +169,38 @@ class SimCluster:
         for key in [k for k in self._timer_gen if k[0] == i]:
             self._timer_gen[key] += 1
         self._log(f"restart r{i}")
+
+    def stop_faults(self, liveness_bound_s: float) -> None:
+        """The faults stop now: links heal (no loss, duplication or partition), every
+        adversary (replica or client) with a ``stop()`` stops misbehaving; from now on each
+        client message must complete within ``liveness_bound_s`` (the liveness checker)."""
+        self.net.heal()
+        self.net.set_faults(LinkFaults(latency_s=self.net.faults.latency_s,
+                                       jitter_s=self.net.faults.jitter_s))
+        for node in [*self.replicas, *self.extra_clients.values()]:
+            stop = getattr(node, "stop", None)
+            if stop is not None:
+                stop()
+        self.checker.faults_stopped(self.loop.now, liveness_bound_s)
+        self._log("faults stop")
+
+    # ------------------------------------------------------------------ Byzantine clients
+
+    def attach_client(self, client) -> int:
+        """Give ``client`` (on_message(data, now)) the next Byzantine client id."""
+        j = len(self.clients) + len(self.extra_clients)
+        if len(self.extra_clients) >= self.byzantine_clients:
+            raise ValueError("no Byzantine client id left: raise byzantine_clients")
+        self.extra_clients[j] = client
+        return j
+
+    def client_suite(self, j: int):
+        """The crypto of client ``j`` (its own keys, for a Byzantine client)."""
+        return self.suite(client_party(j))
+
+    def send_from_client(self, j: int, dst: int, data: bytes) -> None:
+        """Client ``j`` sends ``data`` to replica ``dst`` through the network."""
+        self._transmit(self.n + j, dst, data)
 
     def inject(self, dst: int, data: bytes, delay: float = 0.0) -> None:
         """Deliver ``data`` to node ``dst`` after ``delay`` (replays, garbage, forgeries)."""
@@ -176,9 +222,16 @@ class SimCluster:
         for delay in self.net.delays(src, dst, len(data)):
             self.loop.at(now + delay, self._deliver, (dst, data))
 
+    def _sample_bounds(self) -> None:
+        self._until_bounds = self.bounds_every
+        self.checker.check_bounds(self.replicas, self.config, self.crashed)
+
     def _deliver(self, item) -> None:
         dst, data = item
         now = self.loop.now
+        self._until_bounds -= 1
+        if self._until_bounds <= 0:
+            self._sample_bounds()
         if dst < self.n:
             if dst in self.crashed:
                 self.net.stats["to-crashed"] += 1
@@ -189,14 +242,21 @@ class SimCluster:
             if self.trace is not None:
                 self._trace_replica(dst, data)
             self._apply(dst, actions)
-        else:
+        elif dst - self.n < len(self.clients):
             self._apply_client(dst - self.n, self.clients[dst - self.n].on_message(data, now))
+        else:
+            extra = self.extra_clients.get(dst - self.n)
+            if extra is not None:
+                extra.on_message(data, now)
 
     def _fire(self, item) -> None:
         node, kind, key, gen = item
         if self._timer_gen.get((node, kind, key)) != gen:
             return
         now = self.loop.now
+        self._until_bounds -= 1
+        if self._until_bounds <= 0:
+            self._sample_bounds()
         if node < self.n:
             if node in self.crashed:
                 return
@@ -232,6 +292,8 @@ class SimCluster:
                 self.checker.on_rolled_back(r, a)
             elif t is Stable:
                 self.checker.on_stable(r, a)
+            elif t is Transferred:
+                self.checker.on_transferred(r, a)
             elif t is Persist:
                 self.result.persisted += 1
 
@@ -244,6 +306,7 @@ class SimCluster:
             elif t is SetTimer or t is CancelTimer:
                 self._timer(node, a)
             elif t is Completed:
+                self.checker.on_completed(j, a, self.loop.now)
                 self.result.messages_completed += 1
                 self.result.requests += len(a.results)
                 self.result.latencies_s.append(a.latency_s)
@@ -251,6 +314,7 @@ class SimCluster:
                     self.completions.append((j, a))
                 self._submit(j)
             elif t is OutcomeUnknown:
+                self.checker.on_outcome_unknown(j, a.handle, self.loop.now)
                 self.result.outcome_unknown += 1
                 self._submit(j)
 
@@ -272,12 +336,15 @@ class SimCluster:
         if self._to_submit <= 0:
             return
         self._to_submit -= 1
-        _, actions = self.clients[j].submit(self._operations(), self.loop.now)
+        ops = self._operations()
+        handle, actions = self.clients[j].submit(ops, self.loop.now)
+        self.checker.on_submitted(j, handle, ops, self.loop.now)
         self._apply_client(j, actions)
 
     def submit(self, j: int, operations) -> int:
         """Submit one client message from client j now (scripted scenarios)."""
         handle, actions = self.clients[j].submit(operations, self.loop.now)
+        self.checker.on_submitted(j, handle, operations, self.loop.now)
         self._apply_client(j, actions)
         return handle
 
@@ -326,7 +393,8 @@ class SimCluster:
         for c in self.clients:
             r.drops.update({f"client:{k}": v for k, v in c.drops.items()})
         correct = [i for i in range(self.n) if i not in self.crashed]
-        r.violations = list(self.checker.finish(self.replicas, correct))
+        self._sample_bounds()
+        r.violations = list(self.checker.finish(self.replicas, correct, now=self.loop.now))
         return r
 
     # ------------------------------------------------------------------ tracing

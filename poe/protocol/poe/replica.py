@@ -828,8 +828,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         out: list[Action] = []
         self._transfer_tick(now, out)
         if self.status != NORMAL:
-            if self.own_vc is not None:
-                out.append(Broadcast(self.own_vc))     # our VC-REQUEST may have been lost
+            if self.own_vcs:
+                for frame in self.own_vcs.values():    # our VC-REQUESTs may have been lost
+                    out.append(Broadcast(frame))
                 self.stats["vc-request-retransmitted"] += 1
                 self._arm_tick(now, out)
             return out

@@ -125,6 +125,8 @@ class StateTransferMixin:
         self.stats["state-transfers"] += 1
         out.append(Transferred(proof.seq, proof.state_digest, proof.chain_digest))
         out.append(Stable(proof.seq, proof.state_digest, proof.chain_digest))
+        if self.history is not None and self.status == "normal":
+            self._recertify(now, out, only_missing=False)   # positions now in our window
         self._progress(now, out)
         if self.max_seen > self.k_exec:
             self._fetch_missing(now, out)

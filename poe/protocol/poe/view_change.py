@@ -22,6 +22,8 @@ from poe.crypto.statements import checkpoint_statement, support_statement, vc_re
 from poe.protocol.actions import Broadcast, CancelTimer, Persist, RolledBack, Send, SetTimer
 from poe.protocol.quorum import popcount
 
+Slot = object          # the replica's slot record (poe.protocol.poe.replica.Slot)
+
 NOOP_DIGEST = b"\0" * 32       # MAC mode: position decided empty (§3.4)
 
 
@@ -177,6 +179,7 @@ VIEW_CHANGE = "view-change"
 TIMER_PROGRESS = "progress"      # T_exec / T_req (§4.2)
 TIMER_NEW_VIEW = "new-view"      # T_nv (§4.7)
 BACKOFF_MAX = 16                 # T_nv doubles at most this many times
+VC_KEPT_PER_SENDER = 4           # VC-REQUESTs kept per replica (views it asked to leave)
 
 
 class ViewChangeMixin:
@@ -188,9 +191,10 @@ class ViewChangeMixin:
 
     def _init_view_change(self) -> None:
         self.vc_view = -1                       # the view we are leaving (VIEW_CHANGE only)
-        self.vc_requests: dict[int, VcRequest] = {}   # newest valid one per sender
+        # valid VC-REQUESTs by sender and by the view they leave (a few newest per sender)
+        self.vc_requests: dict[int, dict[int, VcRequest]] = {}
         self.vc_attempts = 0                    # a in T_nv = tau * 2^a
-        self.own_vc: bytes | None = None
+        self.own_vcs: dict[int, bytes] = {}     # our VC-REQUESTs since the last new view
         self.nv_sent = -1                       # highest view we sent NV-PROPOSE for
         self.nv_frame: bytes | None = None      # our NV-PROPOSE (new primary), for retries
         self.history: NewHistory | None = None  # the history fixed for the current view
@@ -275,18 +279,30 @@ class ViewChangeMixin:
         frame = codec.encode_vc_request(self.id, leaving, self.checkpoints.stable,
                                         self._vc_entries(leaving))
         sealed = codec.seal(frame, self.crypto.signer.sign(vc_request_statement(frame)))
-        self.own_vc = sealed
+        # keep the ones for views we left before too: a peer that missed them needs them to
+        # reach nf for the same view (retransmitted on tick until a new view is installed)
+        self.own_vcs[leaving] = sealed
+        while len(self.own_vcs) > VC_KEPT_PER_SENDER:
+            del self.own_vcs[min(self.own_vcs)]
         out.append(Persist(("view-change", leaving)))
         out.append(Broadcast(sealed))
-        self.vc_requests[self.id] = codec.decode(sealed)
+        self._store_vc(self.id, codec.decode(sealed))
         self._vc_verified.add(sealed)
+        self._arm_tick(now, out)                 # retransmits them until a new view
         self._vc_progress(now, out)
+
+    def _store_vc(self, sender: int, m: VcRequest) -> None:
+        held = self.vc_requests.setdefault(sender, {})
+        held[m.view] = m
+        while len(held) > VC_KEPT_PER_SENDER:
+            del held[min(held)]
 
     def on_vc_request(self, m: VcRequest, now: float) -> list:
         if m.view < self.view:
             return self._drop("vc-request-old")
         held = self.vc_requests.get(m.sender)
-        if held is not None and held.view >= m.view:
+        if held is not None and (m.view in held or len(held) >= VC_KEPT_PER_SENDER
+                                 and m.view < min(held)):
             return self._drop("vc-request-duplicate")
         frame = bytes(m.frame)
         if frame not in self._vc_verified:
@@ -296,13 +312,13 @@ class ViewChangeMixin:
             if reason is not None:
                 return self._drop(reason)
             self._remember_verified(frame)
-        self.vc_requests[m.sender] = m
+        self._store_vc(m.sender, m)
         out: list = []
         # join rule (§4.2): f+1 replicas want to leave views >= ours: join the smallest
         # view among the f+1 highest requests (at least one correct replica wants it)
         current = self.vc_view if self.status == VIEW_CHANGE else self.view - 1
-        wanted = sorted((r.view for r in self.vc_requests.values() if r.view > current),
-                        reverse=True)
+        wanted = sorted((max(held) for held in self.vc_requests.values()
+                         if max(held) > current), reverse=True)
         if len(wanted) >= self.f + 1:
             self.stats["view-change-joined"] += 1
             self.start_view_change(wanted[self.f], now, out)
@@ -321,7 +337,7 @@ class ViewChangeMixin:
         if self.status != VIEW_CHANGE:
             return
         leaving = self.vc_view
-        requests = [r for r in self.vc_requests.values() if r.view == leaving]
+        requests = [held[leaving] for held in self.vc_requests.values() if leaving in held]
         if len(requests) < self.nf:
             return
         if self.nv_armed_for != leaving:
@@ -435,37 +451,21 @@ class ViewChangeMixin:
         self.nv_armed_for = -1
         out.append(CancelTimer(TIMER_NEW_VIEW, new_view - 1))
         out.append(Persist(("view", new_view)))
-        for sender in [s for s, r in self.vc_requests.items() if r.view < new_view]:
-            del self.vc_requests[sender]
+        for sender, held in list(self.vc_requests.items()):
+            for view in [v for v in held if v < new_view]:
+                del held[view]
+            if not held:
+                del self.vc_requests[sender]
+        self.own_vcs.clear()
         self.forwarded.clear()
         self.stats["views-installed"] += 1
         window = self.window
         for k in range(window.low + 1, window.high + 1):
             entry = history.entries.get(k)
-            slot = window.payload(k)
-            if entry is None:
-                if k > self.k_exec and slot is not None:
-                    window.reset(k)         # proposals and votes of old views: gone
-                continue
-            if slot is None:
-                slot = self._slot(k, now)
-            elif not slot.executed or slot.digest != entry.digest:
-                batch = slot.batch if slot.digest == entry.digest else None
-                cert = (slot.cert_view, slot.cert_digest, slot.cert)
-                supported = slot.supported
-                window.reset(k)
-                slot = self._slot(k, now)
-                slot.batch = batch
-                slot.cert_view, slot.cert_digest, slot.cert = cert
-                slot.supported = supported
-            else:
-                window.reset(k)
-                window.set_payload(k, slot)
-            slot.prop_view, slot.digest = new_view, entry.digest
-            slot.committed = False
-            slot.shares, slot.bad, slot.own_support, slot.early = None, None, None, None
-            slot.proposal = None
-            window.set_digest(k, entry.digest)
+            if entry is not None:
+                self._take_position(k, entry, now)
+            elif k > self.k_exec and window.payload(k) is not None:
+                window.reset(k)             # proposals and votes of old views: gone
         self.h_next = base.seq + 1 if history.entries else history.k_max + 1
         # evidence from old views above the new history is void (those slots were reset)
         self.max_seen = max(history.k_max, base.seq, self.k_exec)
@@ -476,6 +476,35 @@ class ViewChangeMixin:
         if history.entries:
             self._arm_progress(now, out)
         self._arm_tick(now, out)
+
+    def _take_position(self, k: int, entry: HistoryEntry, now: float) -> Slot:
+        """Make slot k hold position k of the current view's history: an accepted proposal
+        of this view with digest H[k] (§4.6 step 4); keep the batch, old certificate and
+        execution if they match, forget every vote of older views."""
+        window = self.window
+        slot = window.payload(k)
+        if slot is not None and slot.prop_view == self.view and slot.digest == entry.digest:
+            return slot                              # already taken in this view
+        if slot is None:
+            slot = self._slot(k, now)
+        elif not slot.executed or slot.digest != entry.digest:
+            batch = slot.batch if slot.digest == entry.digest else None
+            cert = (slot.cert_view, slot.cert_digest, slot.cert)
+            supported = slot.supported
+            window.reset(k)
+            slot = self._slot(k, now)
+            slot.batch = batch
+            slot.cert_view, slot.cert_digest, slot.cert = cert
+            slot.supported = supported
+        else:
+            window.reset(k)
+            window.set_payload(k, slot)
+        slot.prop_view, slot.digest = self.view, entry.digest
+        slot.committed = False
+        slot.shares, slot.bad, slot.own_support, slot.early = None, None, None, None
+        slot.proposal = None
+        window.set_digest(k, entry.digest)
+        return slot
 
     def rollback(self, keep_to: int, history: NewHistory, now: float, out: list) -> None:
         """Undo every executed batch above ``keep_to`` (undo records, ledger truncation)
@@ -506,11 +535,14 @@ class ViewChangeMixin:
         history = self.history
         if history is None:
             return
-        for k in range(self.h_next, history.k_max + 1):
+        for k in range(max(self.h_next, self.window.low + 1), history.k_max + 1):
             if not self.window.contains(k):
+                break
+            entry = history.entries.get(k)
+            if entry is None:
                 continue
-            slot = self.window.payload(k)
-            if slot is None or (only_missing and slot.cert_view == self.view):
+            slot = self._take_position(k, entry, now)   # e.g. after a state transfer
+            if only_missing and slot.cert_view == self.view:
                 continue
             if slot.digest == NOOP_DIGEST:
                 continue
@@ -540,6 +572,8 @@ class ViewChangeMixin:
         history = self.history
         if history is None:
             return
+        # positions at or below a stable checkpoint are final: nothing to certify again
+        self.h_next = max(self.h_next, self.window.low + 1)
         while self.h_next <= history.k_max:
             k = self.h_next
             slot = self.window.payload(k) if self.window.contains(k) else None
