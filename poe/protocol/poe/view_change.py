@@ -390,6 +390,10 @@ class ViewChangeMixin:
                 self._recertify(now, out, only_missing=True)
                 return out
             return self._drop("nv-propose-old")
+        if self.status == VIEW_CHANGE and self.vc_view >= new_view:
+            # we already asked to leave new_view: our VC-REQUEST for it may be in the next
+            # NV-PROPOSE, so we must not execute in it now (§4.2, Lemma 3 of §7)
+            return self._drop("nv-propose-view-already-left")
         leaving = new_view - 1
         senders = set()
         requests = []
