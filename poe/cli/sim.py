@@ -1,5 +1,9 @@
 """``poe sim``: run a simulated cluster of the real protocol objects and print its figures.
 
+``poe sim --swarm --seeds N`` runs N seeded random runs instead (poe.sim.swarm: random
+configurations, network faults, crashes, Byzantine replicas and clients, then a liveness
+phase) and prints their summed figures and every failing seed.
+
 Every run is reproducible: the command line printed on a failure reruns it exactly.
 """
 from __future__ import annotations
@@ -38,6 +42,22 @@ def register(sub) -> None:
                    help="replica id crashed from the start (repeatable)")
     p.add_argument("--time-limit", type=float, default=600.0, help="virtual seconds at most")
     p.add_argument("--trace", action="store_true", help="print one line per replica event")
+    swarm = p.add_argument_group("swarm testing")
+    swarm.add_argument("--swarm", action="store_true",
+                       help="run many seeded random runs (faults, adversaries) under every "
+                            "checker; the options above are then ignored")
+    swarm.add_argument("--seeds", type=int, default=100, help="seeds to run (default 100)")
+    swarm.add_argument("--start", type=int, default=1, help="first seed (default 1)")
+    swarm.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                       help="stop starting new seeds after this many wall-clock seconds")
+    swarm.add_argument("--allow-primary-faults", action=argparse.BooleanOptionalAction,
+                       default=None,
+                       help="let the primary of view 0 be crashed or Byzantine (default: "
+                            "poe.sim.swarm.PRIMARY_FAULTS)")
+    swarm.add_argument("--liveness-bound", type=float, default=None, metavar="SECONDS",
+                       help="virtual seconds a client message may take once faults stop")
+    swarm.add_argument("--verbose", "-v", action="store_true",
+                       help="print one line per seed")
     p.set_defaults(func=run)
 
 
@@ -45,7 +65,33 @@ def rerun_line(argv: list[str]) -> str:
     return "poe sim " + " ".join(shlex.quote(a) for a in argv)
 
 
+def run_swarm(args: argparse.Namespace) -> int:
+    from poe.sim import swarm
+
+    if args.seeds < 1:
+        raise CliError("--seeds must be >= 1")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise CliError("--time-budget must be positive")
+    bound = swarm.LIVENESS_BOUND_S if args.liveness_bound is None else args.liveness_bound
+    if bound <= 0:
+        raise CliError("--liveness-bound must be positive")
+
+    def progress(r) -> None:
+        if args.verbose:
+            state = "ok" if not r.violations else f"FAILED ({len(r.violations)} violations)"
+            print(f"  seed {r.seed}: {state}  sim {r.sim_time_s:.1f} s  events {r.events}  "
+                  f"wall {r.wall_s:.2f} s  {r.description}", flush=True)
+
+    report = swarm.swarm(args.seeds, args.start, args.time_budget, args.allow_primary_faults,
+                         progress=progress, liveness_bound_s=bound)
+    for line in swarm.format_report(report):
+        print(line)
+    return 1 if report.failing else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.swarm:
+        return run_swarm(args)
     from poe.protocol.config import ConfigError, ProtocolConfig
     from poe.sim.cluster import SimCluster, Workload
     from poe.sim.network import LinkFaults
@@ -106,11 +152,13 @@ def print_result(r, config, args) -> None:
         print("  drops by reason      " + ", ".join(f"{k} {v}" for k, v in sorted(r.drops.items())))
     interesting = {k: v for k, v in r.stats.items() if not k.startswith("executed")}
     if interesting:
-        print("  events               " + ", ".join(f"{k} {v}" for k, v in sorted(interesting.items())))
+        print("  events               "
+              + ", ".join(f"{k} {v}" for k, v in sorted(interesting.items())))
     if r.violations:
         print(f"  checkers             FAILED ({len(r.violations)} violations)")
         for v in r.violations[:20]:
             print(f"    - {v}")
     else:
         print("  checkers             ok (agreement per view and sequence, final ledgers, state "
-              "digests, exactly-once execution, monotonic views and execution)")
+              "digests, exactly-once execution, monotonic views and execution, proofs of "
+              "execution preserved, linearizability per key, bounds)")

@@ -14,8 +14,8 @@ violation (a line of text) for:
   ``seq`` must hold there a batch whose message ``index`` is that client's, with exactly
   those results, checked when the proof arrives, whenever a correct replica executes
   ``seq``, after every rollback and at the end; a correct replica that held it must never
-  roll back below it (a rollback to its own stable checkpoint, the first step of a state
-  transfer, is the one exception: what it executes again is checked again);
+  roll back below it, unless a state transfer then gives it a stable checkpoint at or above
+  it (§4.6 step 1, §5.5: the rollback to its own stable checkpoint that precedes one);
 * linearizability per key: completed operations, placed at (seq, index, op), respect
   real-time order (A answered before B was submitted => A before B) and every result equals
   what replaying the final ledger's writes from the preloaded YCSB state gives there;
@@ -65,11 +65,13 @@ class SafetyChecker:
         self.byzantine: set[int] = set()
         self.crashed: set[int] = set()      # crashed replicas: not held to new proofs
         # proof of execution: per replica, seq -> the kv results it executed there; one
-        # batch per (seq, digest); proofs by seq: [(client, index, results, view)]
+        # batch per (seq, digest); proofs by seq: [(client, index, results, view, handle)]
         self.results_at: list[dict[int, object]] = [{} for _ in range(n)]
         self.batches: dict[tuple[int, bytes], object] = {}
         self.proofs: dict[int, list[tuple[int, int, tuple, int]]] = defaultdict(list)
         self.proof_at: dict[tuple[int, int], tuple[int, int]] = {}   # (seq, index) -> who
+        # proven positions a replica rolled back and must get back by state transfer
+        self.unresolved: list[dict[int, str]] = [{} for _ in range(n)]
         # client history: (client, handle) -> (invoked at, ops) / (answered at, Completed)
         self.invoked: dict[tuple[int, int], tuple[float, tuple]] = {}
         self.answered: dict[tuple[int, int], tuple[float, object]] = {}
@@ -98,6 +100,7 @@ class SafetyChecker:
     def on_executed(self, r: int, a: Executed) -> None:
         if r in self.byzantine:
             return
+        self._resolve(r)
         if a.seq != self.last_exec[r] + 1:
             self.violation(f"replica {r} executed {a.seq} after {self.last_exec[r]} "
                            "without a rollback")
@@ -136,14 +139,16 @@ class SafetyChecker:
         if a.seq > self.last_exec[r]:
             self.violation(f"replica {r} rolled back to {a.seq} above its executed "
                            f"{self.last_exec[r]}")
+        self._resolve(r)
         ledger = self.ledgers[r]
-        to_state_transfer = a.seq == self.stable_seq[r]
+        # a proven position held here may only come back by state transfer to a stable
+        # checkpoint at or above it (§4.6 step 1, §5.5): decided at the next Transferred
         for seq in [s for s in self.proofs if s > a.seq and s in ledger]:
             for proof in self.proofs[seq]:
-                if not to_state_transfer and self._proof_problem(r, seq, proof) is None:
-                    self.violation(f"replica {r} rolled back to {a.seq}, below the "
-                                   f"proof-of-executed position {seq} (client {proof[0]}, "
-                                   f"message {proof[1]})")
+                if self._proof_problem(r, seq, proof) is None:
+                    self.unresolved[r][seq] = (
+                        f"replica {r} rolled back to {a.seq}, below the proof-of-executed "
+                        f"position {seq} (client {proof[0]}, message {proof[4]})")
         for seq in [s for s in ledger if s > a.seq]:
             del ledger[seq]
         results_at = self.results_at[r]
@@ -168,11 +173,22 @@ class SafetyChecker:
         elif seen[:2] != (a.state_digest, a.chain_digest):
             self.violation(f"replicas {seen[2]} and {r} disagree on stable checkpoint {a.seq}")
 
+    def _resolve(self, r: int, transferred_to: int = -1) -> None:
+        """Proven positions rolled back by r: fine if a state transfer brought back a
+        stable checkpoint at or above them, a violation otherwise."""
+        pending = self.unresolved[r]
+        if pending:
+            for seq, text in sorted(pending.items()):
+                if seq > transferred_to:
+                    self.violation(text)
+            pending.clear()
+
     def on_transferred(self, r: int, a) -> None:
         """State transfer (§5.5): the replica now holds the state of stable checkpoint
         a.seq; positions between its old prefix and a.seq were never executed by it."""
         if r in self.byzantine:
             return
+        self._resolve(r, a.seq)
         if a.seq < self.last_exec[r]:
             self.violation(f"replica {r} transferred to {a.seq} below its executed "
                            f"{self.last_exec[r]} without a rollback")
@@ -192,6 +208,7 @@ class SafetyChecker:
         self.ledgers[r].clear()
         self.executed[r].clear()
         self.results_at[r].clear()
+        self.unresolved[r].clear()
         self.last_exec[r] = 0
         self.last_view[r] = 0
         self.stable_seq[r] = 0
@@ -226,7 +243,7 @@ class SafetyChecker:
             self.violation(f"client {key[0]} message {key[1]} and client {other[0]} message "
                            f"{other[1]} both hold proofs for seq {c.seq} index {c.index}")
         self.proof_at[where] = key
-        proof = (client, c.index, _norm(c.results), c.view)
+        proof = (client, c.index, _norm(c.results), c.view, c.handle)
         self.proofs[c.seq].append(proof)
         for r in range(self.n):
             # a crashed replica keeps whatever it had speculated; it is checked again once
@@ -246,9 +263,14 @@ class SafetyChecker:
         if entry is None or results is None:
             return None
         batch = self.batches.get((seq, entry[1]))
-        client, index, expected, _ = proof
+        client, index, expected = proof[:3]
         if batch is None or index >= len(batch) or batch.client(index) != client:
             return "holds another batch there"
+        invoked = self.invoked.get((client, proof[4]))
+        if invoked is not None and invoked[1] and [
+                (key, code, bytes(value)) for _, key, code, value in batch.ops(index)] != [
+                (key, code, bytes(value)) for key, code, value in invoked[1]]:
+            return "holds another message of that client there"
         if _norm(results.ops(index)) != expected:
             return "holds other results there"
         return None
@@ -278,7 +300,20 @@ class SafetyChecker:
                 ("block hashes", len(rep.block_hashes), config.window + 1),
                 ("open client messages", len(rep.open_messages), config.batch_size),
             )
-            for what, value, bound in checks:
+            # structures of the view change and state transfer (docs/architecture.md)
+            optional = []
+            forwarded = getattr(rep, "forwarded", None)
+            if forwarded is not None and hasattr(config, "forwarded_max"):
+                optional.append(("tracked client retries", len(forwarded),
+                                 config.forwarded_max))
+            snapshots = getattr(rep, "snapshots", None)
+            if snapshots is not None:
+                optional.append(("snapshots", len(snapshots), per_window))
+            vc_requests = getattr(rep, "vc_requests", None)
+            if vc_requests is not None:
+                optional.append(("VC-REQUESTs held", sum(len(v) for v in vc_requests.values()),
+                                 4 * n))
+            for what, value, bound in (*checks, *optional):
                 if value > bound:
                     self.violation(f"replica {r}: {what} {value} above its bound {bound}")
 
@@ -408,6 +443,9 @@ class SafetyChecker:
         """Compare final ledgers and states of the correct replicas; check every proof of
         execution, the client history and (after ``faults_stopped``) liveness."""
         correct = [r for r in correct if r not in self.byzantine]
+        for r in correct:
+            if getattr(replicas[r], "transfer", None) is None:    # not still transferring
+                self._resolve(r)
         for i, a in enumerate(correct):
             for b in correct[i + 1:]:
                 la, lb = self.ledgers[a], self.ledgers[b]

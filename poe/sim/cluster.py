@@ -262,7 +262,8 @@ class SimCluster:
                 return
             self._apply(node, self.replicas[node].on_timeout(kind, key, now))
         else:
-            self._apply_client(node - self.n, self.clients[node - self.n].on_timeout(kind, key, now))
+            j = node - self.n
+            self._apply_client(j, self.clients[j].on_timeout(kind, key, now))
 
     def _timer(self, node: int, action) -> None:
         key = (node, action.kind, action.key)

@@ -1,0 +1,346 @@
+"""Swarm testing: many seeded random runs of the whole cluster, each with a different
+configuration, network, crashes and adversaries, under every checker (issue #5).
+
+What it is for: per seed, ``draw`` picks n in {4, 7, 10}, the TS or MAC variant, batch
+size, window and checkpoint period, timeouts, link faults (loss, duplication, jitter),
+partitions that heal, crashes and Byzantine replicas (together at most f) and Byzantine
+clients; ``run_case`` runs a safety phase with the faults, then stops every fault
+(``SimCluster.stop_faults``) and runs a liveness phase in which every client message must
+complete within a bound. ``swarm`` runs a range of seeds and sums their figures; a failing
+seed is reported with the command line that reruns it alone.
+
+What it must never do: exclude or retry a seed, draw anything from unseeded randomness or
+the wall clock (the time budget only decides how many seeds run, never what one does), or
+fault the primary of view 0 unless primary faults are allowed (``PRIMARY_FAULTS``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from poe._core import codec
+from poe.protocol.config import ProtocolConfig
+from poe.sim import adversary
+from poe.sim.cluster import SimCluster, Workload
+from poe.sim.network import LinkFaults
+
+# The one switch: may the primary of view 0 (replica 0) be crashed, isolated for good or
+# Byzantine? Off until the view change recovers from a faulty primary; then flip it here.
+PRIMARY_FAULTS = False
+
+LIVENESS_BOUND_S = 30.0          # virtual seconds a message may take once faults stop
+PRIMARY_ONLY = {k for k, (_, primary_only) in adversary.REPLICA_ADVERSARIES.items()
+                if primary_only}
+BACKUP_KINDS = sorted(k for k in adversary.REPLICA_ADVERSARIES if k not in PRIMARY_ONLY)
+
+
+@dataclass
+class Case:
+    """Everything one seed's run is made of (drawn by ``draw``, printable)."""
+
+    seed: int
+    config: ProtocolConfig
+    workload: Workload
+    clients: int
+    faults: LinkFaults
+    requests: int
+    extra_requests: int
+    safety_s: float
+    liveness_bound_s: float
+    partitions: list = field(default_factory=list)    # (start, end, groups)
+    crashes: list = field(default_factory=list)       # (at, replica, restart at or None)
+    adversaries: list = field(default_factory=list)   # (replica, kind, params)
+    client_adversaries: list = field(default_factory=list)   # (kind, params)
+
+    def describe(self) -> str:
+        c = self.config
+        parts = [f"n={c.n} mode={c.mode} batch={c.batch_size} window={c.window} "
+                 f"K={c.checkpoint_period} rto={c.retransmit_timeout_s}",
+                 f"clients={self.clients}x{self.workload.outstanding} "
+                 f"ops/msg={self.workload.ops_per_message} requests={self.requests}",
+                 f"loss={self.faults.loss} dup={self.faults.duplicate} "
+                 f"jitter={self.faults.jitter_s}"]
+        parts += [f"partition {s:.2f}-{e:.2f}s {g}" for s, e, g in self.partitions]
+        parts += [f"crash r{r} at {a:.2f}s" + (f" restart {b:.2f}s" if b else "")
+                  for a, r, b in self.crashes]
+        parts += [f"byzantine r{r} {k} {p}" for r, k, p in self.adversaries]
+        parts += [f"byzantine client {k} {p}" for k, p in self.client_adversaries]
+        return "; ".join(parts)
+
+    def fault_kinds(self) -> Counter:
+        out: Counter = Counter()
+        if self.faults.loss:
+            out["loss"] += 1
+        if self.faults.duplicate:
+            out["duplicate"] += 1
+        if self.faults.jitter_s > 0.001:
+            out["jitter"] += 1
+        out["partition"] += len(self.partitions)
+        out["crash"] += len(self.crashes)
+        out["restart"] += sum(1 for c in self.crashes if c[2])
+        for _, kind, _ in self.adversaries:
+            out[f"byzantine:{kind}"] += 1
+        for kind, _ in self.client_adversaries:
+            out[f"client:{kind}"] += 1
+        return +out
+
+
+@dataclass
+class CaseResult:
+    seed: int
+    violations: list
+    sim_time_s: float = 0.0
+    events: int = 0
+    wall_s: float = 0.0
+    requests: int = 0
+    view_changes: int = 0
+    rollbacks: int = 0
+    state_transfers: int = 0
+    faults: Counter = field(default_factory=Counter)
+    description: str = ""
+
+
+def _config(**settings) -> ProtocolConfig:
+    """A ProtocolConfig from the settings it knows (fields come and go with the protocol)."""
+    known = {f.name for f in dataclasses.fields(ProtocolConfig)}
+    return ProtocolConfig(**{k: v for k, v in settings.items() if k in known}).validate()
+
+
+def draw(seed: int, allow_primary_faults: bool | None = None) -> Case:
+    """The run of ``seed``: a pure function of the seed and the primary-faults switch."""
+    if allow_primary_faults is None:
+        allow_primary_faults = PRIMARY_FAULTS
+    rng = random.Random(seed * 1_000_003 + 7)
+    n = rng.choice((4, 7, 10))
+    f = (n - 1) // 3
+    nf = n - f
+    period = rng.choice((2, 4, 8, 16, 32))
+    batch = rng.choice((1, 4, 16, 64, 100))
+    ops = min(batch, rng.choice((1, 2, 5, 10)))
+    rto = rng.choice((0.02, 0.05, 0.1, 0.3))
+    config = _config(
+        n=n, mode=rng.choice(("ts", "mac")), batch_size=batch,
+        batch_timeout_s=rng.choice((0.0005, 0.002, 0.01)),
+        window=period * rng.choice((2, 3, 4)), checkpoint_period=period,
+        retransmit_timeout_s=rto,
+        reply_cache_size=rng.choice((32, 1024, 100_000)),
+        pending_requests_max=rng.choice((16, 256, 100_000)),
+        view_change_timeout_s=rng.choice((0.5, 1.0, 2.0)),
+        new_view_timeout_s=rng.choice((1.0, 2.0)))
+    retry = rng.choice((0.2, 0.5, 1.0))
+    workload = Workload(ops_per_message=ops, outstanding=rng.randint(1, 4),
+                        record_count=rng.choice((50, 1000)), value_size=rng.choice((8, 16)),
+                        read_fraction=rng.choice((0.2, 0.5, 0.95)), retry_timeout_s=retry,
+                        retry_timeout_max_s=retry * 4, deadline_s=60.0)
+    faults = LinkFaults(jitter_s=rng.choice((0.0002, 0.002, 0.01)),
+                        loss=rng.choice((0.0, 0.0, 0.01, 0.05, 0.1)),
+                        duplicate=rng.choice((0.0, 0.0, 0.02, 0.1)))
+    safety_s = rng.uniform(1.0, 3.0)
+    case = Case(seed, config, workload, rng.randint(1, 6), faults,
+                requests=rng.randint(100, 1200), extra_requests=rng.randint(20, 200),
+                safety_s=safety_s, liveness_bound_s=LIVENESS_BOUND_S)
+    # faulty replicas: Byzantine + crashed + cut off for a while <= f
+    candidates = list(range(n)) if allow_primary_faults else list(range(1, n))
+    rng.shuffle(candidates)
+    byzantine = candidates[:rng.choice(range(f + 1))]
+    crashed = candidates[len(byzantine):len(byzantine) + rng.choice(range(f - len(byzantine) + 1))]
+    budget = f - len(byzantine) - len(crashed)
+    for r in byzantine:
+        kinds = BACKUP_KINDS + (sorted(PRIMARY_ONLY) if r == 0 else [])
+        kind = rng.choice(kinds)
+        case.adversaries.append((r, kind, _params(kind, rng, r, n, f)))
+    for r in crashed:
+        at = rng.uniform(0, safety_s)
+        restart = rng.uniform(at, safety_s) if rng.random() < 0.5 else None
+        case.crashes.append((at, r, restart))
+    # the replicas that may be cut off for a while (they may lag behind: they are faulty)
+    healthy = [r for r in range(n) if r not in byzantine and r not in crashed]
+    pool = healthy if allow_primary_faults else [r for r in healthy if r]
+    laggards = rng.sample(pool, min(len(pool), budget))
+    for _ in range(rng.choice((0, 0, 1, 2))):
+        start = rng.uniform(0, safety_s)
+        end = rng.uniform(start, min(safety_s, start + 1.0))
+        if rng.random() < 0.5 and laggards:
+            cut = sorted(rng.sample(laggards, rng.randint(1, len(laggards))))
+            groups = (cut, [r for r in range(n) if r not in cut])
+        else:
+            # a split in which no side holds a quorum: nothing progresses, nobody lags
+            ids = list(range(n))
+            rng.shuffle(ids)
+            size = rng.randint(n - nf + 1, nf - 1)
+            groups = (sorted(ids[:size]), sorted(ids[size:]))
+        case.partitions.append((start, end, groups))
+    for _ in range(rng.choice((0, 0, 0, 1, 2))):
+        kind = rng.choice(sorted(adversary.CLIENT_ADVERSARIES))
+        params = {"start": rng.uniform(0, safety_s / 2)}
+        if kind == "flood":
+            params.update(burst=rng.randint(1, 5), replays=rng.randint(0, 5))
+        case.client_adversaries.append((kind, params))
+    return case
+
+
+def _params(kind: str, rng: random.Random, r: int, n: int, f: int) -> dict:
+    others = [x for x in range(n) if x != r]
+    if kind == "withhold":
+        kinds = (codec.SUPPORT, codec.CERTIFY, codec.INFORM, codec.CHECKPOINT,
+                 codec.FETCH_REPLY)
+        return {"silent_to": sorted(rng.sample(others, rng.randint(0, len(others)))),
+                "kinds": sorted(rng.sample(kinds, rng.randint(0, 2))),
+                "clients": rng.random() < 0.3}
+    if kind == "corrupt":
+        return {"p": rng.choice((0.3, 1.0)),
+                "parts": sorted(rng.sample(("share", "cert", "checkpoint", "mac"),
+                                           rng.randint(1, 4)))}
+    if kind in ("garble", "mutate"):
+        return {"p": rng.choice((0.1, 0.3, 0.7))}
+    if kind == "replay":
+        return {"burst": rng.randint(1, 10)}
+    if kind == "equivocate":
+        return {"victims": sorted(rng.sample(others, rng.randint(1, len(others) // 2 + 1)))}
+    if kind == "hide-certificate":
+        return {"reveal_after": rng.choice((0.2, 1.0, 5.0))}
+    if kind == "twins":
+        return {"group": sorted(rng.sample(others, rng.randint(0, len(others))))}
+    return {}
+
+
+def build(case: Case) -> tuple[SimCluster, list]:
+    """The cluster of ``case`` with its faults scheduled and its adversaries installed."""
+    sim = SimCluster(case.config, clients=case.clients, seed=case.seed, faults=case.faults,
+                     workload=case.workload, byzantine_clients=len(case.client_adversaries))
+    actors = []
+    for i, (r, kind, params) in enumerate(case.adversaries):
+        actors.append(adversary.install(sim, r, kind, seed=case.seed * 31 + i, **params))
+    for i, (kind, params) in enumerate(case.client_adversaries):
+        actors.append(adversary.install_client(sim, kind, seed=case.seed * 37 + i, **params))
+    for at, r, restart in case.crashes:
+        sim.at(at, lambda _, r=r: sim.crash(r))
+        if restart:
+            sim.at(restart, lambda _, r=r: sim.restart(r))
+    for start, end, groups in case.partitions:
+        sim.at(start, lambda _, g=groups: sim.net.partition(*g))
+        sim.at(end, lambda _: sim.net.heal())
+    return sim, actors
+
+
+def run_case(case: Case) -> CaseResult:
+    """Safety phase with the faults, then the liveness phase without them."""
+    wall = time.perf_counter()
+    sim, _ = build(case)
+    sim.start(case.requests)
+    sim.run_for(case.safety_s)
+    sim.stop_faults(case.liveness_bound_s)
+    sim.start(case.extra_requests)
+    sim.loop.run(sim.loop.now + case.liveness_bound_s + 1.0, stop=sim.done)
+    result = sim.finish()
+    stats = result.stats
+    out = CaseResult(case.seed, list(result.violations), result.sim_time_s, result.events,
+                     time.perf_counter() - wall, result.requests,
+                     view_changes=stats.get("view-changes", stats.get("views-installed", 0)),
+                     rollbacks=sim.checker.rollbacks,
+                     state_transfers=stats.get("state-transfers", 0),
+                     faults=case.fault_kinds(), description=case.describe())
+    if not sim.done() and not out.violations:
+        # every message still pending was submitted less than a bound ago, yet the closed
+        # loop did not get through its small workload in a whole bound: report the stall
+        pending = sum(len(c.pending) for c in sim.clients)
+        out.violations.append(f"liveness: the workload did not finish within "
+                              f"{case.liveness_bound_s} s after the faults stopped "
+                              f"({pending} client messages still pending)")
+    return out
+
+
+@dataclass
+class SwarmReport:
+    seeds_asked: int
+    start: int
+    allow_primary_faults: bool
+    liveness_bound_s: float = LIVENESS_BOUND_S
+    results: list = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def failing(self) -> list:
+        return [r for r in self.results if r.violations]
+
+    def totals(self) -> dict:
+        faults: Counter = Counter()
+        for r in self.results:
+            faults.update(r.faults)
+        return {
+            "seeds": len(self.results),
+            "sim_time_s": sum(r.sim_time_s for r in self.results),
+            "events": sum(r.events for r in self.results),
+            "requests": sum(r.requests for r in self.results),
+            "view_changes": sum(r.view_changes for r in self.results),
+            "rollbacks": sum(r.rollbacks for r in self.results),
+            "state_transfers": sum(r.state_transfers for r in self.results),
+            "faults": faults,
+        }
+
+
+def rerun_command(seed: int, allow_primary_faults: bool,
+                  liveness_bound_s: float = LIVENESS_BOUND_S) -> str:
+    """The command line that reruns ``seed`` alone, exactly."""
+    line = f"poe sim --swarm --seeds 1 --start {seed}"
+    if allow_primary_faults != PRIMARY_FAULTS:
+        line += " --allow-primary-faults" if allow_primary_faults else \
+            " --no-allow-primary-faults"
+    if liveness_bound_s != LIVENESS_BOUND_S:
+        line += f" --liveness-bound {liveness_bound_s}"
+    return line
+
+
+def swarm(seeds: int, start: int = 1, time_budget_s: float | None = None,
+          allow_primary_faults: bool | None = None, progress=None,
+          liveness_bound_s: float = LIVENESS_BOUND_S) -> SwarmReport:
+    """Run seeds start .. start+seeds-1 in order (stopping early only when the wall-clock
+    budget is spent, after at least one seed: the seeds that ran are reported, none is
+    skipped)."""
+    if allow_primary_faults is None:
+        allow_primary_faults = PRIMARY_FAULTS
+    report = SwarmReport(seeds, start, allow_primary_faults, liveness_bound_s)
+    begin = time.perf_counter()
+    for seed in range(start, start + seeds):
+        if time_budget_s is not None and report.results \
+                and time.perf_counter() - begin >= time_budget_s:
+            break
+        case = draw(seed, allow_primary_faults)
+        case.liveness_bound_s = liveness_bound_s
+        result = run_case(case)
+        report.results.append(result)
+        if progress is not None:
+            progress(result)
+    report.wall_s = time.perf_counter() - begin
+    return report
+
+
+def format_report(report: SwarmReport) -> list[str]:
+    t = report.totals()
+    lines = [
+        f"poe sim --swarm  seeds {t['seeds']} of {report.seeds_asked} (from {report.start})"
+        f"  primary faults {'on' if report.allow_primary_faults else 'off'}",
+        f"  simulated time     {t['sim_time_s']:>12.1f} s   events {t['events']:,}   "
+        f"wall {report.wall_s:.1f} s",
+        f"  requests completed {t['requests']:>12,}",
+        f"  view changes       {t['view_changes']:>12}   rollbacks {t['rollbacks']}   "
+        f"state transfers {t['state_transfers']}",
+        "  faults by type     " + ", ".join(f"{k} {v}" for k, v in sorted(t["faults"].items())),
+    ]
+    failing = report.failing
+    if t["seeds"] < report.seeds_asked:
+        lines.append(f"  time budget spent after {t['seeds']} seeds")
+    if not failing:
+        lines.append("  violations         none")
+    else:
+        lines.append(f"  violations         {len(failing)} failing seeds")
+        for r in failing:
+            lines.append(f"    seed {r.seed}: {r.violations[0]}"
+                         + (f" (+{len(r.violations) - 1} more)" if len(r.violations) > 1 else ""))
+            lines.append(f"      {r.description}")
+            lines.append("      rerun: " + rerun_command(r.seed, report.allow_primary_faults,
+                                                    report.liveness_bound_s))
+    return lines
