@@ -24,7 +24,7 @@ class ProtocolConfig:
     window: int = 128                        # L: batches between low and high watermark
     checkpoint_period: int = 64              # K: checkpoint after every K-th batch
     retransmit_timeout_s: float = 0.5        # primary re-sends / backups fetch after this
-    reply_cache_size: int = 100_000          # cached INFORM bodies (exactly-once answers)
+    reply_cache_size: int = 100_000          # cached INFORMs (exactly-once answers), >= 64
     pending_requests_max: int = 100_000      # client messages the primary queues at most
     view_change_timeout_s: float = 1.0       # T_exec / T_req: suspect the primary after this
     new_view_timeout_s: float = 2.0          # T_nv base; doubles per failed view change
@@ -64,8 +64,11 @@ class ProtocolConfig:
                           "so the primary does not stall while a checkpoint stabilises")
         if not 0 < self.retransmit_timeout_s <= 600:
             bad("retransmit_timeout_s", "0..600 seconds")
-        if self.reply_cache_size < 1 or self.pending_requests_max < 1:
-            bad("reply_cache_size", "positive")
+        if self.reply_cache_size < 64:
+            bad("reply_cache_size", "at least 64 answers; size it above clients x outstanding "
+                                    "messages, or retried messages go unanswered")
+        if self.pending_requests_max < 1:
+            bad("pending_requests_max", "positive")
         if not 0 < self.view_change_timeout_s <= 3600:
             bad("view_change_timeout_s", "0..3600 seconds")
         if not 0 < self.new_view_timeout_s <= 3600:

@@ -126,7 +126,7 @@ def draw(seed: int, allow_primary_faults: bool | None = None) -> Case:
         batch_timeout_s=rng.choice((0.0005, 0.002, 0.01)),
         window=period * rng.choice((2, 3, 4)), checkpoint_period=period,
         retransmit_timeout_s=rto,
-        reply_cache_size=rng.choice((32, 1024, 100_000)),
+        reply_cache_size=rng.choice((1024, 4096, 100_000)),   # >= clients x 64 (docs)
         pending_requests_max=rng.choice((16, 256, 100_000)),
         view_change_timeout_s=rng.choice((0.5, 1.0, 2.0)),
         new_view_timeout_s=rng.choice((1.0, 2.0)))

@@ -143,7 +143,7 @@ def test_full_window_holds_the_primary_back_then_it_resumes():
 
 def test_duplicated_and_replayed_requests_execute_once():
     requests = []
-    sim = make(4, "ts", reply_cache_size=20, faults=LinkFaults(duplicate=0.3))
+    sim = make(4, "ts", reply_cache_size=64, faults=LinkFaults(duplicate=0.3))
     sim.tap = lambda src, dst, data: requests.append(data) if src >= 4 else None
     result = sim.run(2_000)
     assert_safe(result)

@@ -9,35 +9,68 @@ tuples of ints, compared exactly).
 from __future__ import annotations
 
 
-class ReplyCache:
-    """(client, first t) -> (view, seq, sealed INFORM frame), oldest evicted first."""
+PER_CLIENT_REPLIES = 64      # = the kv's exactly-once window: older ids are STALE anyway
 
-    __slots__ = ("size", "_entries", "evicted")
+
+class ReplyCache:
+    """(client, first t) -> (view, seq, sealed INFORM frame).
+
+    Bounded per client (its 64 newest messages, the kv's exactly-once window) and in total
+    (``size``): when over, the oldest entry of the client holding the most entries goes
+    first, so a client that floods evicts its own answers, and every client keeps its newest
+    answers as long as ``size`` exceeds the messages clients have outstanding. A retry of an
+    executed message whose answer is gone can never be answered again (the kv returns
+    DUPLICATE for it): size the cache above clients x outstanding messages.
+    """
+
+    __slots__ = ("size", "_clients", "_count", "evicted")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: dict[tuple[int, int], tuple[int, int, bytes]] = {}
+        self._clients: dict[int, dict[int, tuple[int, int, bytes]]] = {}
+        self._count = 0
         self.evicted = 0
 
     def get(self, key: tuple[int, int]) -> tuple[int, int, bytes] | None:
-        return self._entries.get(key)
+        entries = self._clients.get(key[0])
+        return None if entries is None else entries.get(key[1])
 
     def put(self, key: tuple[int, int], view: int, seq: int, frame: bytes) -> None:
-        entries = self._entries
-        if key in entries:
-            del entries[key]
-        entries[key] = (view, seq, frame)
-        if len(entries) > self.size:
+        client, t = key
+        clients = self._clients
+        entries = clients.get(client)
+        if entries is None:
+            entries = clients[client] = {}
+        if t in entries:
+            del entries[t]
+        else:
+            self._count += 1
+        entries[t] = (view, seq, frame)
+        if len(entries) > PER_CLIENT_REPLIES:
             del entries[next(iter(entries))]
+            self._count -= 1
             self.evicted += 1
+        while self._count > self.size:
+            largest = max(clients, key=lambda c: len(clients[c]))
+            entries = clients[largest]
+            del entries[next(iter(entries))]
+            self._count -= 1
+            self.evicted += 1
+            if not entries:
+                del clients[largest]
 
     def drop_above(self, seq: int) -> None:
         """Forget replies for batches above ``seq`` (they were rolled back)."""
-        for key in [k for k, v in self._entries.items() if v[1] > seq]:
-            del self._entries[key]
+        for client in list(self._clients):
+            entries = self._clients[client]
+            for t in [t for t, v in entries.items() if v[1] > seq]:
+                del entries[t]
+                self._count -= 1
+            if not entries:
+                del self._clients[client]
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
 
 class PendingSet:

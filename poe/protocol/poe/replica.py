@@ -46,6 +46,7 @@ TIMER_BATCH = "batch"        # close the open batch (primary)
 TIMER_TICK = "tick"          # retransmit proposals, fetch missing slots, resend checkpoints
 
 SUPPORT_VOTES = 0            # window vote kind: SUPPORTs (MAC mode)
+CLIENT_RETRIES_BEFORE_SUSPECT = 3   # retries of an answered message that make us suspect
 FETCH_AHEAD = 32             # slots a lagging replica asks for at once
 ZERO_DIGEST = b"\0" * 32     # FETCH for "whatever you hold at k"
 
@@ -132,6 +133,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.block_hashes: dict[int, bytes] = {0: config.genesis}
         self.checkpoints = CheckpointTracker(self.nf, config.checkpoint_period, config.genesis)
         self.own_checkpoint: bytes | None = None   # last CHECKPOINT frame we broadcast
+        self.own_checkpoints: dict[int, bytes] = {}  # ours from the stable one up
+        self._ckpt_served: dict[int, float] = {}
         self.behind: codec.CheckpointProof | None = None  # stable proof above k_exec
 
         self.replies = ReplyCache(config.reply_cache_size)
@@ -149,6 +152,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.stats: Counter[str] = Counter()
         self._init_view_change()
         self._init_state_transfer()
+        self._retries: dict[tuple[int, int], int] = {}   # retries of answered messages
         self.now = 0.0                   # time of the input being handled
 
     # ------------------------------------------------------------------ small helpers
@@ -275,7 +279,18 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         cached = self.replies.get(key)
         if cached is not None:
             self.stats["reply-from-cache"] += 1
-            return [Reply(cid, cached[2])]
+            out: list[Action] = [Reply(cid, cached[2])]
+            if self.status == NORMAL and cached[0] == self.view:
+                # the client keeps retrying a message we executed and answered in this
+                # view: fewer than nf replicas serve it (some correct replica may be stuck
+                # in a view change alone while a faulty one stays silent) -- suspect
+                retries = self._retries.get(key, 0) + 1
+                if len(self._retries) >= self.config.forwarded_max:
+                    self._retries.clear()
+                self._retries[key] = retries
+                if retries == CLIENT_RETRIES_BEFORE_SUSPECT:
+                    self.suspect("client-unserved", now, out)
+            return out
         if self.status != NORMAL:
             return self._drop("request-during-view-change")
         if not self.is_primary:
@@ -348,6 +363,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             slot.bad = set()
         else:
             self.window.vote(k, SUPPORT_VOTES, self.id)
+            slot.supported = {h: self.view}      # the PROPOSE is our SUPPORT: Q_k (§3.4)
         self._arm_tick(now, out)
 
     # ------------------------------------------------------------------ any replica: PROPOSE
@@ -739,6 +755,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         signature = self.crypto.signer.sign(checkpoint_statement(k, state, self.head))
         frame = codec.encode_checkpoint(self.id, k, state, self.head, signature)
         self.own_checkpoint = frame
+        self.own_checkpoints[k] = frame
+        for old in [j for j in self.own_checkpoints if j < self.checkpoints.stable.seq]:
+            del self.own_checkpoints[old]
         out.append(Persist(("checkpoint", k, state, self.head)))
         out.append(Broadcast(frame))
         self._count_checkpoint(k, state, self.head, self.id, signature, out)
@@ -748,7 +767,14 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if k % self.config.checkpoint_period:
             return self._drop("checkpoint-not-a-checkpoint")
         if k <= self.window.low:
-            return self._drop("checkpoint-old")          # already stable here
+            # stable here, not yet at the sender: our own vote for it may be what it lacks
+            frame = self.own_checkpoints.get(k)
+            last = self._ckpt_served.get(m.sender, -1e18)
+            if frame is not None and now - last >= self.config.retransmit_timeout_s:
+                self._ckpt_served[m.sender] = now
+                self.drops["checkpoint-old"] += 1
+                return [Send(m.sender, frame)]
+            return self._drop("checkpoint-old")
         if not self.crypto.verifier.verify(
                 self._replicas[m.sender],
                 checkpoint_statement(k, m.state_digest, m.chain_digest), m.signature):

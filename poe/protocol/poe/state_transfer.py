@@ -91,6 +91,9 @@ class StateTransferMixin:
         proof = self.transfer
         if proof is None or m.to_seq != proof.seq or m.snapshot is None:
             return self._drop("state-reply-unneeded")
+        if proof.seq <= self.k_exec and self.block_hashes.get(proof.seq) == proof.chain_digest:
+            self.transfer = None                 # we caught up by executing meanwhile
+            return self._drop("state-reply-unneeded")
         try:
             store = KVStore.restore(m.snapshot, seed=self.config.kv_seed,
                                     zero_payload=self.config.zero_payload)

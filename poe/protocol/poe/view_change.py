@@ -314,6 +314,7 @@ class ViewChangeMixin:
             self._remember_verified(frame)
         self._store_vc(m.sender, m)
         out: list = []
+        self.adopt_checkpoint_proof(m.checkpoint, now, out)
         # join rule (§4.2): f+1 replicas want to leave views >= ours: join the smallest
         # view among the f+1 highest requests (at least one correct replica wants it)
         current = self.vc_view if self.status == VIEW_CHANGE else self.view - 1
@@ -325,6 +326,13 @@ class ViewChangeMixin:
         else:
             self._vc_progress(now, out)
         return out
+
+    def adopt_checkpoint_proof(self, proof: CheckpointProof, now: float, out: list) -> None:
+        """A verified nf-signed checkpoint (from a VC-REQUEST) above our stable one makes it
+        stable here too, or tells us to transfer state (§5.5)."""
+        if proof.seq > self.checkpoints.stable.seq:
+            self.stats["checkpoint-proof-adopted"] += 1
+            self.stabilize(proof, out)
 
     def _remember_verified(self, frame: bytes) -> None:
         if len(self._vc_verified) > 4 * self.n:

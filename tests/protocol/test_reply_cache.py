@@ -1,0 +1,34 @@
+"""The replica's reply cache: bounded per client and in total, flooding evicts the flooder."""
+from poe.protocol.poe.clients import PER_CLIENT_REPLIES, ReplyCache
+
+
+def test_each_client_keeps_its_newest_answers_when_another_floods():
+    cache = ReplyCache(size=50)
+    for c in range(10):
+        cache.put((c, 1), 0, c, b"answer %d" % c)
+    for t in range(1, 1000):                       # client 99 floods
+        cache.put((99, t), 0, 5, b"flood")
+    assert len(cache) == 50
+    assert all(cache.get((c, 1)) == (0, c, b"answer %d" % c) for c in range(10))
+    assert cache.get((99, 1)) is None and cache.get((99, 999)) == (0, 5, b"flood")
+    assert cache.evicted > 0
+
+
+def test_per_client_window_and_total_bound():
+    cache = ReplyCache(size=1000)
+    for t in range(1, 200):
+        cache.put((7, t), 0, t, b"x")
+    assert len(cache) == PER_CLIENT_REPLIES
+    assert cache.get((7, 199)) is not None and cache.get((7, 199 - PER_CLIENT_REPLIES)) is None
+    cache.put((7, 199), 1, 300, b"y")              # replacing does not grow it
+    assert len(cache) == PER_CLIENT_REPLIES and cache.get((7, 199)) == (1, 300, b"y")
+
+
+def test_drop_above_forgets_rolled_back_batches():
+    cache = ReplyCache(size=100)
+    for t, seq in ((1, 5), (2, 6), (3, 7)):
+        cache.put((1, t), 0, seq, b"r")
+    cache.put((2, 1), 0, 9, b"r")
+    cache.drop_above(6)
+    assert [cache.get((1, t)) is not None for t in (1, 2, 3)] == [True, True, False]
+    assert cache.get((2, 1)) is None and len(cache) == 2
