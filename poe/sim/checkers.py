@@ -235,6 +235,11 @@ class SafetyChecker:
             self.violation(f"client {client} message {c.handle} completed twice")
             return
         self.answered[key] = (now, c)
+        nf = self.n - (self.n - 1) // 3
+        if len(set(c.replicas)) < nf:
+            # a proof of execution is nf matching INFORMs from distinct replicas (§2.4)
+            self.violation(f"client {client} message {c.handle} accepted a proof of "
+                           f"{len(set(c.replicas))} INFORMs; a proof needs nf = {nf}")
         if not self.check_requests:
             return
         where = (c.seq, c.index)

@@ -1,0 +1,164 @@
+"""Prove the simulator's checkers bite: apply known bugs one at a time and count how many
+swarm seeds it takes to catch each (issue #5, item 7).
+
+Usage:  python tools/mutation_check.py [--seeds 300] [--start 1] [--only NAME ...]
+
+For each mutant the swarm runs seeds start, start+1, ... with primary faults allowed (so
+view changes happen) until one reports a violation (or a protocol exception) that the
+unmutated code does not report for that seed. A mutant not caught within ``--seeds`` seeds
+makes the tool exit 1. Mutations are monkeypatches applied in this process only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+
+from poe.protocol.poe import client as client_mod
+from poe.protocol.poe import replica as replica_mod
+from poe.protocol.poe import view_change as vc_mod
+from poe.sim import swarm
+
+
+def _patch(obj, name, value):
+    original = getattr(obj, name)
+    setattr(obj, name, value)
+    return lambda: setattr(obj, name, original)
+
+
+def client_accepts_f_plus_1():
+    """The client takes f+1 matching INFORMs as a proof of execution (ResilientDB's bug)."""
+    init = client_mod.PoEClient.__init__
+
+    def patched(self, config, *args, **kwargs):
+        init(self, config, *args, **kwargs)
+        self.nf = config.f + 1
+    return _patch(client_mod.PoEClient, "__init__", patched)
+
+
+def certificate_from_2f():
+    """Quorums of 2f instead of nf: MAC commit, checkpoints, NV-PROPOSE, certificates."""
+    init = replica_mod.PoEReplica.__init__
+
+    def patched(self, config, *args, **kwargs):
+        init(self, config, *args, **kwargs)
+        self.nf = 2 * config.f
+        self.checkpoints.nf = 2 * config.f
+    return _patch(replica_mod.PoEReplica, "__init__", patched)
+
+
+def rollback_skipped():
+    """The view change keeps every executed batch (no undo, no ledger truncation)."""
+    return _patch(vc_mod.ViewChangeMixin, "rollback",
+                  lambda self, keep_to, history, now, out: None)
+
+
+def recertification_skipped():
+    """Paper-literal new view: the history is executed under its old certificates."""
+    advance = vc_mod.ViewChangeMixin._advance_recertified
+
+    def patched(self, now, out):
+        history = self.history
+        if history is not None:
+            for k, entry in history.entries.items():
+                slot = self.window.payload(k) if self.window.contains(k) else None
+                if slot is not None and slot.cert_view != self.view:
+                    slot.cert_view, slot.cert_digest = self.view, entry.digest
+                    slot.committed = slot.batch is not None or entry.digest == vc_mod.NOOP_DIGEST
+        advance(self, now, out)
+    return _patch(vc_mod.ViewChangeMixin, "_advance_recertified", patched)
+
+
+def inform_after_vc_request():
+    """A replica that sent VC-REQUEST(v) still takes part in view v: accepts PROPOSE,
+    SUPPORT and CERTIFY of v, executes and INFORMs."""
+    on_message = replica_mod.PoEReplica.on_message
+
+    def patched(self, data, now):
+        leaving = self.status == replica_mod.VIEW_CHANGE and self.vc_view == self.view
+        if not leaving:
+            return on_message(self, data, now)
+        self.status = replica_mod.NORMAL
+        try:
+            return on_message(self, data, now)
+        finally:
+            if self.status == replica_mod.NORMAL and self.vc_view == self.view:
+                self.status = replica_mod.VIEW_CHANGE
+    return _patch(replica_mod.PoEReplica, "on_message", patched)
+
+
+def watermark_off_by_one():
+    """The new primary continues at k_max instead of k_max + 1 (kstart/low off by one)."""
+    install = vc_mod.ViewChangeMixin.install_view
+
+    def patched(self, new_view, history, now, out):
+        install(self, new_view, history, now, out)
+        if self.is_primary:
+            self.next_k -= 1
+    return _patch(vc_mod.ViewChangeMixin, "install_view", patched)
+
+
+MUTANTS = {
+    "client-f+1": client_accepts_f_plus_1,
+    "quorum-2f": certificate_from_2f,
+    "rollback-skipped": rollback_skipped,
+    "recertification-skipped": recertification_skipped,
+    "inform-after-vc-request": inform_after_vc_request,
+    "watermark-off-by-one": watermark_off_by_one,
+}
+
+
+def outcome(seed: int) -> tuple[bool, str]:
+    """(failed?, first problem) of one seed with primary faults allowed."""
+    try:
+        result = swarm.run_case(swarm.draw(seed, True))
+    except Exception as exc:                      # a mutant may also crash the protocol
+        return True, f"exception: {type(exc).__name__}: {exc}"
+    if result.violations:
+        return True, result.violations[0]
+    return False, ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=300, help="seeds per mutant at most")
+    parser.add_argument("--start", type=int, default=1)
+    parser.add_argument("--only", nargs="*", choices=sorted(MUTANTS))
+    args = parser.parse_args(argv)
+    names = args.only or list(MUTANTS)
+    baseline: dict[int, bool] = {}
+    rows = []
+    started = time.perf_counter()
+    for name in names:
+        undo = MUTANTS[name]()
+        caught = None
+        try:
+            for i, seed in enumerate(range(args.start, args.start + args.seeds), 1):
+                failed, problem = outcome(seed)
+                if not failed:
+                    continue
+                undo()                            # does the correct code fail there too?
+                if seed not in baseline:
+                    baseline[seed] = outcome(seed)[0]
+                undo = MUTANTS[name]()            # and back to the mutant
+                if not baseline[seed]:
+                    caught = (i, seed, problem)
+                    break
+        except Exception:
+            traceback.print_exc()
+        finally:
+            undo()
+        rows.append((name, caught))
+        status = f"caught after {caught[0]} seeds (seed {caught[1]}): {caught[2][:90]}" \
+            if caught else f"NOT caught in {args.seeds} seeds"
+        print(f"{name:26s} {status}", flush=True)
+    missed = [n for n, c in rows if c is None]
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} mutants caught "
+          f"({time.perf_counter() - started:.0f} s wall; seeds from {args.start}, primary "
+          "faults on; a catch counts only where the unmutated code passes that seed)")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
