@@ -75,17 +75,16 @@ def check_vc_request(m: VcRequest, *, n: int, nf: int, window: int, ts: bool,
     if not checkpoint_proof_ok(proof, nf, n, crypto, genesis):
         return "vc-request-bad-checkpoint"
     low, high = proof.seq, proof.seq + window
-    seen: set[tuple[int, int]] = set()
+    seen: set[int] = set()
     for e in m.entries:
         if not low < e.seq <= high or e.view > m.view:
             return "vc-request-entry-out-of-range"
-        key = (e.type, e.seq) if not ts else (0, e.seq)
-        if ts and e.type != codec.ENTRY_CERT or not ts and e.type == codec.ENTRY_CERT:
+        if (e.type == codec.ENTRY_CERT) != ts:
             return "vc-request-wrong-entry-type"
         if ts:
-            if key in seen:
+            if e.seq in seen:                  # one (the highest-view) certificate per slot
                 return "vc-request-duplicate-entry"
-            seen.add(key)
+            seen.add(e.seq)
             if popcount(e.bitmap) < nf or not crypto.threshold.verify_cert(
                     Certificate(e.bitmap, e.signature), support_statement(e.view, e.seq,
                                                                          e.digest)):
