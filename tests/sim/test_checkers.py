@@ -318,10 +318,10 @@ def liveness_history():
     h = History()
     for handle in (1, 2, 3, 4, 5):
         h.c.on_submitted(0, handle, [], 0.0 if handle < 5 else 8.0)
-    h.c.on_completed(0, Completed(1, 0, 1, 0, (), (0,), 0.1), 0.5)     # before the heal
+    h.c.on_completed(0, Completed(1, 0, 1, 0, (), (0, 1, 2), 0.1), 0.5)     # before the heal
     h.c.faults_stopped(1.0, 5.0)
-    h.c.on_completed(0, Completed(2, 0, 2, 0, (), (0,), 0.1), 3.0)     # in time
-    h.c.on_completed(0, Completed(3, 0, 3, 0, (), (0,), 0.1), 7.0)     # too late
+    h.c.on_completed(0, Completed(2, 0, 2, 0, (), (0, 1, 2), 0.1), 3.0)     # in time
+    h.c.on_completed(0, Completed(3, 0, 3, 0, (), (0, 1, 2), 0.1), 7.0)     # too late
     return h
 
 
@@ -383,3 +383,11 @@ def test_a_stalled_cluster_fails_the_liveness_check():
     sim.run_for(3.0)
     result = sim.finish()
     assert result.violations and all(v.startswith("liveness:") for v in result.violations)
+
+
+def test_a_proof_with_fewer_than_nf_informs_is_reported():
+    h = History()
+    h.c.on_submitted(0, 1, [], 0.0)
+    h.c.on_completed(0, Completed(1, 0, 1, 0, (), (0, 1), 0.1), 0.5)   # n = 4: nf = 3
+    assert h.c.violations == ["client 0 message 1 accepted a proof of 2 INFORMs; a proof "
+                              "needs nf = 3"]

@@ -152,7 +152,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.stats: Counter[str] = Counter()
         self._init_view_change()
         self._init_state_transfer()
-        self._retries: dict[tuple[int, int], int] = {}   # retries of answered messages
+        self._retries: dict[tuple[int, int], tuple[float, int]] = {}  # answered, retried
+        self._unserved_view = -1          # the view we last suspected for unserved clients
         self.now = 0.0                   # time of the input being handled
 
     # ------------------------------------------------------------------ small helpers
@@ -280,15 +281,20 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if cached is not None:
             self.stats["reply-from-cache"] += 1
             out: list[Action] = [Reply(cid, cached[2])]
-            if self.status == NORMAL and cached[0] == self.view:
-                # the client keeps retrying a message we executed and answered in this
-                # view: fewer than nf replicas serve it (some correct replica may be stuck
-                # in a view change alone while a faulty one stays silent) -- suspect
-                retries = self._retries.get(key, 0) + 1
+            if self.status == NORMAL and cached[0] == self.view and not self.is_primary:
+                # the client keeps retrying, for longer than a view-change timeout, a message
+                # we executed and answered in this view: fewer than nf replicas serve it
+                # (a correct replica may be stuck in a view change alone while a faulty one
+                # stays silent) -- suspect. A Byzantine client can cause this at most once
+                # per timeout and per view (a liveness cost, never a safety one).
+                first, retries = self._retries.get(key, (now, 0))
                 if len(self._retries) >= self.config.forwarded_max:
                     self._retries.clear()
-                self._retries[key] = retries
-                if retries == CLIENT_RETRIES_BEFORE_SUSPECT:
+                self._retries[key] = (first, retries + 1)
+                if retries + 1 >= CLIENT_RETRIES_BEFORE_SUSPECT \
+                        and now - first >= self.config.view_change_timeout_s \
+                        and self._unserved_view != self.view:
+                    self._unserved_view = self.view
                     self.suspect("client-unserved", now, out)
             return out
         if self.status != NORMAL:
