@@ -2,7 +2,9 @@
 
 Writes ``OUT/cluster.toml`` (public) and ``OUT/replica-<i>.secret.toml`` /
 ``OUT/client-<j>.secret.toml`` (mode 0600, created that way), then re-loads them all with
-the same checks a replica runs at start-up.
+the same checks a replica runs at start-up. Also writes ``OUT/poe.toml``, the configuration
+file every ``poe replica``, ``poe bench`` and ``poe client`` reads: every setting with its
+default, unit and meaning, pointing at these key files (poe.config).
 
 Must never: print a secret, overwrite files without ``--force``, or leave a secret file
 readable by others.
@@ -35,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--base-port", type=int, default=7000, metavar="P",
                         help="replica i listens on P+2i (replicas) and P+2i+1 (clients); "
                              "default 7000")
+    parser.add_argument("--mode", choices=("ts", "mac"), default="ts",
+                        help="protocol.mode written into poe.toml (default ts)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing key files in DIR")
     parser.set_defaults(func=run)
@@ -54,8 +58,18 @@ def run(args: argparse.Namespace) -> int:
             load_secret(path, cluster)
     except CryptoError as exc:
         raise CliError(str(exc)) from None
+    from poe.config import CONFIG_FILE, write_config
+
+    config_path = paths[0].parent / CONFIG_FILE
+    try:
+        write_config(config_path, {"protocol.mode": args.mode}, force=args.force)
+    except FileExistsError:
+        raise CliError(f"{config_path}: already exists; use --force to replace it") from None
+    except OSError as exc:
+        raise CliError(f"{config_path}: cannot write: {exc.strerror}") from None
     print(f"wrote {paths[0].parent / CLUSTER_FILE} (public: n={cluster.n}, f={cluster.f}, "
           f"nf={cluster.nf}, clients={len(cluster.clients)}, cluster_id={cluster.cluster_id})")
     print(f"wrote {len(paths) - 1} secret files (mode 0600) in {paths[0].parent}; copy each "
           "only to its own host")
+    print(f"wrote {config_path} (settings; run `poe replica --config {config_path} --id N`)")
     return 0

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in help order; each must define register(subparsers)
-SUBCOMMANDS = ("keygen", "sim")
+SUBCOMMANDS = ("keygen", "replica", "cluster", "bench", "client", "sim")
 
 
 class CliError(Exception):
@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"poe {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # subcommands clean up in their own ``finally`` blocks before this is reached
+        print(f"poe {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""Many PoE clients in one process, over ZeroMQ: the driver behind ``poe client`` and the
+load generator's workers.
+
+What it is for: ``ClientProcess(config, first, last)`` builds one ``PoEClient`` per client
+id ``first..last`` (each with its own keys) and one DEALER per replica shared by all of
+them (identity ``c<first>-<last>``, poe.transport.zmq). ``submit(index, operations)`` signs
+and sends a client message; ``turn(max_wait_s)`` polls, hands every INFORM to the client it
+names, fires retry timers, sends what the clients asked for (coalesced per replica) and
+returns the decisions: ``(index, Completed)`` and ``(index, OutcomeUnknown)``.
+
+Request ids start at the wall clock in microseconds, so a client id used again in a later
+run never repeats an id the replicated state has already seen (which the replicas would
+answer as a duplicate with the old result).
+
+Must never: report a result without a proof (``Completed`` comes only from PoEClient, which
+requires nf matching INFORMs), raise on what a replica sends, or block.
+"""
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from poe.config import Config
+from poe.crypto import load_secret, load_suite
+from poe.protocol.actions import CancelTimer, Send, SetTimer
+from poe.protocol.poe.client import Completed, OutcomeUnknown, PoEClient
+from poe.runtime.timers import Timers
+from poe.transport.zmq import ClientTransport, Settings
+
+_INFORM = 5
+
+
+class ClientProcess:
+    def __init__(self, config: Config, first: int, last: int, *,
+                 insecure_bench: bool = False, outstanding_max: int = 1024) -> None:
+        cluster = config.cluster
+        if not 0 <= first <= last < len(cluster.clients):
+            raise ValueError(f"client ids {first}..{last} outside 0..{len(cluster.clients) - 1} "
+                             f"({cluster.path} lists {len(cluster.clients)} clients; run "
+                             "`poe keygen` with more --clients)")
+        self.config = config
+        self.first = first
+        self.protocol = config.protocol_config()
+        c = config.client
+        self.clients: list[PoEClient] = []
+        start_t = time.time_ns() // 1000
+        for j in range(first, last + 1):
+            secret = load_secret(config.secret_path("client", j), cluster)
+            suite = load_suite(cluster, secret, variant=config.protocol.mode,
+                               fake=insecure_bench, insecure_bench=insecure_bench,
+                               purpose="client")
+            client = PoEClient(self.protocol, j, suite, retry_timeout_s=c.retry_timeout_s,
+                               retry_timeout_max_s=c.retry_timeout_max_s,
+                               deadline_s=c.deadline_s, outstanding_max=outstanding_max)
+            client.next_t = start_t
+            self.clients.append(client)
+        self.settings = Settings(config.transport)
+        self.ctx = zmq.Context()
+        self.transport = ClientTransport(self.ctx, cluster, first, last, self.settings)
+        self.timers = Timers()
+        self.n = cluster.n
+        self._out: list[list[bytes]] = [[] for _ in range(cluster.n)]
+        self._decided: list[tuple[int, object]] = []
+        self._next_hello = 0.0
+
+    # ---------------------------------------------------------------- connecting
+
+    def wait_connected(self, need: int, timeout_s: float) -> int:
+        """Process connection events until ``need`` replicas (the primary of view 0 among
+        them) are connected or ``timeout_s`` passes; returns how many are."""
+        deadline = time.monotonic() + timeout_s
+        t = self.transport
+        primary = self.protocol.primary(0)
+        while True:
+            up = sum(t.up)
+            if up >= need and t.up[primary]:
+                return up
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return up
+            self.turn(min(left, 0.05))
+
+    # ---------------------------------------------------------------- requests
+
+    def submit(self, index: int, operations, now: float | None = None) -> int:
+        """Sign and send one client message from client ``first + index``; its handle."""
+        now = time.monotonic() if now is None else now
+        handle, actions = self.clients[index].submit(operations, now)
+        self._apply(index, actions)
+        return handle
+
+    def _apply(self, index: int, actions) -> None:
+        for a in actions:
+            t = type(a)
+            if t is Send:
+                self._out[a.to].append(a.data)
+            elif t is SetTimer:
+                self.timers.set((index, a.kind, a.key), a.at)
+            elif t is CancelTimer:
+                self.timers.cancel((index, a.kind, a.key))
+            elif t is Completed or t is OutcomeUnknown:
+                self._decided.append((index, a))
+
+    def flush(self) -> None:
+        out = self._out
+        for r in range(self.n):
+            if out[r]:
+                frames, out[r] = out[r], []
+                self.transport.send(r, frames)
+
+    # ---------------------------------------------------------------- the loop
+
+    def turn(self, max_wait_s: float) -> list[tuple[int, object]]:
+        """One loop turn: wait at most ``max_wait_s`` for traffic or a timer; return the
+        decisions reached (Completed / OutcomeUnknown with the client index)."""
+        self.flush()
+        t = self.transport
+        now = time.monotonic()
+        due = self.timers.next_at()
+        wait = max_wait_s if due is None else min(max_wait_s, max(0.0, due - now))
+        ready = t.poll(int(wait * 1000) + (1 if wait > 0 else 0))
+        now = time.monotonic()
+        clients = self.clients
+        first = self.first
+        count = len(clients)
+        for sock in ready:
+            if sock in t.socket_of:
+                for frame in t.drain(sock):
+                    # INFORM body starts with the u32 client id (docs/wire.md)
+                    if len(frame) >= 36 and frame[3] == _INFORM:
+                        index = int.from_bytes(frame[32:36], "little") - first
+                        if 0 <= index < count:
+                            actions = clients[index].on_message(frame, now)
+                            if actions:
+                                self._apply(index, actions)
+                            continue
+                    t.stats["unexpected-frame"] += 1
+            else:
+                t.monitor_events(sock)
+        for index, kind, key in self.timers.pop_due(now):
+            self._apply(index, clients[index].on_timeout(kind, key, now))
+        if now >= self._next_hello:
+            self._next_hello = now + self.config.transport.heartbeat_interval_s
+            t.hello_all()
+        self.flush()
+        decided, self._decided = self._decided, []
+        return decided
+
+    def pending(self) -> int:
+        return sum(len(c.pending) for c in self.clients)
+
+    def drops(self) -> dict:
+        total: dict[str, int] = {}
+        for c in self.clients:
+            for k, v in c.drops.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def close(self) -> None:
+        self.transport.close()
+        self.ctx.term()

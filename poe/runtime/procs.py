@@ -1,0 +1,152 @@
+"""Process helpers for ``poe cluster``, ``poe bench`` and the system tests.
+
+What it is for: finding free TCP ports on 127.0.0.1, starting poe child processes in their
+own session (so they can be stopped as a group) that die with their parent, stopping them
+(SIGTERM, then SIGKILL of the whole group), and reading a process's CPU time and resident
+memory from /proc.
+
+Must never: signal a process it did not start, or leave a started process running when
+``stop`` returns.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def poe_command(*args: str) -> list[str]:
+    """``python -P -m poe ARGS``: -P keeps the working directory off sys.path, so the child
+    imports the same installed poe as its parent even when started from a source checkout."""
+    return [sys.executable, "-P", "-m", "poe", *args]
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent exits (best effort elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def free_port_range(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """A base port such that base .. base+count-1 could all be bound on ``host`` just now."""
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(20_000, 60_000 - count)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports found on {host}")
+
+
+def spawn(argv: Sequence[str], *, stdout: IO | int | None = None,
+          stderr: IO | int | None = None, stdin: IO | int | None = subprocess.DEVNULL,
+          cwd: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    """Start ``argv`` in a new session (its own process group) that dies with us."""
+    return subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, stdin=stdin, cwd=cwd,
+                            env=env, start_new_session=True,
+                            # only a prctl call; callers start children before any thread
+                            preexec_fn=die_with_parent)  # noqa: PLW1509
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:
+    """SIGTERM ``proc``, wait up to ``grace_s``, then SIGKILL its process group. Returns its
+    exit status (negative: killed by that signal)."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)       # whatever it started, too
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        return proc.wait(5.0)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def stop_all(procs: Sequence[subprocess.Popen], grace_s: float = 5.0) -> None:
+    """SIGTERM every process first, then wait for each (so they stop in parallel)."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        stop(proc, 0.0)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of process ``pid`` in bytes (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds every core of the machine spent busy since boot (/proc/stat), to tell how
+    much of a run's CPU went to other processes."""
+    try:
+        with open("/proc/stat", "rb") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
+    return (sum(fields[:8]) - idle) / _CLK_TCK
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+        return state != b"Z"
+    except (OSError, IndexError):
+        return False

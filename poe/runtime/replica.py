@@ -1,0 +1,280 @@
+"""One PoE replica per process: the event loop between ZeroMQ and the protocol object.
+
+What it is for: ``ReplicaRuntime(config, id).run()`` loads the replica's keys and the YCSB
+table, binds its replica and client ports, and then loops on one thread until SIGTERM or
+SIGINT: poll the sockets, drain up to ``transport.drain_messages`` messages per socket,
+hand every frame to ``PoEReplica.on_message``, carry out the actions in order (frames for
+one peer are queued and leave coalesced at the end of the turn), fire due timers, and log
+a status line every ``replica.status_interval_s``. On a signal it logs its counters and
+exits cleanly (status 0).
+
+Persist actions are counted only: durability is issue #7 (``replica.sync_policy`` = none).
+
+Must never: let anything a peer or client sends stop the loop (the protocol drops and counts
+bad frames; the transport counts bad messages), block on a send, keep a growing queue, use
+the fake crypto backend unless ``insecure_bench`` was asked for, or log a secret.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import signal
+import time
+import traceback
+from collections import Counter
+
+import zmq
+
+from poe.config import Config
+from poe.crypto import load_secret, load_suite
+from poe.protocol.actions import (
+    Broadcast,
+    CancelTimer,
+    Executed,
+    Persist,
+    Reply,
+    RolledBack,
+    Send,
+    SetTimer,
+    Stable,
+    Transferred,
+)
+from poe.protocol.poe.replica import PoEReplica
+from poe.runtime.log import Log
+from poe.runtime.procs import rss_bytes
+from poe.runtime.timers import Timers
+from poe.transport.zmq import ReplicaTransport, Settings
+
+POLL_MAX_S = 0.1          # the loop looks at its stop flag at least this often
+
+
+class ReplicaRuntime:
+    def __init__(self, config: Config, replica_id: int, *, insecure_bench: bool = False,
+                 log: Log | None = None) -> None:
+        cluster = config.cluster
+        if not 0 <= replica_id < cluster.n:
+            raise ValueError(f"replica id {replica_id} outside 0..{cluster.n - 1} "
+                             f"({cluster.path} has {cluster.n} replicas)")
+        self.config = config
+        self.id = replica_id
+        self.insecure_bench = insecure_bench
+        self.log = log or Log(level=config.replica.log_level)
+        self.log.context = self._context
+        secret = load_secret(config.secret_path("replica", replica_id), cluster)
+        mode = config.protocol.mode
+        suite = load_suite(cluster, secret, variant=mode, fake=insecure_bench,
+                           insecure_bench=insecure_bench)
+        self.protocol = config.protocol_config(kv_seed=int.from_bytes(os.urandom(8), "little"))
+        self.replica = PoEReplica(self.protocol, replica_id, suite)
+        data = config.data
+        started = time.perf_counter()
+        self.replica.kv.load_sequential(data.record_count, data.value_size, data.seed)
+        self.load_s = time.perf_counter() - started
+        self.settings = Settings(config.transport)
+        self.ctx: zmq.Context | None = None
+        self.transport: ReplicaTransport | None = None
+        self.timers = Timers()
+        self.stop_requested = False
+        self.peers = [p for p in range(cluster.n) if p != replica_id]
+        self._out: list[list[bytes]] = [[] for _ in range(cluster.n)]
+        self._replies: dict[int, list[bytes]] = {}
+        self.counters: Counter[str] = Counter()
+
+    # ---------------------------------------------------------------- logging
+
+    def _context(self) -> dict:
+        r = self.replica
+        return {"replica": self.id, "view": r.view, "seq": r.k_exec}
+
+    def _startup_log(self) -> None:
+        cfg = self.config
+        self.log.info("config", file=cfg.path, keys=cfg.cluster.path, n=cfg.n, f=cfg.cluster.f,
+                      cluster_id=cfg.cluster.cluster_id, settings=cfg.effective(),
+                      changed=cfg.non_defaults(), genesis=self.protocol.genesis.hex(),
+                      crypto="fake (--insecure-bench)" if self.insecure_bench else "real",
+                      pid=os.getpid())
+        if self.insecure_bench:
+            self.log.warning("insecure-bench", detail="fake crypto: anyone can forge "
+                             "anything; for benchmarks only")
+
+    # ---------------------------------------------------------------- running
+
+    def request_stop(self, *_args) -> None:
+        self.stop_requested = True
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit status."""
+        self._startup_log()
+        self.ctx = zmq.Context()
+        try:
+            self.transport = ReplicaTransport(self.ctx, self.config.cluster, self.id,
+                                              self.settings)
+        except zmq.ZMQError as exc:
+            self.log.error("bind-failed", detail=str(exc))
+            self.ctx.term()
+            raise OSError(f"cannot bind replica {self.id}'s ports: {exc}") from None
+        old = {sig: signal.signal(sig, self.request_stop)
+               for sig in (signal.SIGTERM, signal.SIGINT)}
+        gc.collect()
+        gc.freeze()            # the loaded keys and tables are never garbage
+        self.log.info("ready", endpoints=list(self.transport.endpoints),
+                      load_s=round(self.load_s, 3), records=self.config.data.record_count)
+        try:
+            self._loop()
+        except Exception as exc:
+            # a broken invariant of our own (the protocol never raises on peer input): log
+            # it with the state it happened in, then let it stop the process loudly
+            self.log.error("crashed", error=f"{type(exc).__name__}: {exc}",
+                           traceback=traceback.format_exc(limit=20))
+            raise
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            self.log.info("exit", **self.snapshot())
+            self.transport.close()
+            self.ctx.term()
+        return 0
+
+    def _loop(self) -> None:
+        transport = self.transport
+        replica = self.replica
+        on_message = replica.on_message
+        on_timeout = replica.on_timeout
+        apply = self._apply
+        timers = self.timers
+        peer_router = transport.peer_router
+        client_router = transport.client_router
+        monotonic = time.monotonic
+        interval = self.config.replica.status_interval_s
+        next_status = monotonic() + interval
+        self._last_status = (monotonic(), Counter(replica.stats), self._cpu())
+        while not self.stop_requested:
+            now = monotonic()
+            wake = next_status
+            due = timers.next_at()
+            if due is not None and due < wake:
+                wake = due
+            timeout_ms = max(0, min(int((wake - now) * 1000) + 1, int(POLL_MAX_S * 1000)))
+            ready = transport.poll(timeout_ms)
+            now = monotonic()
+            for sock in ready:
+                if sock is peer_router:
+                    frames = transport.drain_peers()
+                elif sock is client_router:
+                    frames = transport.drain_clients()
+                else:
+                    for name, what in transport.monitor_events(sock):
+                        if what in ("up", "down") and name.startswith("r"):
+                            self.log.info(f"peer-{what}", peer=name)
+                    continue
+                for frame in frames:
+                    actions = on_message(frame, now)
+                    if actions:
+                        apply(actions)
+            if due is not None and due <= now:
+                for ident in timers.pop_due(now):
+                    apply(on_timeout(ident[0], ident[1], now))
+            self._flush()
+            if now >= next_status:
+                next_status = now + interval
+                self._status(now)
+
+    # ---------------------------------------------------------------- actions
+
+    def _apply(self, actions) -> None:
+        out = self._out
+        for a in actions:
+            t = type(a)
+            if t is Send:
+                out[a.to].append(a.data)
+            elif t is Reply:
+                frames = self._replies.get(a.client)
+                if frames is None:
+                    self._replies[a.client] = [a.data]
+                else:
+                    frames.append(a.data)
+            elif t is Broadcast:
+                for peer in self.peers:
+                    out[peer].append(a.data)
+            elif t is SetTimer:
+                self.timers.set((a.kind, a.key), a.at)
+            elif t is CancelTimer:
+                self.timers.cancel((a.kind, a.key))
+            elif t is Executed:
+                self.counters["executed-batches"] += 1
+            elif t is Persist:
+                self.counters["persist-records"] += 1     # durability: issue #7
+            elif t is Stable:
+                self.log.debug("stable", checkpoint=a.seq, state=a.state_digest.hex()[:16])
+            elif t is RolledBack:
+                self.counters["rollbacks"] += 1
+                self.log.warning("rolled-back", to=a.seq)
+            elif t is Transferred:
+                self.counters["state-transfers"] += 1
+                self.log.info("state-transferred", checkpoint=a.seq)
+
+    def _flush(self) -> None:
+        transport = self.transport
+        out = self._out
+        for peer in self.peers:
+            frames = out[peer]
+            if frames:
+                out[peer] = []
+                transport.send_peer(peer, frames)
+        if self._replies:
+            routes = transport.routes
+            by_identity: dict[bytes, list[bytes]] = {}
+            for client, frames in self._replies.items():
+                identity = routes.get(client)
+                if identity is None:
+                    transport.stats["reply-no-route"] += len(frames)
+                    continue
+                group = by_identity.get(identity)
+                if group is None:
+                    by_identity[identity] = frames
+                else:
+                    group.extend(frames)
+            self._replies = {}
+            for identity, frames in by_identity.items():
+                transport.reply(identity, frames)
+
+    # ---------------------------------------------------------------- figures
+
+    @staticmethod
+    def _cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def snapshot(self) -> dict:
+        """Every counter: protocol drops and stats, transport, runtime."""
+        r = self.replica
+        t = self.transport
+        return {
+            "executed": r.k_exec, "stable": r.checkpoints.stable.seq, "status": str(r.status),
+            "drops": dict(r.drops), "stats": dict(r.stats),
+            "transport": dict(t.stats) if t is not None else {},
+            "runtime": dict(self.counters), "timers": len(self.timers),
+            "peers_up": [p for p in self.peers if t is not None and t.peer_up[p]],
+            "client_routes": len(t.routes) if t is not None else 0,
+            "rss_bytes": rss_bytes(os.getpid()), "cpu_s": round(self._cpu(), 3),
+        }
+
+    def _status(self, now: float) -> None:
+        last_t, last_stats, last_cpu = self._last_status
+        stats = self.replica.stats
+        cpu = self._cpu()
+        span = max(now - last_t, 1e-9)
+        requests = stats["executed-requests"] - last_stats["executed-requests"]
+        self._last_status = (now, Counter(stats), cpu)
+        t = self.transport
+        self.log.info(
+            "status", status=str(self.replica.status), stable=self.replica.checkpoints.stable.seq,
+            requests_per_s=round(requests / span, 1),
+            batches_per_s=round((stats["executed-batches"] - last_stats["executed-batches"])
+                                / span, 2),
+            cpu_percent=round(100 * (cpu - last_cpu) / span, 1),
+            drops=sum(self.replica.drops.values()),
+            peers_up=[p for p in self.peers if t.peer_up[p]],
+            client_routes=len(t.routes), rss_mb=round((rss_bytes(os.getpid()) or 0) / 2**20, 1),
+            timers=len(self.timers))
