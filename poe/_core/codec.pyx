@@ -57,7 +57,8 @@ AUTH_NONE = 0
 AUTH_MAC = 1
 AUTH_SIG = 2
 cdef Py_ssize_t[3] _AUTH_LEN = [0, POE_MAC_SIZE, POE_SIG_SIZE]
-DEF _FLAGS_KNOWN = 0x0003
+DEF _FLAGS_KNOWN = 0x0007
+FLAG_FINAL = 0x0004     # INFORM only: the position is at or below the sender's stable checkpoint
 
 # operation codes and result statuses (wire.h)
 OP_READ = POE_OP_READ
@@ -435,6 +436,11 @@ cdef class Message:
         return KIND_NAMES[self.kind]
 
     @property
+    def final(self):
+        """INFORM only: the sender vouches the position is final (stable checkpoint)."""
+        return bool(self.flags & FLAG_FINAL)
+
+    @property
     def frame(self):
         return _slice(self._buf, 0, self._buf.size)
 
@@ -664,7 +670,7 @@ cdef Py_ssize_t _check_header(_View v) except -1:
     if p[3] < 1 or p[3] > _MAX_KIND:
         raise WireError(f"unknown kind {p[3]}")
     flags = poe_rd16(p + 4)
-    if flags & ~_FLAGS_KNOWN or (flags & 3) == 3:
+    if flags & ~_FLAGS_KNOWN or (flags & 3) == 3 or (flags & FLAG_FINAL and p[3] != INFORM):
         raise WireError(f"unknown flags 0x{flags:04x}")
     if poe_rd16(p + 6) != 0:
         raise WireError("reserved header field is not 0")
@@ -1117,9 +1123,13 @@ def encode_certify(uint32_t sender, uint64_t view, uint64_t seq, digest, bitmap,
     return out
 
 
-def encode_inform(uint32_t sender, uint64_t view, uint64_t seq, body, int auth=AUTH_MAC):
-    """INFORM with a ready body (``kv.Results.inform_body(i)``), checked here."""
+def encode_inform(uint32_t sender, uint64_t view, uint64_t seq, body, int auth=AUTH_MAC,
+                  bint final=False):
+    """INFORM with a ready body (``kv.Results.inform_body(i)``), checked here. ``final``
+    marks a position at or below the sender's stable checkpoint (flag FLAG_FINAL)."""
     cdef bytes out = _frame(INFORM, auth, sender, view, seq, len(body))
+    if final:
+        poe_wr16(<unsigned char*>PyBytes_AS_STRING(out) + 4, <uint16_t>(auth | FLAG_FINAL))
     _put(_body(out), body, len(body))
     # the body comes from our own kernel; still refuse to emit what we would not accept
     _d_inform(_view_of(out), POE_HEADER_SIZE, len(out))

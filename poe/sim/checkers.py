@@ -235,11 +235,14 @@ class SafetyChecker:
             self.violation(f"client {client} message {c.handle} completed twice")
             return
         self.answered[key] = (now, c)
-        nf = self.n - (self.n - 1) // 3
-        if len(set(c.replicas)) < nf:
-            # a proof of execution is nf matching INFORMs from distinct replicas (§2.4)
+        f = (self.n - 1) // 3
+        need = f + 1 if getattr(c, "final", False) else self.n - f
+        if len(set(c.replicas)) < need:
+            # a proof of execution is nf matching INFORMs from distinct replicas (§2.4), or
+            # f+1 matching FINAL ones (a position at or below a stable checkpoint)
             self.violation(f"client {client} message {c.handle} accepted a proof of "
-                           f"{len(set(c.replicas))} INFORMs; a proof needs nf = {nf}")
+                           f"{len(set(c.replicas))} INFORMs; a proof needs "
+                           f"{'f+1' if need == f + 1 else 'nf'} = {need}")
         if not self.check_requests:
             return
         where = (c.seq, c.index)

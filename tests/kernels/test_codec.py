@@ -348,3 +348,14 @@ def test_encoders_check_arguments():
         c.encode_nv_propose(1, 2, [SAMPLES[2]])
     with pytest.raises(OverflowError):
         c.encode_fetch(1, 2**64, b"d" * 32)
+
+
+def test_final_flag_is_for_inform_only():
+    body = c.inform_body(5, 0, [(1, 0, b"r")])
+    m = c.decode(c.seal(c.encode_inform(1, 2, 3, body, final=True), b"m" * 32))
+    assert m.final and m.auth_kind == c.AUTH_MAC and bytes(m.body) == body
+    assert not c.decode(c.seal(c.encode_inform(1, 2, 3, body), b"m" * 32)).final
+    support = bytearray(c.seal(c.encode_support(1, 2, 3, b"d" * 32), b"m" * 32))
+    support[4] |= c.FLAG_FINAL
+    with pytest.raises(WireError, match="unknown flags"):
+        c.decode(bytes(support))

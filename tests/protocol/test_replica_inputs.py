@@ -1146,3 +1146,33 @@ def test_client_and_replicas_end_to_end(cluster, mode):
     assert len(done[0].replicas) >= H.config.nf
     assert all(r.k_exec == 1 for r in replicas)
     assert set().union(*(r.drops for r in replicas)) <= {"support-late"}
+
+
+def test_a_retry_of_a_stable_position_gets_a_final_inform_that_f_plus_1_prove(cluster):
+    """A position at or below the stable checkpoint is final: retries are answered with
+    FINAL INFORMs under the current view, and f+1 matching ones complete the client."""
+    H = cluster("ts", checkpoint_period=2, window=4)
+    c0 = H.client(0)
+    handle, actions = c0.submit([(1, codec.OP_INSERT, b"x")], 0.0)
+    request = actions[0].data
+    replicas = [H.replica(i) for i in (1, 2, 3)]
+    msg = bytes(codec.decode(request).client_message)
+    other = H.message(1, [ins(1, 9, b"y")])
+    for r in replicas:                                  # backups execute 1 and 2 ...
+        H.commit(r, 1, [msg])
+        H.commit(r, 2, [other])
+    for r in replicas:                                  # ... and checkpoint 2 is stable
+        state, chain = r.kv.state_digest(), r.head
+        for s in (1, 2, 3):
+            if s != r.id:
+                r.on_message(H.checkpoint(s, 2, state, chain), 0.5)
+        assert r.checkpoints.stable.seq == 2
+    done = []
+    for r in replicas[:2]:                              # f + 1 = 2 answers to the retry
+        [reply] = r.on_message(request, 1.0)
+        inform = codec.decode(reply.data)
+        assert inform.final and inform.seq == 1
+        done += [a for a in c0.on_message(reply.data, 1.0) if isinstance(a, Completed)]
+    [proof] = done
+    assert proof.final and proof.seq == 1 and proof.replicas == (1, 2)
+    assert proof.results == ((1, codec.ST_OK, b""),)

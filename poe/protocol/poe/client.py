@@ -38,6 +38,7 @@ class Completed:
     results: tuple
     replicas: tuple[int, ...]
     latency_s: float
+    final: bool = False      # proven by f+1 matching FINAL INFORMs (a stable position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class _Pending:
     backoff: float
     votes: dict[int, tuple[int, int, bytes]]     # replica -> (view, seq, body)
     tally: Counter
+    final: dict[int, tuple[int, bytes]]          # replica -> (seq, body) it says is final
 
 
 class PoEClient:
@@ -75,6 +77,7 @@ class PoEClient:
         self.id = client_id
         self.crypto = crypto
         self.nf = config.nf
+        self.f = config.f
         self.view = 0
         self.next_t = 1
         self.retry_timeout_s = retry_timeout_s
@@ -104,7 +107,7 @@ class PoEClient:
         handle = ops[0][0]
         self.pending[handle] = _Pending(frame, tuple(op[0] for op in ops), now,
                                         now + self.deadline_s, self.retry_timeout_s, {},
-                                        Counter())
+                                        Counter(), {})
         self.stats["submitted"] += 1
         return handle, [Send(self.config.primary(self.view), frame),
                         SetTimer(TIMER_RETRY, handle,
@@ -141,6 +144,13 @@ class PoEClient:
             self.drops["wrong-request-ids"] += 1
             return []
         vote = (m.view, m.seq, m.body_bytes())
+        if m.final:
+            # the sender vouches that seq is at or below its stable checkpoint: f+1 matching
+            # such INFORMs include a correct replica, so the position and result are final
+            p.final[sender] = vote[1:]
+            backers = tuple(sorted(r for r, v in p.final.items() if v == vote[1:]))
+            if len(backers) >= self.f + 1 and self._ids_match(m, p):
+                return self._complete(handle, p, m, backers, now, final=True)
         previous = p.votes.get(sender)
         if previous is not None:
             if previous == vote:
@@ -151,19 +161,26 @@ class PoEClient:
         p.votes[sender] = vote
         tally = p.tally[vote] + 1
         p.tally[vote] = tally
-        if tally < self.nf:
+        if tally < self.nf or not self._ids_match(m, p):
             return []
-        results = m.results
-        if tuple(r[0] for r in results) != p.ids:
-            # nf replicas (f+1 correct) never agree on other ids: count it, keep waiting
-            self.drops["wrong-request-ids"] += 1
-            return []
+        proof = tuple(sorted(r for r, v in p.votes.items() if v == vote))
+        return self._complete(handle, p, m, proof, now)
+
+    def _ids_match(self, m, p: _Pending) -> bool:
+        if tuple(r[0] for r in m.results) == p.ids:
+            return True
+        # f+1 replicas (one correct) never agree on other ids: count it, keep waiting
+        self.drops["wrong-request-ids"] += 1
+        return False
+
+    def _complete(self, handle: int, p: _Pending, m, proof, now: float,
+                  final: bool = False) -> list:
         del self.pending[handle]
         self.view = max(self.view, m.view)
-        proof = tuple(sorted(r for r, v in p.votes.items() if v == vote))
-        self.stats["completed"] += 1
+        self.stats["completed-final" if final else "completed"] += 1
         return [CancelTimer(TIMER_RETRY, handle),
-                Completed(handle, m.view, m.seq, m.index, results, proof, now - p.sent_at)]
+                Completed(handle, m.view, m.seq, m.index, m.results, proof, now - p.sent_at,
+                          final)]
 
     # ------------------------------------------------------------------ timers
 

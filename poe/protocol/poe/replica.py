@@ -280,6 +280,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         cached = self.replies.get(key)
         if cached is not None:
             self.stats["reply-from-cache"] += 1
+            if cached[1] <= self.checkpoints.stable.seq and self.status == NORMAL \
+                    and (cached[0] != self.view or not cached[2][4] & codec.FLAG_FINAL):
+                cached = self._refresh_final_reply(key, cid, cached)
             out: list[Action] = [Reply(cid, cached[2])]
             if self.status == NORMAL and cached[0] == self.view and not self.is_primary:
                 # the client keeps retrying, for longer than a view-change timeout, a message
@@ -335,6 +338,19 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.batch_timer = True
             out.append(SetTimer(TIMER_BATCH, 0, now + self.config.batch_timeout_s))
         return out
+
+    def _refresh_final_reply(self, key, cid: int, cached):
+        """A retried message executed at a position at or below our stable checkpoint: that
+        position is final (nf replicas vouched for the prefix; it is in every later view's
+        history). We INFORM it again under the current view, flagged FINAL: replicas that
+        executed it in different views then answer alike, and f+1 matching FINAL INFORMs
+        are a proof of execution even where some replicas skipped it by state transfer."""
+        body = codec.decode(cached[2]).body_bytes()
+        frame = codec.encode_inform(self.id, self.view, cached[1], body, final=True)
+        sealed = frame + self._macs.mac(self._client(cid), frame)
+        self.replies.put(key, self.view, cached[1], sealed)
+        self.stats["final-reply-refreshed"] += 1
+        return (self.view, cached[1], sealed)
 
     def _close_batch(self) -> None:
         self.ready.append(Batch.from_messages(self.open_messages))
