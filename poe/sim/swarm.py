@@ -29,7 +29,7 @@ from poe.sim.network import LinkFaults
 
 # The one switch: may the primary of view 0 (replica 0) be crashed, isolated for good or
 # Byzantine? Off until the view change recovers from a faulty primary; then flip it here.
-PRIMARY_FAULTS = False
+PRIMARY_FAULTS = True
 
 LIVENESS_BOUND_S = 30.0          # virtual seconds a message may take once faults stop
 PRIMARY_ONLY = {k for k, (_, primary_only) in adversary.REPLICA_ADVERSARIES.items()

@@ -469,6 +469,7 @@ class ViewChangeMixin:
                 del self.vc_requests[sender]
         self.own_vcs.clear()
         self.forwarded.clear()
+        self._retries.clear()        # a new view gets its own chance to serve every client
         self.stats["views-installed"] += 1
         window = self.window
         for k in range(window.low + 1, window.high + 1):
