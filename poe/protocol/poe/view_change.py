@@ -303,14 +303,9 @@ class ViewChangeMixin:
         if held is not None and (m.view in held or len(held) >= VC_KEPT_PER_SENDER
                                  and m.view < min(held)):
             return self._drop("vc-request-duplicate")
-        frame = bytes(m.frame)
-        if frame not in self._vc_verified:
-            reason = check_vc_request(m, n=self.n, nf=self.nf, window=self.config.window,
-                                      ts=self.ts, crypto=self.crypto,
-                                      genesis=self.config.genesis)
-            if reason is not None:
-                return self._drop(reason)
-            self._remember_verified(frame)
+        reason = self._check_vc_once(m)
+        if reason is not None:
+            return self._drop(reason)
         self._store_vc(m.sender, m)
         out: list = []
         self.adopt_checkpoint_proof(m.checkpoint, now, out)
@@ -333,10 +328,19 @@ class ViewChangeMixin:
             self.stats["checkpoint-proof-adopted"] += 1
             self.stabilize(proof, out)
 
-    def _remember_verified(self, frame: bytes) -> None:
-        if len(self._vc_verified) > 4 * self.n:
-            self._vc_verified.clear()
-        self._vc_verified.add(frame)
+    def _check_vc_once(self, m: VcRequest) -> str | None:
+        """check_vc_request, remembering frames already verified (an NV-PROPOSE repeats the
+        VC-REQUESTs we received; their certificates cost a pairing each)."""
+        frame = bytes(m.frame)
+        if frame in self._vc_verified:
+            return None
+        reason = check_vc_request(m, n=self.n, nf=self.nf, window=self.config.window,
+                                  ts=self.ts, crypto=self.crypto, genesis=self.config.genesis)
+        if reason is None:
+            if len(self._vc_verified) > 4 * self.n:
+                self._vc_verified.clear()
+            self._vc_verified.add(frame)
+        return reason
 
     def _vc_progress(self, now: float, out: list) -> None:
         """With nf VC-REQUESTs for the view we leave: arm T_nv; as the next primary, send
@@ -407,14 +411,9 @@ class ViewChangeMixin:
         for r in m.requests:
             if r.view != leaving or r.sender in senders or r.sender >= self.n:
                 return self._drop("nv-propose-bad-vc-request")
-            frame = bytes(r.frame)
-            if frame not in self._vc_verified:
-                reason = check_vc_request(r, n=self.n, nf=self.nf, window=self.config.window,
-                                          ts=self.ts, crypto=self.crypto,
-                                          genesis=self.config.genesis)
-                if reason is not None:
-                    return self._drop("nv-propose-" + reason)
-                self._remember_verified(frame)
+            reason = self._check_vc_once(r)
+            if reason is not None:
+                return self._drop("nv-propose-" + reason)
             senders.add(r.sender)
             requests.append(r)
         if len(requests) < self.nf:
