@@ -648,7 +648,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
     def on_fetch_reply(self, m: codec.FetchReply, now: float) -> list[Action]:
         """Adopt a fetched batch whose digest matches what we need (§2.7 step 3)."""
         k = m.seq
-        if self.status != NORMAL or not self.window.contains(k) or k <= self.k_exec:
+        recertifying = self.history is not None and self.h_next <= k <= self.k_exec
+        if self.status != NORMAL or not self.window.contains(k) \
+                or (k <= self.k_exec and not recertifying):
             return self._drop("fetch-reply-unneeded")
         slot = self._slot(k, now)
         if slot.committed and slot.batch is not None and slot.digest == slot.cert_digest:
@@ -859,10 +861,18 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             return                  # the slots below the transfer target are gone at peers
         timeout = self.config.retransmit_timeout_s
         window = self.window
-        last = min(self.max_seen, self.k_exec + FETCH_AHEAD, window.high)
-        for k in range(self.k_exec + 1, last + 1):
+        first = self.k_exec + 1
+        last = self.max_seen
+        if self.history is not None:
+            # re-certification of the new view's history is incomplete: kept positions we
+            # executed may still lack this view's certificate (TS) or SUPPORTs (MAC)
+            first = min(first, max(self.h_next, window.low + 1))
+            last = max(last, self.history.k_max)
+        last = min(last, first + FETCH_AHEAD - 1, window.high)
+        for k in range(first, last + 1):
             slot = self._slot(k, now)
-            if slot.committed and slot.batch is not None and slot.digest == slot.cert_digest:
+            if slot.committed and slot.cert_view == self.view and slot.digest == slot.cert_digest \
+                    and (slot.batch is not None or slot.digest == NOOP_DIGEST):
                 continue
             if now - slot.seen_at < timeout or now - slot.fetched_at < timeout:
                 continue
@@ -906,7 +916,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                     if not self.ts and window.has_voted(k, SUPPORT_VOTES, r):
                         continue
                     out.append(Send(r, self._sealed_for(slot.proposal, r)))
-        if self.max_seen > self.k_exec:
+        if self.max_seen > self.k_exec or self.history is not None:
             self._fetch_missing(now, out)
         if self.own_checkpoint is not None \
                 and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq:

@@ -225,6 +225,12 @@ class ViewChangeMixin:
         if self.k_exec > self.progress_mark and not self.forwarded_expired(now):
             self._arm_progress(now, out)        # progress was made: keep watching
             return out
+        nxt = self.window.payload(self.k_exec + 1) if self.window.contains(self.k_exec + 1) \
+            else None
+        if nxt is not None and now - nxt.seen_at < self.config.view_change_timeout_s \
+                and not self.forwarded_expired(now):
+            self._arm_progress(now, out)        # what we wait for is younger than a timeout
+            return out
         self.stats["suspect-timeout"] += 1
         self.start_view_change(self.view, now, out)
         return out
