@@ -176,10 +176,21 @@ SETTINGS: tuple[Setting, ...] = (
     S("transport", "reconnect_interval_max_s", float, 2.0, "s",
       "reconnection back-off cap (ZMQ_RECONNECT_IVL_MAX)", 0.001, 3600.0),
     # ---- replica process
-    S("replica", "sync_policy", str, "none", "-",
-      "when votes and executed blocks reach the disk: 'none' (in memory only; Persist "
-      "actions are counted). 'batch' and 'always' arrive with the durable ledger (issue #7)",
-      choices=("none",)),
+    S("replica", "data_dir", str, "", "path",
+      "directory of the durable stores (replica i uses <data_dir>/replica-<i>/ledger.db); "
+      "relative to this file; empty: nothing is persisted and a restarted replica starts "
+      "from genesis (tests and benchmarks only)"),
+    S("replica", "sync_policy", str, "batch", "-",
+      "when the store is fsynced (with data_dir set): 'batch': every loop turn's writes "
+      "(votes, blocks) before its messages leave, survives power loss; 'checkpoint': "
+      "written before messages leave (survives a process crash) but fsynced only at each "
+      "stable checkpoint; 'none': never fsynced (benchmarks). See docs/storage.md",
+      choices=("batch", "checkpoint", "none")),
+    S("replica", "metrics_port", int, 0, "-",
+      "Prometheus metrics endpoint: replica i serves http://metrics_host:(metrics_port + i)"
+      "/metrics; 0: no endpoint", 0, 65535),
+    S("replica", "metrics_host", str, "127.0.0.1", "-",
+      "address the metrics endpoint binds (0.0.0.0: every interface)"),
     S("replica", "status_interval_s", float, 10.0, "s",
       "a status log line (view, executed, rates, drops, queues, memory) this often",
       0.1, 86400.0),
@@ -254,6 +265,11 @@ class Config:
         """Where the secret file of ``role`` ("replica" / "client") ``party_id`` lives."""
         return _resolve(self.base_dir, self.values["cluster.secrets_dir"]) / \
             f"{role}-{party_id}.secret.toml"
+
+    def data_dir(self, replica_id: int) -> Path:
+        """Where replica ``replica_id`` keeps its store (``replica.data_dir`` must be set)."""
+        return _resolve(self.base_dir, self.values["replica.data_dir"]) / \
+            f"replica-{replica_id}"
 
     def effective(self) -> dict[str, Any]:
         """Every setting with its value (for the start-up log and benchmark records)."""

@@ -281,7 +281,8 @@ def _merge(config: Config, overrides, spec: BenchSpec, workers, cpu0, cpu1, rss)
                                 "last_mb": round(last / 2**20, 1),
                                 "max_mb": round(max(samples) / 2**20, 1),
                                 "min_mb": round(min(samples) / 2**20, 1),
-                                "drift_percent": round(100 * (last - first) / first, 1),
+                                "drift_percent": round(100 * (last - first) / first, 1)
+                                if first else None,          # 0: not readable then
                                 "samples": len(samples)}
     drops: dict[str, int] = {}
     for r in results:

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in help order; each must define register(subparsers)
-SUBCOMMANDS = ("keygen", "replica", "cluster", "bench", "client", "sim")
+SUBCOMMANDS = ("keygen", "replica", "cluster", "bench", "client", "sim", "ledger")
 
 
 class CliError(Exception):

@@ -4,7 +4,10 @@ Also installed as ``poe-replica`` (the same arguments). Loads and checks the con
 and the keys first: any problem is one line on stderr and exit status 2; a port that cannot
 be bound is exit status 1. Logs JSON lines on stderr (or ``--log FILE``).
 
-Must never: start with a configuration or key problem, use fake crypto without
+A damaged store (``replica.data_dir``) is one line naming what is wrong and the repair
+(wipe the data directory and restart: state transfer), exit status 2.
+
+Must never: start with a configuration or key problem or on a damaged store, use fake crypto without
 ``--insecure-bench``, or print a secret.
 """
 from __future__ import annotations
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from poe.crypto.errors import CryptoError
     from poe.runtime.log import Log
     from poe.runtime.replica import ReplicaRuntime
+    from poe.storage.store import StoreError
 
     try:
         config = load_config(args.config, args.set)
@@ -57,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     log = Log(stream, level=config.replica.log_level)
     try:
         runtime = ReplicaRuntime(config, args.id, insecure_bench=args.insecure_bench, log=log)
+    except StoreError as exc:
+        log.error("store-damaged", detail=str(exc))
+        raise CliError(str(exc)) from None
     except (CryptoError, ValueError) as exc:
         raise CliError(str(exc)) from None
     profiler = None

@@ -8,7 +8,15 @@ one peer are queued and leave coalesced at the end of the turn), fire due timers
 a status line every ``replica.status_interval_s``. On a signal it logs its counters and
 exits cleanly (status 0).
 
-Persist actions are counted only: durability is issue #7 (``replica.sync_policy`` = none).
+Durability (issue #7): with ``replica.data_dir`` set, the replica opens its store
+(poe/storage) before it binds anything, checks it (a corrupt or inconsistent store stops it
+with ``StoreError``: what is wrong and the repair), restores its last stable checkpoint and
+re-executes the certified blocks of its view above it (poe/storage/restore.py). While it
+runs, Persist, Executed, RolledBack, Stable and Transferred are written into the store's
+open transaction, which is committed once per loop turn BEFORE any frame of that turn
+leaves (the sync policy decides whether that commit is fsynced). A SUPPORT that would
+contradict a vote already durable for the same view and sequence is not sent.
+Without ``replica.data_dir`` nothing is persisted (Persist actions are counted).
 
 Must never: let anything a peer or client sends stop the loop (the protocol drops and counts
 bad frames; the transport counts bad messages), block on a send, keep a growing queue, use
@@ -26,6 +34,7 @@ from collections import Counter
 
 import zmq
 
+from poe._core.digest import block_hash
 from poe.config import Config
 from poe.crypto import load_secret, load_suite
 from poe.protocol.actions import (
@@ -44,6 +53,9 @@ from poe.protocol.poe.replica import PoEReplica
 from poe.runtime.log import Log
 from poe.runtime.procs import rss_bytes
 from poe.runtime.timers import Timers
+from poe.storage.restore import restore
+from poe.storage.store import Block, Store, StoreError
+from poe.storage.verify import check_store
 from poe.transport.zmq import ReplicaTransport, Settings
 
 POLL_MAX_S = 0.1          # the loop looks at its stop flag at least this often
@@ -80,6 +92,47 @@ class ReplicaRuntime:
         self._out: list[list[bytes]] = [[] for _ in range(cluster.n)]
         self._replies: dict[int, list[bytes]] = {}
         self.counters: Counter[str] = Counter()
+        self.store: Store | None = None
+        self.recovery: dict = {}
+        self._skip_sends = False
+        self.metrics = None
+        if config.replica.data_dir:
+            self._open_store(suite)
+
+    # ---------------------------------------------------------------- storage
+
+    def data_dir(self):
+        return self.config.data_dir(self.id)
+
+    def _open_store(self, suite) -> None:
+        """Open and check the store; StoreError (with the repair) if it is damaged."""
+        store = Store(self.data_dir(), genesis=self.protocol.genesis, replica_id=self.id,
+                      sync_policy=self.config.replica.sync_policy)
+        try:
+            stable = store.stable()
+            report = check_store(store, suite, n=self.protocol.n, nf=self.protocol.nf,
+                                 ts=self.protocol.mode == "ts",
+                                 certs_above=stable.proof.seq if stable else -1)
+            if not report.ok:
+                seq, reason = report.bad
+                raise StoreError(store.path, f"block {seq}: {reason}")
+        except BaseException:
+            store.db.close()
+            raise
+        self.store = store
+        self._report = report
+        self.recovery = {"data_dir": str(self.data_dir()), "height": report.height,
+                         "stable": report.stable.seq if report.stable else 0,
+                         "view": store.view, "sync_policy": store.sync_policy}
+
+    def _recover(self) -> None:
+        if self.store is None:
+            return
+        actions, replayed = restore(self.replica, self.store, self._report, time.monotonic())
+        self._report = None
+        self.recovery["replayed"] = replayed
+        self.log.info("recovered", **self.recovery)
+        self._apply(actions)
 
     # ---------------------------------------------------------------- logging
 
@@ -114,8 +167,20 @@ class ReplicaRuntime:
             self.log.error("bind-failed", detail=str(exc))
             self.ctx.term()
             raise OSError(f"cannot bind replica {self.id}'s ports: {exc}") from None
+        port = self.config.replica.metrics_port
+        if port:
+            from poe.runtime.metrics import Metrics
+
+            try:
+                self.metrics = Metrics(self, self.config.replica.metrics_host, port + self.id)
+            except OSError as exc:
+                self.transport.close()
+                self.ctx.term()
+                raise OSError(f"cannot serve metrics on port {port + self.id}: {exc}") \
+                    from None
         old = {sig: signal.signal(sig, self.request_stop)
                for sig in (signal.SIGTERM, signal.SIGINT)}
+        self._recover()
         gc.collect()
         gc.freeze()            # the loaded keys and tables are never garbage
         self.log.info("ready", endpoints=list(self.transport.endpoints),
@@ -134,6 +199,10 @@ class ReplicaRuntime:
             self.log.info("exit", **self.snapshot())
             self.transport.close()
             self.ctx.term()
+            if self.store is not None:
+                self.store.close()
+            if self.metrics is not None:
+                self.metrics.close()
         return 0
 
     def _loop(self) -> None:
@@ -146,6 +215,8 @@ class ReplicaRuntime:
         peer_router = transport.peer_router
         client_router = transport.client_router
         monotonic = time.monotonic
+        perf = time.perf_counter
+        metrics = self.metrics
         interval = self.config.replica.status_interval_s
         next_status = monotonic() + interval
         self._last_status = (monotonic(), Counter(replica.stats), self._cpu())
@@ -158,6 +229,7 @@ class ReplicaRuntime:
             timeout_ms = max(0, min(int((wake - now) * 1000) + 1, int(POLL_MAX_S * 1000)))
             ready = transport.poll(timeout_ms)
             now = monotonic()
+            started = perf()
             for sock in ready:
                 if sock is peer_router:
                     frames = transport.drain_peers()
@@ -175,7 +247,14 @@ class ReplicaRuntime:
             if due is not None and due <= now:
                 for ident in timers.pop_due(now):
                     apply(on_timeout(ident[0], ident[1], now))
+            if self.store is not None:
+                committed = perf()
+                self.store.commit()         # durable before anything of this turn leaves
+                if metrics is not None:
+                    metrics.commit.observe(perf() - committed)
             self._flush()
+            if metrics is not None:
+                metrics.loop.observe(perf() - started)
             if now >= next_status:
                 next_status = now + interval
                 self._status(now)
@@ -184,8 +263,15 @@ class ReplicaRuntime:
 
     def _apply(self, actions) -> None:
         out = self._out
+        store = self.store
+        self._skip_sends = False            # a refused vote's frames end with its list
         for a in actions:
             t = type(a)
+            if self._skip_sends:
+                if t is Send or t is Broadcast:
+                    self.counters["equivocation-refused"] += 1
+                    continue
+                self._skip_sends = False
             if t is Send:
                 out[a.to].append(a.data)
             elif t is Reply:
@@ -203,16 +289,68 @@ class ReplicaRuntime:
                 self.timers.cancel((a.kind, a.key))
             elif t is Executed:
                 self.counters["executed-batches"] += 1
+                if store is not None:
+                    self._store_block(a)
             elif t is Persist:
-                self.counters["persist-records"] += 1     # durability: issue #7
+                self.counters["persist-records"] += 1
+                if store is not None:
+                    self._persist(a.record)
             elif t is Stable:
                 self.log.debug("stable", checkpoint=a.seq, state=a.state_digest.hex()[:16])
+                if store is not None:
+                    self._store_stable(a)
             elif t is RolledBack:
                 self.counters["rollbacks"] += 1
                 self.log.warning("rolled-back", to=a.seq)
+                if store is not None:
+                    store.truncate_above(a.seq)
             elif t is Transferred:
                 self.counters["state-transfers"] += 1
                 self.log.info("state-transferred", checkpoint=a.seq)
+                proof = self.replica.checkpoints.stable
+                if store is not None and proof.seq == a.seq:
+                    store.set_base(proof)
+
+    def _persist(self, record: tuple) -> None:
+        kind = record[0]
+        store = self.store
+        if kind == "support":
+            if not store.persist_vote("support", record[1], record[2], record[3]):
+                self._skip_sends = True       # the SUPPORT frames that follow stay here
+                self.log.warning("equivocation-refused", vote_view=record[1],
+                                 vote_seq=record[2])
+        elif kind == "checkpoint":
+            store.persist_vote("checkpoint", 0, record[1], record[2] + record[3])
+        elif kind == "view-change":
+            store.set_left(record[1])
+        elif kind == "view":
+            store.set_view(record[1])
+
+    def _store_block(self, a: Executed) -> None:
+        r = self.replica
+        prev = r.block_hashes.get(a.seq - 1)
+        if prev is None or block_hash(a.seq, a.digest, prev) != a.block_hash:
+            head = self.store.head()
+            prev = head[1] if head is not None and head[0] == a.seq - 1 else \
+                self.store.base().chain_digest
+        # the window may already have moved past seq (its checkpoint became stable in the
+        # same turn): then the block is covered by the stable checkpoint's chain digest
+        slot = r.window.payload(a.seq) if r.window.contains(a.seq) else None
+        cert = None
+        if slot is not None and slot.cert is not None and slot.cert_view == a.view \
+                and slot.cert_digest == a.digest:
+            cert = slot.cert
+        body = a.batch.body() if a.batch is not None else None
+        self.store.append_block(Block(a.seq, a.view, a.digest, prev, a.block_hash, body, cert))
+
+    def _store_stable(self, a: Stable) -> None:
+        r = self.replica
+        proof = r.checkpoints.stable
+        snapshot = r.snapshots.get(a.seq)
+        if proof.seq != a.seq or snapshot is None:
+            self.counters["stable-not-stored"] += 1
+            return
+        self.store.set_stable(proof, snapshot)
 
     def _flush(self) -> None:
         transport = self.transport
@@ -252,13 +390,22 @@ class ReplicaRuntime:
         t = self.transport
         return {
             "executed": r.k_exec, "stable": r.checkpoints.stable.seq, "status": str(r.status),
+            "head": r.head.hex(), "state_digest": r.kv.state_digest().hex(),
             "drops": dict(r.drops), "stats": dict(r.stats),
             "transport": dict(t.stats) if t is not None else {},
             "runtime": dict(self.counters), "timers": len(self.timers),
+            "ledger": self._ledger_figures(),
             "peers_up": [p for p in self.peers if t is not None and t.peer_up[p]],
             "client_routes": len(t.routes) if t is not None else 0,
             "rss_bytes": rss_bytes(os.getpid()), "cpu_s": round(self._cpu(), 3),
         }
+
+    def _ledger_figures(self) -> dict | None:
+        if self.store is None:
+            return None
+        head = self.store.head()
+        return {"height": head[0] if head else 0, "head": head[1].hex() if head else None,
+                "commits": self.store.writes}
 
     def _status(self, now: float) -> None:
         last_t, last_stats, last_cpu = self._last_status

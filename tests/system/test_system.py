@@ -205,7 +205,7 @@ def _edited(tmp_path: Path, keys: Path, old: str, new: str) -> Path:
     ("[protocol]", "[protocol]\nbatch_sise = 10", "did you mean protocol.batch_size"),
     ("[transport]", "[transportt]", "unknown section"),
     ("[protocol]", "[protocol", "not valid TOML"),
-    ('sync_policy = "none"', 'sync_policy = "always"', "replica.sync_policy"),
+    ('sync_policy = "batch"', 'sync_policy = "always"', "replica.sync_policy"),
 ])
 def test_malformed_config_gives_one_line_error(tmp_path, keys_dir, old, new, expect):
     config = _edited(tmp_path, keys_dir, old, new)

@@ -1,0 +1,113 @@
+"""``poe ledger verify|show --data DIR --config FILE``: check or print a replica's ledger.
+
+``verify`` walks the chain of the store in DIR (a replica's data directory, the one holding
+``ledger.db``), checks every row, block hash, batch digest and certificate, the ledger base
+and the stable checkpoint (signatures and snapshot), and prints the height and the head
+hash: exit status 0. On the first problem it prints the bad block (or what else is wrong)
+and the repair, exit status 1. ``show`` prints blocks for people.
+
+Must never: write to the store (it is opened read-only), or report a ledger as good that
+``poe.storage.verify.check_store`` does not accept.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from poe.cli.main import CliError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ledger", help="verify or print a replica's durable ledger",
+                       description="Verify or print the ledger in a replica's data directory.")
+    lsub = p.add_subparsers(dest="action", metavar="ACTION")
+    lsub.required = True
+    v = lsub.add_parser("verify", help="check every hash and proof; print height and head")
+    s = lsub.add_parser("show", help="print blocks")
+    for q in (v, s):
+        q.add_argument("--data", required=True, metavar="DIR",
+                       help="the replica's data directory (holding ledger.db)")
+        q.add_argument("--config", required=True, metavar="FILE",
+                       help="poe.toml or cluster.toml of the cluster")
+    s.add_argument("--from", dest="first", type=int, default=0, metavar="K",
+                   help="first block to print (default: the start of the ledger)")
+    s.add_argument("--count", type=int, default=20, metavar="N", help="blocks to print")
+    p.set_defaults(func=run)
+
+
+def _open(args):
+    from poe.config import ConfigFileError, load_config
+    from poe.crypto import load_suite
+    from poe.crypto.errors import CryptoError
+    from poe.storage.store import Store
+
+    try:
+        config = load_config(args.config)
+        suite = load_suite(config.cluster, None, variant=config.protocol.mode)
+    except (ConfigFileError, CryptoError) as exc:
+        raise CliError(str(exc)) from None
+    data = Path(args.data)
+    if not data.is_dir():
+        raise CliError(f"--data {data}: not a directory")
+    store = Store(data, genesis=config.genesis(), replica_id=-1, readonly=True)
+    return config, suite, store
+
+
+def run(args: argparse.Namespace) -> int:
+    from poe.storage.store import StoreError
+
+    try:
+        config, suite, store = _open(args)
+        try:
+            if args.action == "verify":
+                return _verify(config, suite, store)
+            return _show(store, args.first, args.count)
+        finally:
+            store.db.close()
+    except StoreError as exc:
+        print(f"poe ledger {args.action}: FAILED: {exc}", file=sys.stderr)
+        return 1
+
+
+def _verify(config, suite, store) -> int:
+    from poe.storage.verify import check_store
+
+    report = check_store(store, suite, n=config.n, nf=config.protocol_config().nf,
+                         ts=config.protocol.mode == "ts")
+    stable = report.stable.seq if report.stable is not None else 0
+    if not report.ok:
+        seq, reason = report.bad
+        print(f"poe ledger verify: FAILED at block {seq}: {reason} (good up to height "
+              f"{report.height}, head {report.head.hex()}); {_repair()}", file=sys.stderr)
+        return 1
+    print(f"ok height={report.height} head={report.head.hex()} blocks={report.blocks} "
+          f"base={report.base.seq} stable={stable} replica={store.replica_id}")
+    return 0
+
+
+def _repair() -> str:
+    from poe.storage.store import REPAIR
+
+    return REPAIR
+
+
+def _show(store, first: int, count: int) -> int:
+    from poe._core.codec import Batch, WireError
+
+    print("seq\tview\trequests\tmessages\tcertified-by\tdigest\thash")
+    for shown, b in enumerate(store.blocks(above=first - 1)):
+        if shown >= count:
+            break
+        if b.body is None:
+            ops, messages = 0, "no-op"
+        else:
+            try:
+                batch = Batch.from_body(b.body)
+                ops, messages = batch.nops, str(len(batch))
+            except (WireError, ValueError):
+                ops, messages = "?", "undecodable"
+        signers = ",".join(map(str, b.cert.signers())) if b.cert is not None else "-"
+        print(f"{b.seq}\t{b.view}\t{ops}\t{messages}\t{signers}\t{b.digest.hex()[:16]}\t"
+              f"{b.hash.hex()[:16]}")
+    return 0

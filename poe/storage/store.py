@@ -1,0 +1,345 @@
+"""The SQLite database of one replica's data directory (``<data_dir>/ledger.db``, WAL mode).
+
+What it is for: everything PoE promises that must survive a crash of the replica process,
+written by the runtime as it carries out the protocol's actions (docs/storage.md):
+
+* ``blocks``: the ledger B_k (PROTOCOL.md §6.4) — seq, view of its certificate, batch
+  digest, previous hash, block hash, the batch body (NULL for a no-op position) and the
+  certificate (TS mode), hash-chained from a ``base`` (genesis, or the stable checkpoint a
+  state transfer started from);
+* ``checkpoint``: the last stable checkpoint with its nf signatures and the kv snapshot;
+* ``votes``: every SUPPORT and CHECKPOINT vote sent above the stable checkpoint;
+* ``meta``: format, genesis, replica id, the installed view and the last view left.
+
+Every row carries a SHA-256 check over all its fields, so a flipped bit anywhere in a row
+is found; SQLite's own structure errors (truncated or garbled file) become ``StoreError``.
+Writes go into one open transaction that ``commit`` closes once per loop turn, before any
+message of that turn leaves (the runtime's contract); the sync policy decides whether the
+commit is fsynced.
+
+Must never: trust a byte read back (every read is checked and a bad one raises
+``StoreError`` naming the table, the row and the repair), let a SQLite exception other than
+``StoreError`` escape, or open a store written for another cluster or replica.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from poe._core.codec import CheckpointProof
+from poe.crypto.base import Certificate
+
+FORMAT = b"poe-store/1"
+DB_FILE = "ledger.db"
+SYNC_POLICIES = ("batch", "checkpoint", "none")
+REPAIR = ("repair: stop this replica, move its data directory aside (or delete it) and "
+          "start it again: it rejoins from its peers by state transfer")
+_SYNC_PRAGMA = {"batch": "FULL", "checkpoint": "NORMAL", "none": "OFF"}
+_SIG_MAX = 4096
+
+
+class StoreError(Exception):
+    """The store is corrupt, inconsistent or foreign; ``str`` names what and the repair."""
+
+    def __init__(self, path: str | os.PathLike[str], what: str) -> None:
+        self.what = what
+        super().__init__(f"{path}: {what}; {REPAIR}")
+
+
+def _check(tag: bytes, *fields) -> bytes:
+    """SHA-256 over a tagged, length-prefixed encoding of ``fields`` (ints, bytes, None)."""
+    h = hashlib.sha256(b"PoE/STORE/v1|" + tag)
+    for f in fields:
+        if f is None:
+            h.update(b"\xff")
+        elif isinstance(f, int):
+            h.update(b"\x01" + f.to_bytes(9, "little", signed=True))
+        else:
+            b = bytes(f)
+            h.update(b"\x02" + len(b).to_bytes(8, "little") + b)
+    return h.digest()
+
+
+def encode_signatures(signatures) -> bytes:
+    out = [struct.pack("<H", len(signatures))]
+    for replica, sig in signatures:
+        out.append(struct.pack("<IH", replica, len(sig)) + sig)
+    return b"".join(out)
+
+
+def decode_signatures(data: bytes) -> tuple | None:
+    """The ((replica, signature), ...) of ``encode_signatures``; None if malformed."""
+    if len(data) < 2:
+        return None
+    (count,), pos, out = struct.unpack_from("<H", data), 2, []
+    for _ in range(count):
+        if pos + 6 > len(data):
+            return None
+        replica, size = struct.unpack_from("<IH", data, pos)
+        pos += 6
+        if size > _SIG_MAX or pos + size > len(data):
+            return None
+        out.append((replica, bytes(data[pos:pos + size])))
+        pos += size
+    return tuple(out) if pos == len(data) else None
+
+
+@dataclass(frozen=True)
+class Block:
+    seq: int
+    view: int
+    digest: bytes
+    prev: bytes
+    hash: bytes
+    body: bytes | None
+    cert: Certificate | None
+
+
+@dataclass(frozen=True)
+class StableRecord:
+    proof: CheckpointProof
+    snapshot: bytes
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL,
+                                 chk BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (seq INTEGER PRIMARY KEY, view INTEGER NOT NULL,
+    digest BLOB NOT NULL, prev BLOB NOT NULL, hash BLOB NOT NULL, body BLOB,
+    cert_bitmap BLOB, cert_sig BLOB, chk BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoint (slot INTEGER PRIMARY KEY, seq INTEGER NOT NULL,
+    state BLOB NOT NULL, chain BLOB NOT NULL, sigs BLOB NOT NULL, snapshot BLOB,
+    chk BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS votes (kind TEXT NOT NULL, view INTEGER NOT NULL,
+    seq INTEGER NOT NULL, digest BLOB NOT NULL, chk BLOB NOT NULL,
+    PRIMARY KEY (kind, view, seq));
+"""
+_STABLE, _BASE = 0, 1                  # rows of the checkpoint table
+
+
+class Store:
+    """One replica's store. ``Store(dir, genesis=…, replica_id=…)`` opens or creates it."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, genesis: bytes, replica_id: int,
+                 sync_policy: str = "batch", readonly: bool = False) -> None:
+        if sync_policy not in SYNC_POLICIES:
+            raise ValueError(f"sync policy {sync_policy!r}: one of {', '.join(SYNC_POLICIES)}")
+        self.dir = Path(directory)
+        self.path = self.dir / DB_FILE
+        self.sync_policy = sync_policy
+        self.genesis = genesis
+        self.dirty = False
+        self.writes = 0
+        try:
+            if readonly:
+                if not self.path.is_file():
+                    raise StoreError(self.path, "no ledger database here")
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                          isolation_level=None)
+            else:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute(f"PRAGMA synchronous={_SYNC_PRAGMA[sync_policy]}")
+            ok = self.db.execute("PRAGMA quick_check").fetchone()
+            if ok is None or ok[0] != "ok":
+                raise StoreError(self.path, f"SQLite integrity check failed: {ok}")
+            if not readonly:
+                self.db.executescript(_SCHEMA)
+            self._check_meta(replica_id, readonly)
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, f"unreadable database ({exc})") from None
+        if not readonly:
+            self.db.execute("BEGIN")
+
+    # ---------------------------------------------------------------- meta
+
+    def _meta_get(self, key: str) -> bytes | None:
+        row = self.db.execute("SELECT value, chk FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        if _check(b"meta", key.encode(), row[0]) != row[1]:
+            raise StoreError(self.path, f"meta row {key!r} fails its check")
+        return bytes(row[0])
+
+    def _meta_set(self, key: str, value: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?,?)",
+                        (key, value, _check(b"meta", key.encode(), value)))
+        self.dirty = True
+
+    def _meta_int(self, key: str, default: int) -> int:
+        value = self._meta_get(key)
+        return default if value is None else int.from_bytes(value, "little", signed=True)
+
+    def _check_meta(self, replica_id: int, readonly: bool) -> None:
+        fmt = self._meta_get("format") if self._has_meta() else None
+        if fmt is None:
+            if readonly:
+                raise StoreError(self.path, "not a poe store (no format record)")
+            self.db.execute("BEGIN")
+            self._meta_set("format", FORMAT)
+            self._meta_set("genesis", self.genesis)
+            self._meta_set("replica", replica_id.to_bytes(4, "little"))
+            self.db.execute("COMMIT")
+            self.dirty = False
+            self.replica_id = replica_id
+            return
+        if fmt != FORMAT:
+            raise StoreError(self.path, f"unknown store format {fmt!r}")
+        if self._meta_get("genesis") != self.genesis:
+            raise StoreError(self.path, "written for another cluster or configuration "
+                             "(genesis hash differs)")
+        stored = self._meta_get("replica")
+        if replica_id >= 0 and (stored is None or int.from_bytes(stored, "little")
+                                != replica_id):
+            raise StoreError(self.path, f"written by another replica, not replica {replica_id}")
+        self.replica_id = int.from_bytes(stored or b"\0", "little")
+
+    def _has_meta(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() \
+            is not None
+
+    @property
+    def view(self) -> int:
+        return self._meta_int("view", 0)
+
+    @property
+    def left_view(self) -> int:
+        return self._meta_int("left", -1)
+
+    def set_view(self, view: int) -> None:
+        self._meta_set("view", view.to_bytes(8, "little", signed=True))
+
+    def set_left(self, view: int) -> None:
+        if view > self.left_view:
+            self._meta_set("left", view.to_bytes(8, "little", signed=True))
+
+    # ---------------------------------------------------------------- votes
+
+    def persist_vote(self, kind: str, view: int, seq: int, digest: bytes) -> bool:
+        """Record a vote; False (and nothing written) if a different one is already durable
+        for (kind, view, seq): sending it would be equivocation."""
+        row = self.db.execute("SELECT digest, chk FROM votes WHERE kind=? AND view=? AND seq=?",
+                              (kind, view, seq)).fetchone()
+        if row is not None:
+            if _check(b"vote", kind.encode(), view, seq, row[0]) != row[1]:
+                raise StoreError(self.path, f"{kind} vote ({view}, {seq}) fails its check")
+            return bytes(row[0]) == digest
+        self.db.execute("INSERT INTO votes VALUES (?,?,?,?,?)",
+                        (kind, view, seq, digest, _check(b"vote", kind.encode(), view, seq,
+                                                         digest)))
+        self.dirty = True
+        return True
+
+    # ---------------------------------------------------------------- ledger
+
+    def append_block(self, b: Block) -> None:
+        """B_k becomes the head: every block at or above k is replaced."""
+        self.db.execute("DELETE FROM blocks WHERE seq>=?", (b.seq,))
+        bitmap = b.cert.bitmap if b.cert is not None else None
+        sig = b.cert.signature if b.cert is not None else None
+        self.db.execute("INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?)",
+                        (b.seq, b.view, b.digest, b.prev, b.hash, b.body, bitmap, sig,
+                         _check(b"block", b.seq, b.view, b.digest, b.prev, b.hash, b.body,
+                                bitmap, sig)))
+        self.dirty = True
+
+    def truncate_above(self, seq: int) -> None:
+        self.db.execute("DELETE FROM blocks WHERE seq>?", (seq,))
+        self.dirty = True
+
+    def blocks(self, above: int = -1):
+        """Blocks with seq > ``above`` in order, each checked against its row check."""
+        try:
+            cur = self.db.execute("SELECT * FROM blocks WHERE seq>? ORDER BY seq", (above,))
+            for row in cur:
+                seq, view, digest, prev, head, body, bitmap, sig, chk = row
+                if _check(b"block", seq, view, digest, prev, head, body, bitmap, sig) != chk:
+                    raise StoreError(self.path, f"block {seq} fails its row check "
+                                     "(bit flip or partial write)")
+                cert = Certificate(bytes(bitmap), bytes(sig)) if bitmap is not None else None
+                yield Block(seq, view, bytes(digest), bytes(prev), bytes(head),
+                            None if body is None else bytes(body), cert)
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, f"unreadable blocks table ({exc})") from None
+
+    def head(self) -> tuple[int, bytes] | None:
+        row = self.db.execute("SELECT seq, hash FROM blocks ORDER BY seq DESC LIMIT 1")\
+            .fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _set_checkpoint(self, slot: int, proof: CheckpointProof, snapshot: bytes | None) -> None:
+        sigs = encode_signatures(proof.signatures)
+        self.db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?,?,?,?,?,?,?)",
+                        (slot, proof.seq, proof.state_digest, proof.chain_digest, sigs,
+                         snapshot, _check(b"checkpoint", slot, proof.seq, proof.state_digest,
+                                          proof.chain_digest, sigs, snapshot)))
+        self.dirty = True
+
+    def _get_checkpoint(self, slot: int) -> StableRecord | None:
+        try:
+            row = self.db.execute("SELECT * FROM checkpoint WHERE slot=?", (slot,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, f"unreadable checkpoint table ({exc})") from None
+        if row is None:
+            return None
+        _, seq, state, chain, sigs, snapshot, chk = row
+        name = "stable checkpoint" if slot == _STABLE else "ledger base"
+        if _check(b"checkpoint", slot, seq, state, chain, sigs, snapshot) != chk:
+            raise StoreError(self.path, f"{name} {seq} fails its row check")
+        signatures = decode_signatures(bytes(sigs))
+        if signatures is None or len(state) != 32 or len(chain) != 32:
+            raise StoreError(self.path, f"{name} {seq} is malformed")
+        proof = CheckpointProof(seq, bytes(state), bytes(chain), signatures)
+        return StableRecord(proof, b"" if snapshot is None else bytes(snapshot))
+
+    def set_stable(self, proof: CheckpointProof, snapshot: bytes) -> None:
+        """The new stable checkpoint; votes at or below it are no longer needed."""
+        self._set_checkpoint(_STABLE, proof, snapshot)
+        self.db.execute("DELETE FROM votes WHERE seq<=?", (proof.seq,))
+        if self.sync_policy == "checkpoint":
+            # outside any transaction: a WAL checkpoint fsyncs the WAL and the database
+            self.db.execute("COMMIT")
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.db.execute("BEGIN")
+            self.dirty = False
+            self.writes += 1
+
+    def stable(self) -> StableRecord | None:
+        return self._get_checkpoint(_STABLE)
+
+    def set_base(self, proof: CheckpointProof) -> None:
+        """After a state transfer: the ledger starts at ``proof`` (blocks below are unknown
+        here)."""
+        self.db.execute("DELETE FROM blocks")
+        self._set_checkpoint(_BASE, proof, None)
+
+    def base(self) -> CheckpointProof:
+        """The proof the chain starts from: the transfer base, else genesis (seq 0)."""
+        record = self._get_checkpoint(_BASE)
+        if record is None:
+            return CheckpointProof(0, b"\0" * 32, self.genesis, ())
+        return record.proof
+
+    # ---------------------------------------------------------------- transactions
+
+    def commit(self) -> None:
+        """Close the open transaction (fsynced as the sync policy says) and open the next."""
+        if self.dirty:
+            self.db.execute("COMMIT")
+            self.db.execute("BEGIN")
+            self.dirty = False
+            self.writes += 1
+
+    def close(self) -> None:
+        try:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+        finally:
+            self.db.close()

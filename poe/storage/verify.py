@@ -1,0 +1,114 @@
+"""Check a replica's store: the hash chain, every block's digest and certificate, the ledger
+base and the stable checkpoint (its nf signatures and its snapshot's state digest).
+
+What it is for: ``check_store`` is run by the replica before it starts on a store (a bad
+store stops it with the repair message) and by ``poe ledger verify``. It reports the
+height, the head hash and the first bad block with the reason.
+
+In TS mode a block above the stable checkpoint must carry a certificate of its view; one at
+or below it is proven by the checkpoint's nf signatures on the chain digest (and its
+certificate, when stored, is checked too).
+
+Must never: modify the store, raise anything but ``StoreError`` on hostile bytes, or call a
+store good that has a block whose digest, hash, link or certificate does not check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from poe._core.codec import Batch, CheckpointProof, WireError
+from poe._core.digest import batch_digest, block_hash
+from poe._core.kv import KVStore
+from poe.crypto.statements import support_statement
+from poe.protocol.poe.view_change import NOOP_DIGEST, checkpoint_proof_ok
+from poe.storage.store import Store, StoreError
+
+
+@dataclass
+class Report:
+    height: int                      # seq of the last good block (or of the base)
+    head: bytes                      # its hash
+    blocks: int                      # blocks checked
+    base: CheckpointProof
+    stable: CheckpointProof | None
+    snapshot: bytes | None
+    bad: tuple[int, str] | None = None   # (seq, reason) of the first bad block
+
+    @property
+    def ok(self) -> bool:
+        return self.bad is None
+
+
+def check_store(store: Store, suite, *, n: int, nf: int, ts: bool,
+                certs_above: int = -1) -> Report:
+    """Walk the chain; certificates are verified for blocks above ``certs_above``.
+
+    A problem outside the blocks (base, stable checkpoint, snapshot) raises StoreError; a
+    bad block is reported in ``Report.bad`` (the walk stops there)."""
+    genesis = store.genesis
+    base = store.base()
+    if not checkpoint_proof_ok(base, nf, n, suite, genesis):
+        raise StoreError(store.path, f"the ledger base at {base.seq} has no valid proof")
+    record = store.stable()
+    stable = snapshot = None
+    if record is not None:
+        stable, snapshot = record.proof, record.snapshot
+        if stable.seq < base.seq or not checkpoint_proof_ok(stable, nf, n, suite, genesis):
+            raise StoreError(store.path, f"stable checkpoint {stable.seq} has no valid proof")
+        try:
+            kv = KVStore.restore(snapshot)
+        except ValueError as exc:
+            raise StoreError(store.path, f"snapshot of checkpoint {stable.seq}: {exc}") \
+                from None
+        if kv.executed_seq != stable.seq or kv.state_digest() != stable.state_digest:
+            raise StoreError(store.path, f"snapshot of checkpoint {stable.seq} does not hash "
+                             "to its proof's state digest")
+    report = Report(base.seq, base.chain_digest, 0, base, stable, snapshot)
+    verify_cert = suite.threshold.verify_cert if ts else None
+    for b in store.blocks():
+        covered = stable is not None and b.seq <= stable.seq
+        reason = _block_problem(b, report, ts, verify_cert, b.seq > certs_above, covered)
+        if reason is not None:
+            report.bad = (b.seq, reason)
+            return report
+        report.height, report.head = b.seq, b.hash
+        report.blocks += 1
+        if stable is not None and b.seq == stable.seq and b.hash != stable.chain_digest:
+            report.bad = (b.seq, "differs from the stable checkpoint's chain digest")
+            return report
+    if stable is not None and report.height < stable.seq:
+        report.bad = (report.height + 1, (f"missing: the ledger ends at {report.height}, "
+                                          f"below the stable checkpoint {stable.seq}"))
+    if stable is not None and stable.seq == base.seq and stable.chain_digest != \
+            base.chain_digest:
+        raise StoreError(store.path, "stable checkpoint and ledger base disagree")
+    return report
+
+
+def _block_problem(b, report: Report, ts: bool, verify_cert, check_cert: bool,
+                   covered: bool) -> str | None:
+    """Why block ``b`` is bad, or None. ``covered``: at or below the stable checkpoint, whose
+    nf signatures vouch for its chain digest and so, through the links, for this block: it
+    may lack its certificate (the window moved past it in the turn it was executed)."""
+    if b.seq != report.height + 1:
+        return f"out of sequence: expected block {report.height + 1}"
+    if b.prev != report.head:
+        return "previous hash does not match the block before it"
+    if block_hash(b.seq, b.digest, b.prev) != b.hash:
+        return "block hash does not match H(k, digest, previous hash)"
+    if b.body is None:
+        if b.digest != NOOP_DIGEST:
+            return "batch missing"
+    else:
+        try:
+            batch = Batch.from_body(b.body)
+        except (WireError, ValueError) as exc:
+            return f"batch does not decode ({exc})"
+        if batch_digest(batch) != b.digest:
+            return "batch does not hash to the block's digest"
+    if ts and check_cert:
+        if b.cert is None:
+            return None if covered else "certificate missing"
+        if not verify_cert(b.cert, support_statement(b.view, b.seq, b.digest)):
+            return "certificate does not verify"
+    return None

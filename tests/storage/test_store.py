@@ -1,0 +1,179 @@
+"""The replica store (poe/storage): round trips, row checks, foreign and garbage files, vote
+equivocation refusal, and the chain checks of check_store."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from poe._core.codec import CheckpointProof
+from poe._core.digest import block_hash
+
+from poe.crypto.base import Certificate
+from poe.protocol.poe.view_change import NOOP_DIGEST
+from poe.storage.store import (
+    REPAIR,
+    Block,
+    Store,
+    StoreError,
+    decode_signatures,
+    encode_signatures,
+)
+from poe.storage.verify import check_store
+
+GENESIS = bytes(range(32))
+
+
+def _chain(count: int, start: int = 0, head: bytes = GENESIS) -> list[Block]:
+    out = []
+    for k in range(start + 1, start + count + 1):
+        h = block_hash(k, NOOP_DIGEST, head)
+        out.append(Block(k, 0, NOOP_DIGEST, head, h, None, None))
+        head = h
+    return out
+
+
+def _store(tmp_path, **kw) -> Store:
+    return Store(tmp_path / "d", genesis=GENESIS, replica_id=1, **kw)
+
+
+def test_blocks_votes_and_view_survive_a_reopen(tmp_path):
+    s = _store(tmp_path)
+    for b in _chain(5):
+        s.append_block(b)
+    s.append_block(Block(6, 2, NOOP_DIGEST, b.hash, block_hash(6, NOOP_DIGEST, b.hash), None,
+                         Certificate(b"\x07", b"s" * 96)))
+    s.truncate_above(5)
+    assert s.persist_vote("support", 3, 9, b"a" * 32)
+    s.set_view(3)
+    s.set_left(2)
+    s.commit()
+    s.close()
+    s = _store(tmp_path)
+    assert [b.seq for b in s.blocks()] == [1, 2, 3, 4, 5]
+    assert s.head() == (5, _chain(5)[-1].hash)
+    assert (s.view, s.left_view) == (3, 2)
+    assert not s.persist_vote("support", 3, 9, b"b" * 32)     # would be equivocation
+    assert s.persist_vote("support", 3, 9, b"a" * 32)         # the same vote again is fine
+    report = check_store(s, None, n=4, nf=3, ts=False)
+    assert report.ok and report.height == 5 and report.head == _chain(5)[-1].hash
+    s.close()
+
+
+def test_uncommitted_writes_are_not_in_the_store(tmp_path):
+    s = _store(tmp_path)
+    s.append_block(_chain(1)[0])
+    s.db.close()                              # a crash before the loop turn's commit
+    s = _store(tmp_path)
+    assert list(s.blocks()) == []
+
+
+def test_a_flipped_byte_in_a_row_names_the_block_and_the_repair(tmp_path):
+    s = _store(tmp_path)
+    for b in _chain(3):
+        s.append_block(b)
+    s.commit()
+    s.db.execute("UPDATE blocks SET view=7 WHERE seq=2")      # no new row check
+    with pytest.raises(StoreError) as err:
+        list(s.blocks())
+    assert "block 2 fails its row check" in str(err.value) and REPAIR in str(err.value)
+
+
+def test_a_broken_link_is_reported_as_the_first_bad_block(tmp_path):
+    s = _store(tmp_path)
+    blocks = _chain(4)
+    bad = Block(3, 0, NOOP_DIGEST, b"\1" * 32, block_hash(3, NOOP_DIGEST, b"\1" * 32), None,
+                None)
+    for b in blocks[:2] + [bad]:
+        s.append_block(b)
+    report = check_store(s, None, n=4, nf=3, ts=False)
+    assert report.bad == (3, "previous hash does not match the block before it")
+    assert report.height == 2
+    s.append_block(Block(3, 0, b"\2" * 32, blocks[1].hash, block_hash(3, b"\2" * 32,
+                         blocks[1].hash), None, None))
+    assert check_store(s, None, n=4, nf=3, ts=False).bad == (3, "batch missing")
+    s.append_block(Block(3, 0, NOOP_DIGEST, blocks[1].hash, b"\3" * 32, None, None))
+    assert "block hash" in check_store(s, None, n=4, nf=3, ts=False).bad[1]
+
+
+def test_a_store_of_another_cluster_or_replica_is_refused(tmp_path):
+    _store(tmp_path).close()
+    with pytest.raises(StoreError, match="another cluster"):
+        Store(tmp_path / "d", genesis=b"\x09" * 32, replica_id=1)
+    with pytest.raises(StoreError, match="another replica"):
+        Store(tmp_path / "d", genesis=GENESIS, replica_id=2)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 1000,
+                                     b"SQLite format 3\0" + b"\xff" * 5000])
+def test_a_garbage_file_is_one_store_error(tmp_path, content):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ledger.db").write_bytes(content)
+    if not content:
+        _store(tmp_path).close()          # an empty file is a fresh database
+        return
+    with pytest.raises(StoreError) as err:
+        _store(tmp_path)
+    assert REPAIR in str(err.value)
+
+
+def test_a_ledger_ending_below_the_stable_checkpoint_or_a_bad_snapshot_is_bad(tmp_path,
+                                                                           monkeypatch):
+    from poe._core.kv import KVStore
+
+    from poe.storage import verify
+    s = _store(tmp_path)
+    for b in _chain(2):
+        s.append_block(b)
+    monkeypatch.setattr(verify, "checkpoint_proof_ok", lambda *a: True)   # signatures aside
+    kv = KVStore()
+    for k in range(1, 6):
+        kv.execute_noop(k)
+    proof = CheckpointProof(5, kv.state_digest(), b"\0" * 32, ((0, b"x"),))
+    s._set_checkpoint(0, proof, kv.snapshot())
+    report = check_store(s, None, n=4, nf=3, ts=False)
+    assert report.bad[0] == 3 and "below the stable checkpoint 5" in report.bad[1]
+    s._set_checkpoint(0, proof, kv.snapshot()[:-1])
+    with pytest.raises(StoreError, match="snapshot of checkpoint 5"):
+        check_store(s, None, n=4, nf=3, ts=False)
+    other = CheckpointProof(5, b"\1" * 32, b"\0" * 32, ((0, b"x"),))
+    s._set_checkpoint(0, other, kv.snapshot())
+    with pytest.raises(StoreError, match="does not hash"):
+        check_store(s, None, n=4, nf=3, ts=False)
+
+
+def test_signature_lists_round_trip_and_reject_malformed_bytes():
+    sigs = ((0, b"a" * 64), (3, b"b" * 64))
+    assert decode_signatures(encode_signatures(sigs)) == sigs
+    data = encode_signatures(sigs)
+    assert decode_signatures(data[:-1]) is None
+    assert decode_signatures(data + b"\0") is None
+    assert decode_signatures(b"\x01") is None
+
+
+def test_the_sync_policy_sets_sqlite_synchronous(tmp_path):
+    for policy, level in (("batch", 2), ("checkpoint", 1), ("none", 0)):
+        s = Store(tmp_path / policy, genesis=GENESIS, replica_id=0, sync_policy=policy)
+        assert s.db.execute("PRAGMA synchronous").fetchone()[0] == level
+        assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        s.close()
+    with pytest.raises(ValueError):
+        Store(tmp_path / "x", genesis=GENESIS, replica_id=0, sync_policy="always")
+    assert sqlite3.sqlite_version_info >= (3, 7, 0)
+
+
+@pytest.mark.parametrize("policy", ["batch", "checkpoint", "none"])
+def test_a_stable_checkpoint_is_stored_under_every_sync_policy(tmp_path, policy):
+    s = Store(tmp_path / policy, genesis=GENESIS, replica_id=0, sync_policy=policy)
+    s.persist_vote("support", 0, 3, b"a" * 32)
+    s.persist_vote("support", 0, 9, b"a" * 32)
+    proof = CheckpointProof(4, b"\1" * 32, b"\2" * 32, ((0, b"x" * 64), (2, b"y" * 64)))
+    s.set_stable(proof, b"snapshot")
+    s.persist_vote("support", 0, 10, b"b" * 32)
+    s.commit()
+    s.close()
+    s = Store(tmp_path / policy, genesis=GENESIS, replica_id=0, sync_policy=policy)
+    assert s.stable().proof == proof and s.stable().snapshot == b"snapshot"
+    assert s.persist_vote("support", 0, 3, b"c" * 32)       # at or below it: forgotten
+    assert not s.persist_vote("support", 0, 9, b"c" * 32)
+    assert not s.persist_vote("support", 0, 10, b"c" * 32)
+    s.close()
