@@ -172,6 +172,25 @@ class _BlsVerifierBase(ThresholdVerifier):
             "shares verify one by one but do not combine: the share public keys do not match "
             "the group key; regenerate keys with `poe keygen`")
 
+    def _verify_cert(self, cert: Certificate, statement: bytes, bound: bytes,
+                     public_key) -> bool:
+        """Shape checks, the verified-certificates cache (keyed by ``bound + statement``),
+        then one pairing check against ``public_key()``; never raises."""
+        if type(cert) is not Certificate or not isinstance(statement, bytes):
+            return False
+        if not bitmap_ok(cert.bitmap, self.n, self.nf):
+            return False
+        signature = cert.signature
+        if type(signature) is not bytes or len(signature) != CERT_SIGNATURE_SIZE:
+            return False
+        if (bound + statement, signature) in self._verified:
+            return True
+        point = decode_g2(signature)
+        if point is None or not _verify(public_key(), statement, point):
+            return False
+        self._remember(bound + statement, signature)
+        return True
+
     def _remember(self, statement: bytes, signature: bytes) -> None:
         _put_bounded(self._verified, (statement, signature), True, self._verified_max)
 
@@ -211,20 +230,8 @@ class BlsThresholdVerifier(_BlsVerifierBase):
         raise self._fallback(shares, statement)
 
     def verify_cert(self, cert: Certificate, statement: bytes) -> bool:
-        if type(cert) is not Certificate or not isinstance(statement, bytes):
-            return False
-        if not bitmap_ok(cert.bitmap, self.n, self.nf):
-            return False
-        signature = cert.signature
-        if type(signature) is not bytes or len(signature) != CERT_SIGNATURE_SIZE:
-            return False
-        if (statement, signature) in self._verified:
-            return True
-        point = decode_g2(signature)
-        if point is None or not _verify(self._group_key, statement, point):
-            return False
-        self._remember(statement, signature)
-        return True
+        # the combined signature is the same for any signer set: the bitmap is not bound
+        return self._verify_cert(cert, statement, b"", lambda: self._group_key)
 
 
 class BlsMultiVerifier(_BlsVerifierBase):
@@ -269,17 +276,8 @@ class BlsMultiVerifier(_BlsVerifierBase):
         raise self._fallback(shares, statement)
 
     def verify_cert(self, cert: Certificate, statement: bytes) -> bool:
-        if type(cert) is not Certificate or not isinstance(statement, bytes):
+        # the aggregate key depends on the signers: the bitmap is part of what is verified
+        if type(cert) is not Certificate:
             return False
-        if not bitmap_ok(cert.bitmap, self.n, self.nf):
-            return False
-        signature = cert.signature
-        if type(signature) is not bytes or len(signature) != CERT_SIGNATURE_SIZE:
-            return False
-        if (cert.bitmap + statement, signature) in self._verified:
-            return True
-        point = decode_g2(signature)
-        if point is None or not _verify(self.aggregate_key(cert.bitmap), statement, point):
-            return False
-        self._remember(cert.bitmap + statement, signature)
-        return True
+        return self._verify_cert(cert, statement, cert.bitmap,
+                                 lambda: self.aggregate_key(cert.bitmap))
