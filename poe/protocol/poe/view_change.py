@@ -210,7 +210,7 @@ class ViewChangeMixin:
         """T_exec / T_req: armed while something we accepted or forwarded is pending."""
         if not self.progress_armed and self.status == NORMAL:
             self.progress_armed = True
-            self.progress_mark = self.k_exec
+            self.progress_mark = self.k_exec + self.h_next   # execution or re-certification
             out.append(SetTimer(TIMER_PROGRESS, 0, now + self.config.view_change_timeout_s))
 
     def _on_progress_timeout(self, now: float) -> list:
@@ -222,7 +222,7 @@ class ViewChangeMixin:
             self.history is not None and self.h_next <= self.history.k_max)
         if not waiting:
             return out
-        if self.k_exec > self.progress_mark and not self.forwarded_expired(now):
+        if self.k_exec + self.h_next > self.progress_mark and not self.forwarded_expired(now):
             self._arm_progress(now, out)        # progress was made: keep watching
             return out
         nxt = self.window.payload(self.k_exec + 1) if self.window.contains(self.k_exec + 1) \
