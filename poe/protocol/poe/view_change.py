@@ -562,6 +562,13 @@ class ViewChangeMixin:
             if only_missing and slot.cert_view == self.view:
                 continue
             if slot.digest == NOOP_DIGEST:
+                # nothing to support, but we hold the no-op of this view's history: report it
+                # as Q_k so a later MAC view change can keep it (A2 of §3.4)
+                if not self.ts:
+                    supported = slot.supported
+                    if supported is None:
+                        supported = slot.supported = {}
+                    supported[NOOP_DIGEST] = self.view
                 continue
             if self.is_primary and self.ts:
                 if slot.shares is None:
