@@ -918,13 +918,12 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                     out.append(Send(r, self._sealed_for(slot.proposal, r)))
         if self.max_seen > self.k_exec or self.history is not None:
             self._fetch_missing(now, out)
-        if self.own_checkpoint is not None \
-                and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq:
+        checkpoint_unstable = self.own_checkpoint is not None \
+            and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq
+        if checkpoint_unstable:
             out.append(Broadcast(self.own_checkpoint))
         if self.k_exec < max(self.max_seen, self.next_k - 1) or self.ready \
                 or self.open_messages or self.behind is not None or self.history is not None \
-                or self.transfer is not None \
-                or (self.own_checkpoint is not None
-                    and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq):
+                or self.transfer is not None or checkpoint_unstable:
             self._arm_tick(now, out)
         return out
