@@ -337,7 +337,10 @@ def _c_propose_other_view(H):
 
 def _c_propose_above_high(H):
     r1 = H.replica(1)
-    return r1, H.propose(1, r1.window.high + 1, _msgs(H)), "propose-outside-window"
+    # the next window's proposals are kept (test_next_window_messages_are_kept_and_replayed);
+    # beyond it they are dropped
+    return r1, H.propose(1, r1.window.high + H.config.window + 1, _msgs(H)), \
+        "propose-outside-window"
 
 
 def _c_propose_at_low(H):
@@ -439,7 +442,7 @@ def _c_certify_frame_other_view(H):
 
 def _c_certify_outside_window(H):
     r1 = H.replica(1)
-    k = r1.window.high + 1
+    k = r1.window.high + H.config.window + 1
     h = H.digest(_msgs(H))
     return r1, H.certify(k, h), "certify-outside-window"
 
@@ -837,6 +840,40 @@ def test_nf_matching_checkpoints_make_it_stable(cluster, mode):
     # the window moved: k = 2 is now below it, k = 6 inside
     out = H.commit(r1, 3, [H.message(1, [ins(1, 30, b"c")])])
     assert [e.seq for e in H.of(out, Executed)] == [3]
+
+
+@pytest.mark.parametrize("mode", ["ts", "mac"])
+def test_next_window_messages_are_kept_and_replayed(cluster, mode):
+    """A replica one checkpoint behind keeps the next window's PROPOSE / SUPPORT / CERTIFY
+    (bounded: one per slot, kind and sender) and handles them once its window moves, so it
+    commits and executes them without waiting for retransmissions (swarm seed 637)."""
+    H = cluster(mode, checkpoint_period=2, window=4)
+    r1 = H.replica(1)
+    _run_to(H, r1, 4)
+    assert (r1.k_exec, r1.window.low, r1.window.high) == (4, 0, 4)
+    msgs = [H.message(2, [ins(2, 70, b"x")])]
+    h = H.digest(msgs)
+    vote = H.certify(5, h) if mode == "ts" else H.support(2, 1, 5, h)
+    for frame in (H.propose(1, 5, msgs), vote, H.propose(1, 5, msgs)):
+        assert r1.on_message(frame, 0.1) == []
+    assert r1.stats["kept-ahead"] == 2 and r1.drops == Counter({"ahead-duplicate": 1})
+    assert r1.k_exec == 4
+    ck = codec.decode(r1.own_checkpoints[2])
+    r1.on_message(H.checkpoint(2, 2, ck.state_digest, ck.chain_digest), 0.2)
+    out = r1.on_message(H.checkpoint(3, 2, ck.state_digest, ck.chain_digest), 0.2)
+    assert out[0] == Stable(2, ck.state_digest, ck.chain_digest)
+    assert r1.window.high == 6 and r1.stats["replayed-ahead"] == 2
+    [e] = H.of(out, Executed)
+    assert (e.seq, e.digest) == (5, h) and r1.k_exec == 5
+    assert not r1._ahead
+
+
+def test_messages_two_windows_ahead_are_dropped(cluster):
+    H = cluster("mac", checkpoint_period=2, window=4)
+    r1 = H.replica(1)
+    msgs = [H.message(2, [ins(2, 70, b"x")])]
+    assert r1.on_message(H.support(2, 1, 9, H.digest(msgs)), 0.1) == []
+    assert r1.drops == Counter({"support-outside-window": 1}) and not r1._ahead
 
 
 def test_conflicting_checkpoint_vote_is_counted_not_double_counted(cluster):

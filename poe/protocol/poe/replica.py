@@ -153,6 +153,11 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self._init_view_change()
         self._init_state_transfer()
         self._retries: dict[tuple[int, int], tuple[float, int]] = {}  # answered, retried
+        # PROPOSE / SUPPORT / CERTIFY of this view for the next window, kept until our window
+        # moves (a replica one checkpoint behind would otherwise lose a whole window of votes
+        # and wait a retransmission timeout for each slot): (k, kind, sender) -> message
+        self._ahead: dict[tuple[int, int, int], object] = {}
+        self._ahead_view = 0
         self._unserved_view = -1          # the view we last suspected for unserved clients
         self.now = 0.0                   # time of the input being handled
 
@@ -199,6 +204,46 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if not self.tick_armed:
             self.tick_armed = True
             out.append(SetTimer(TIMER_TICK, 0, now + self.config.retransmit_timeout_s))
+
+    def _stash_ahead(self, m, k: int) -> bool:
+        """Keep a current-view message for the window after ours (one per slot, kind and
+        sender: at most 3·n·window entries, already authenticated). Replayed through its
+        handler, with every check, once the window has moved (``_replay_ahead``)."""
+        window = self.window
+        if not window.high < k <= window.high + self.config.window or self.status != NORMAL:
+            return False
+        if self._ahead_view != self.view:
+            self._ahead.clear()
+            self._ahead_view = self.view
+        key = (k, m.kind, m.sender)
+        if key in self._ahead:
+            self.drops["ahead-duplicate"] += 1   # handled (a copy), counted once as a drop
+            return True
+        self._ahead[key] = m
+        self.stats["kept-ahead"] += 1
+        return True
+
+    def _replay_ahead(self, now: float, out: list[Action]) -> None:
+        """Our window moved: hand the kept messages that now fit to their handlers."""
+        if not self._ahead:
+            return
+        if self._ahead_view != self.view or self.status != NORMAL:
+            self._ahead.clear()
+            return
+        high = self.window.high
+        due = sorted(key for key in self._ahead if key[0] <= high)
+        for key in due:
+            m = self._ahead.pop(key, None)       # a nested replay may have taken it
+            if m is None or key[0] <= self.window.low or self._ahead_view != self.view:
+                continue                         # moved past it meanwhile (state transfer)
+            kind = key[1]
+            self.stats["replayed-ahead"] += 1
+            if kind == codec.PROPOSE:
+                out.extend(self.on_propose(m, now))
+            elif kind == codec.SUPPORT:
+                out.extend(self.on_support(m, now))
+            else:
+                out.extend(self.on_certify(m, now))
 
     def status_line(self) -> str:
         """One-line state summary for traces."""
@@ -398,6 +443,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if m.sender != self.primary:
             return self._drop("propose-not-primary")
         if not self.window.contains(k) or k <= self.kstart:
+            if self._stash_ahead(m, k):
+                return []
             return self._drop("propose-outside-window")
         slot = self._slot(k, now)
         out: list[Action] = []
@@ -487,6 +534,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if v != self.view or self.status != NORMAL:
             return self._drop("support-wrong-view")
         if not self.window.contains(k):
+            if self._stash_ahead(m, k):
+                return []
             return self._drop("support-outside-window")
         if self.ts:
             return self._on_support_share(m, k, now)
@@ -577,6 +626,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if v != self.view or self.status != NORMAL:
             return self._drop("certify-wrong-view")
         if not self.window.contains(k):
+            if self._stash_ahead(m, k):
+                return []
             return self._drop("certify-outside-window")
         slot = self._slot(k, now)
         if slot.cert_view == v:
@@ -850,6 +901,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.behind = None
         out.append(Stable(k, proof.state_digest, proof.chain_digest))
         self.stats["stable-checkpoints"] += 1
+        if self.ready and self.is_primary and self.status == NORMAL:
+            self._propose_ready(self.now, out)   # the window moved: batches may be waiting
+        self._replay_ahead(self.now, out)
 
     # ------------------------------------------------------------------ retransmission
 
@@ -901,6 +955,11 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         elif self.history is not None and not self.is_primary:
             self._recertify(now, out, only_missing=True)
         if self.is_primary:
+            if self.ready:
+                # the window may have moved without a CHECKPOINT of ours or a peer's (a state
+                # transfer, a view change): batches waiting for room must not wait for a
+                # request that will never come (swarm seed 637)
+                self._propose_ready(now, out)
             for k in range(self.k_exec + 1, self.next_k):
                 if not window.contains(k):
                     continue

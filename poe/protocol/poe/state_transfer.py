@@ -131,6 +131,9 @@ class StateTransferMixin:
         if self.history is not None and self.status == "normal":
             self._recertify(now, out, only_missing=False)   # positions now in our window
         self._progress(now, out)
+        if self.is_primary and self.ready and self.status == "normal":
+            self._propose_ready(now, out)         # the window moved: waiting batches fit
+        self._replay_ahead(now, out)
         if self.max_seen > self.k_exec:
             self._fetch_missing(now, out)
 
