@@ -110,6 +110,9 @@ SETTINGS: tuple[Setting, ...] = (
       "directory holding replica-<i>.secret.toml and client-<j>.secret.toml (mode 0600); "
       "relative to this file"),
     # ---- protocol: must be identical on every replica and client
+    S("protocol", "protocol", str, "poe", "-",
+      "poe: Proof-of-Execution; pbft: the PBFT baseline on the same fabric (needs mode = "
+      "\"mac\"; clients then accept f+1 matching replies)", choices=("poe", "pbft")),
     S("protocol", "mode", str, "ts", "-",
       "ts: threshold-signature certificates (BLS); mac: all-to-all SUPPORT with MACs",
       choices=("ts", "mac")),
@@ -241,7 +244,7 @@ class Config:
         per-process hash-flood seed, never part of the state)."""
         p = self.protocol
         return ProtocolConfig(
-            n=self.cluster.n, mode=p.mode, batch_size=p.batch_size,
+            n=self.cluster.n, protocol=p.protocol, mode=p.mode, batch_size=p.batch_size,
             batch_timeout_s=p.batch_timeout_s, window=p.window,
             checkpoint_period=p.checkpoint_period, retransmit_timeout_s=p.retransmit_timeout_s,
             reply_cache_size=p.reply_cache_size, pending_requests_max=p.pending_requests_max,
@@ -256,7 +259,9 @@ class Config:
         c = self.cluster
         config_id = (f"{CONFIG_FORMAT}|cluster={c.cluster_id}|n={c.n}|mode={self.protocol.mode}"
                      f"|records={self.data.record_count}|value={self.data.value_size}"
-                     f"|seed={self.data.seed}|zero={int(self.protocol.zero_payload)}").encode()
+                     f"|seed={self.data.seed}|zero={int(self.protocol.zero_payload)}"
+                     + (f"|protocol={self.protocol.protocol}"
+                        if self.protocol.protocol != "poe" else "")).encode()
         keys = bytes(c.bls_group_public_key) + b"".join(
             r.ed25519_public_key + r.bls_share_public_key for r in c.replicas)
         return genesis_hash(config_id, 0, keys)

@@ -44,13 +44,14 @@ FETCH = 9
 FETCH_REPLY = 10
 STATE_REQ = 11
 STATE_REPLY = 12
+COMMIT = 13          # PBFT baseline (poe/baselines/pbft): COMMIT(v, k, h), body as SUPPORT's
 KIND_NAMES = {
     REQUEST: "REQUEST", PROPOSE: "PROPOSE", SUPPORT: "SUPPORT", CERTIFY: "CERTIFY",
     INFORM: "INFORM", VC_REQUEST: "VC-REQUEST", NV_PROPOSE: "NV-PROPOSE",
     CHECKPOINT: "CHECKPOINT", FETCH: "FETCH", FETCH_REPLY: "FETCH-REPLY",
-    STATE_REQ: "STATE-REQ", STATE_REPLY: "STATE-REPLY",
+    STATE_REQ: "STATE-REQ", STATE_REPLY: "STATE-REPLY", COMMIT: "COMMIT",
 }
-DEF _MAX_KIND = 12
+DEF _MAX_KIND = 13
 
 # authentication field that follows the body (low 2 bits of flags)
 AUTH_NONE = 0
@@ -724,6 +725,10 @@ cdef Message _decode(_View v, int depth):
         m = _d_fetch_reply(v, pos, end)
     elif kind == STATE_REQ:
         m = _d_state_req(v, pos, end)
+    elif kind == COMMIT:
+        m = _d_support(v, pos, end)
+        if (<Support>m).share:
+            raise WireError("COMMIT carries no share")
     else:
         m = _d_state_reply(v, pos, end)
     m.kind = kind
@@ -1091,6 +1096,16 @@ def encode_support(uint32_t sender, uint64_t view, uint64_t seq, digest, share=b
     _put(p, digest, 32)
     p[32] = <uint8_t>len(share)
     _put(p + 33, share, len(share))
+    return out
+
+
+def encode_commit(uint32_t sender, uint64_t view, uint64_t seq, digest, int auth=AUTH_MAC):
+    """COMMIT(v, k, h) of the PBFT baseline: SUPPORT's body (digest, empty share)."""
+    digest = _fixed(digest, 32, "digest")
+    cdef bytes out = _frame(COMMIT, auth, sender, view, seq, 33)
+    cdef unsigned char* p = _body(out)
+    _put(p, digest, 32)
+    p[32] = 0
     return out
 
 

@@ -335,7 +335,8 @@ def format_table(record: dict) -> str:
     replica_us = "-" if cpu["replicas_us"] is None else f"{cpu['replicas_us']}"
     client_us = "-" if cpu["clients_us"] is None else f"{cpu['clients_us']}"
     rows = [
-        ("cluster", (f"n = {c['n']} (f = {c['f']}), mode {s['protocol.mode']}, batch "
+        ("cluster", (f"{s.get('protocol.protocol', 'poe')}, n = {c['n']} (f = {c['f']}), "
+                     f"mode {s['protocol.mode']}, batch "
                      f"{s['protocol.batch_size']}, {payload} payload, crypto {crypto}")),
         ("workload", (f"YCSB-{b['workload']}, {b['distribution']} keys, "
                       f"{s['data.record_count']:,} records x {s['data.value_size']} B")),
@@ -347,7 +348,9 @@ def format_table(record: dict) -> str:
         ("latency ms", (f"p50 {_ms(lat['p50'])}  p95 {_ms(lat['p95'])}  p99 {_ms(lat['p99'])}  "
                         f"max {_ms(lat['max'])}")),
         ("proven", (f"{r['proven_requests']:,} of {r['measured_requests']:,} measured requests "
-                    f"(nf = {c['nf']} matching INFORMs each)")),
+                    + ("(f+1 = {} matching replies each)".format(c['f'] + 1)
+                       if s.get('protocol.protocol', 'poe') == 'pbft'
+                       else f"(nf = {c['nf']} matching INFORMs each)"))),
         ("outcome unknown", f"{r['outcome_unknown']}"),
         ("CPU / request", f"replicas {replica_us} us, clients {client_us} us"),
     ]

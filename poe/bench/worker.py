@@ -8,8 +8,9 @@ values, shared by every process of the machine), runs its clients in a closed lo
 progress line every quarter second and a result line at the end, then exits.
 
 Only completions inside ``[measure, end)`` are measured; each ``Completed`` is a proof of
-execution (nf matching INFORMs, checked by PoEClient) and is also counted as proven here only
-if it names at least nf distinct replicas and one result per operation.
+execution (nf matching INFORMs, checked by PoEClient; f+1 replies for the PBFT baseline) and
+is also counted as proven here only if it names that many distinct replicas and one result per
+operation.
 
 Must never: outlive its parent (it dies with it and stops when its stdin closes), print
 anything but JSON lines on stdout, or use fake crypto unless told ``insecure_bench``.
@@ -24,6 +25,7 @@ import time
 from array import array
 
 from poe.protocol.poe.client import Completed
+from poe.protocol.registry import proof_quorum
 
 
 def _emit(record: dict) -> None:
@@ -47,7 +49,7 @@ def run(assignment: dict) -> int:
     outstanding = assignment["outstanding"]
     proc = ClientProcess(config, first, last, insecure_bench=assignment["insecure_bench"],
                          outstanding_max=outstanding + 1)
-    nf = proc.protocol.nf
+    quorum = proof_quorum(proc.protocol)       # nf for PoE, f+1 for PBFT
     try:
         connected = proc.wait_connected(config.n, config.client.connect_timeout_s)
         _emit({"event": "ready", "connected": connected, "clients": last - first + 1})
@@ -82,7 +84,7 @@ def run(assignment: dict) -> int:
                         measured_messages += 1
                         latencies.append(event.latency_s)
                         buckets[int(now - measure)] += len(event.results)
-                        if len(set(event.replicas)) >= nf and len(event.results) == ops:
+                        if len(set(event.replicas)) >= quorum and len(event.results) == ops:
                             proven += len(event.results)
                 else:
                     unknown += 1

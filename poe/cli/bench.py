@@ -65,6 +65,9 @@ def register(sub) -> None:
                        description="Drive a running cluster with closed-loop YCSB clients "
                                    "and report throughput and latency.")
     p.add_argument("--config", required=True, metavar="FILE", help="poe.toml of the cluster")
+    p.add_argument("--protocol", choices=("poe", "pbft"), default=None,
+                   help="the protocol the cluster runs; checked against the configuration "
+                        "(the replicas' protocol.protocol decides it)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting (client side) for this run")
     p.add_argument("--replica-pids", default="", metavar="PID,PID,...",
@@ -91,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.set)
     except ConfigFileError as exc:
         raise CliError(str(exc)) from None
+    if args.protocol is not None and args.protocol != config.protocol.protocol:
+        raise CliError(f"--protocol {args.protocol}: {args.config} configures protocol "
+                       f"{config.protocol.protocol!r}; its replicas run that one")
     try:
         pids = [int(p) for p in args.replica_pids.split(",") if p.strip()]
     except ValueError:

@@ -34,8 +34,14 @@ def register(sub) -> None:
                                    "YCSB benchmark against them, print the result and stop "
                                    "everything.")
     p.add_argument("--replicas", type=int, default=4, help="n (default 4)")
-    p.add_argument("--mode", choices=("ts", "mac"), default="ts", help="PoE variant")
+    p.add_argument("--protocol", choices=("poe", "pbft"), default="poe",
+                   help="poe, or the PBFT baseline on the same fabric (default poe)")
+    p.add_argument("--mode", choices=("ts", "mac"), default=None,
+                   help="PoE variant (default ts; PBFT runs on mac)")
     p.add_argument("--batch-size", type=int, default=100, help="requests per batch")
+    p.add_argument("--crash-backup", action="store_true",
+                   help="kill -9 the last replica (a backup) once all are ready, before the "
+                        "load starts: the paper's single-backup-failure runs")
     p.add_argument("--zero-payload", action="store_true",
                    help="replicas execute every request as a no-op (the paper's zero payload)")
     p.add_argument("--record-count", type=int, default=None, help="YCSB records loaded")
@@ -88,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 4 <= args.replicas <= 64:
         raise CliError("--replicas must be in 4..64 for a local cluster")
+    mode = args.mode or ("mac" if args.protocol == "pbft" else "ts")
+    if args.protocol == "pbft" and mode != "mac":
+        raise CliError("--protocol pbft runs on the MAC fabric: drop --mode or use --mode mac")
     clients = args.first_client + args.clients
     state = _Cluster()
     state.keep = args.keep
@@ -101,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                                                base_port=base))
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        values = {"protocol.mode": args.mode, "protocol.batch_size": args.batch_size,
+        values = {"protocol.protocol": args.protocol, "protocol.mode": mode,
+                  "protocol.batch_size": args.batch_size,
                   "protocol.zero_payload": args.zero_payload}
         if args.record_count is not None:
             values["data.record_count"] = args.record_count
@@ -121,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         extra = [a for s in args.set for a in ("--set", s)]
         if args.insecure_bench:
             extra.append("--insecure-bench")
-        print(f"poe cluster: {args.replicas} replicas, mode {args.mode}, ports {base}.."
+        print(f"poe cluster: {args.replicas} replicas, protocol {args.protocol}, mode {mode}, "
+              f"ports {base}.."
               f"{base + 2 * args.replicas - 1} on 127.0.0.1, files in {state.dir}",
               file=sys.stderr)
         for i in range(args.replicas):
@@ -133,7 +144,14 @@ def run(args: argparse.Namespace) -> int:
                                       *extra),
                     stdout=handle, stderr=handle, cwd=str(state.dir)))
         _wait_ready(state)
-        spec.replica_pids = [p.pid for p in state.replicas]
+        crashed = None
+        if args.crash_backup:
+            crashed = args.replicas - 1            # never the primary of view 0
+            state.replicas[crashed].kill()
+            state.replicas[crashed].wait(timeout=10)
+            print(f"poe cluster: replica {crashed} (a backup) killed before the load",
+                  file=sys.stderr)
+        spec.replica_pids = [p.pid for i, p in enumerate(state.replicas) if i != crashed]
         try:
             record = run_bench(config, args.set, spec)
         except BenchError as exc:
@@ -141,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         statuses = state.stop()
         record["replicas"] = _exit_reports(state, statuses)
         record["command"] = ["poe", *sys.argv[1:]]
+        record["crashed_backup"] = crashed
         print(format_table(record))
         drops = {}
         for rep in record["replicas"]:
@@ -151,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             write_json(args.json, record)
         if args.keep:
             print(f"poe cluster: kept {state.dir}", file=sys.stderr)
-        bad = [i for i, s in enumerate(statuses) if s not in (0, None)]
+        bad = [i for i, s in enumerate(statuses) if s not in (0, None) and i != crashed]
         if bad:
             raise CliError(f"replica(s) {bad} exited with an error; see their logs"
                            + (f" in {state.dir}" if args.keep else " (rerun with --keep)"))

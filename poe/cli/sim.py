@@ -21,7 +21,10 @@ def register(sub) -> None:
                                    "on a virtual clock and a seeded, hostile network.")
     p.add_argument("--seed", type=int, default=1, help="seed of the whole run (default 1)")
     p.add_argument("--replicas", type=int, default=4, help="n (default 4)")
-    p.add_argument("--mode", choices=("ts", "mac"), default="ts", help="PoE variant")
+    p.add_argument("--protocol", choices=("poe", "pbft"), default="poe",
+                   help="poe, or the PBFT baseline (runs on the MAC fabric; default poe)")
+    p.add_argument("--mode", choices=("ts", "mac"), default=None,
+                   help="PoE variant (default ts; PBFT: mac)")
     p.add_argument("--requests", type=int, default=10_000, help="operations to complete")
     p.add_argument("--clients", type=int, default=8, help="closed-loop clients (default 8)")
     p.add_argument("--ops-per-message", type=int, default=10,
@@ -83,7 +86,7 @@ def run_swarm(args: argparse.Namespace) -> int:
                   f"wall {r.wall_s:.2f} s  {r.description}", flush=True)
 
     report = swarm.swarm(args.seeds, args.start, args.time_budget, args.allow_primary_faults,
-                         progress=progress, liveness_bound_s=bound)
+                         progress=progress, liveness_bound_s=bound, protocol=args.protocol)
     for line in swarm.format_report(report):
         print(line)
     return 1 if report.failing else 0
@@ -96,11 +99,13 @@ def run(args: argparse.Namespace) -> int:
     from poe.sim.cluster import SimCluster, Workload
     from poe.sim.network import LinkFaults
 
+    mode = args.mode or ("mac" if args.protocol == "pbft" else "ts")
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "sim" else [
-        f"--seed={args.seed}", f"--replicas={args.replicas}", f"--mode={args.mode}",
-        f"--requests={args.requests}"]
+        f"--seed={args.seed}", f"--replicas={args.replicas}", f"--protocol={args.protocol}",
+        f"--mode={mode}", f"--requests={args.requests}"]
     try:
-        config = ProtocolConfig(n=args.replicas, mode=args.mode, batch_size=args.batch_size,
+        config = ProtocolConfig(n=args.replicas, mode=mode, protocol=args.protocol,
+                                batch_size=args.batch_size,
                                 window=args.window, checkpoint_period=args.checkpoint_period
                                 ).validate()
         faults = LinkFaults(loss=args.loss, duplicate=args.duplicate,
@@ -137,7 +142,8 @@ def print_result(r, config, args) -> None:
     def pct(p: float) -> str:
         return f"{lat[min(len(lat) - 1, int(p * len(lat)))] * 1000:.2f} ms" if lat else "-"
 
-    print(f"poe sim  seed {r.seed}  n={config.n} f={config.f} mode={config.mode} "
+    print(f"poe sim  seed {r.seed}  protocol={config.protocol}  n={config.n} f={config.f} "
+          f"mode={config.mode} "
           f"crypto={args.crypto} batch={config.batch_size}")
     print(f"  requests completed   {r.requests:>10}   (client messages {r.messages_completed}, "
           f"outcome unknown {r.outcome_unknown})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("ts", "mac")
+PROTOCOLS = ("poe", "pbft")     # PoE, or the PBFT baseline (poe/baselines/pbft, MAC only)
 
 
 class ConfigError(ValueError):
@@ -31,6 +32,7 @@ class ProtocolConfig:
     forwarded_max: int = 10_000              # client retries a backup tracks for T_req
     kv_seed: int = 0                         # hash-flood seed of the kv table (no effect on state)
     zero_payload: bool = False               # execute as no-ops (the paper's zero payload)
+    protocol: str = "poe"                    # "poe", or "pbft" (the baseline; needs mode "mac")
     genesis: bytes = field(default=b"\0" * 32)  # H(B_0), built from the cluster file
 
     @property
@@ -53,6 +55,11 @@ class ProtocolConfig:
             bad("n", "need 4 <= n <= 1024 replicas (n = 3f + 1 tolerates f faults)")
         if self.mode not in MODES:
             bad("mode", f"one of {MODES}")
+        if self.protocol not in PROTOCOLS:
+            bad("protocol", f"one of {PROTOCOLS}")
+        if self.protocol == "pbft" and self.mode != "mac":
+            bad("mode", "PBFT authenticates replica messages with MACs: use mode 'mac' "
+                        "with protocol 'pbft'")
         if not 1 <= self.batch_size <= 4096:
             bad("batch_size", "1..4096 requests")
         if not 0 <= self.batch_timeout_s <= 10:

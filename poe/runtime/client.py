@@ -25,6 +25,7 @@ from poe.config import Config
 from poe.crypto import load_secret, load_suite
 from poe.protocol.actions import CancelTimer, Send, SetTimer
 from poe.protocol.poe.client import Completed, OutcomeUnknown, PoEClient
+from poe.protocol.registry import make_client
 from poe.runtime.timers import Timers
 from poe.transport.zmq import ClientTransport, Settings
 
@@ -50,9 +51,9 @@ class ClientProcess:
             suite = load_suite(cluster, secret, variant=config.protocol.mode,
                                fake=insecure_bench, insecure_bench=insecure_bench,
                                purpose="client")
-            client = PoEClient(self.protocol, j, suite, retry_timeout_s=c.retry_timeout_s,
-                               retry_timeout_max_s=c.retry_timeout_max_s,
-                               deadline_s=c.deadline_s, outstanding_max=outstanding_max)
+            client = make_client(self.protocol, j, suite, retry_timeout_s=c.retry_timeout_s,
+                                 retry_timeout_max_s=c.retry_timeout_max_s,
+                                 deadline_s=c.deadline_s, outstanding_max=outstanding_max)
             client.next_t = start_t
             self.clients.append(client)
         self.settings = Settings(config.transport)

@@ -50,6 +50,7 @@ from poe.protocol.actions import (
     Transferred,
 )
 from poe.protocol.poe.replica import PoEReplica
+from poe.protocol.registry import make_replica
 from poe.runtime.log import Log
 from poe.runtime.procs import rss_bytes
 from poe.runtime.timers import Timers
@@ -78,7 +79,7 @@ class ReplicaRuntime:
         suite = load_suite(cluster, secret, variant=mode, fake=insecure_bench,
                            insecure_bench=insecure_bench)
         self.protocol = config.protocol_config(kv_seed=int.from_bytes(os.urandom(8), "little"))
-        self.replica = PoEReplica(self.protocol, replica_id, suite)
+        self.replica = make_replica(self.protocol, replica_id, suite)
         data = config.data
         started = time.perf_counter()
         self.replica.kv.load_sequential(data.record_count, data.value_size, data.seed)
@@ -314,8 +315,8 @@ class ReplicaRuntime:
     def _persist(self, record: tuple) -> None:
         kind = record[0]
         store = self.store
-        if kind == "support":
-            if not store.persist_vote("support", record[1], record[2], record[3]):
+        if kind == "support" or kind == "commit":        # commit: the PBFT baseline's
+            if not store.persist_vote(kind, record[1], record[2], record[3]):
                 self._skip_sends = True       # the SUPPORT frames that follow stay here
                 self.log.warning("equivocation-refused", vote_view=record[1],
                                  vote_seq=record[2])

@@ -49,8 +49,12 @@ def _norm(results) -> tuple:
 
 
 class SafetyChecker:
-    def __init__(self, n: int, check_requests: bool = True) -> None:
+    def __init__(self, n: int, check_requests: bool = True, proof_quorum: int | None = None,
+                 protocol: str = "poe") -> None:
         self.n = n
+        # matching replies a client needs for a proof: nf for PoE, f+1 for PBFT
+        self.proof_quorum = proof_quorum if proof_quorum is not None else n - (n - 1) // 3
+        self.protocol = protocol
         self.check_requests = check_requests
         self.ledgers: list[dict[int, tuple[int, bytes, bytes]]] = [{} for _ in range(n)]
         self.last_exec = [0] * n
@@ -236,7 +240,7 @@ class SafetyChecker:
             return
         self.answered[key] = (now, c)
         f = (self.n - 1) // 3
-        need = f + 1 if getattr(c, "final", False) else self.n - f
+        need = f + 1 if getattr(c, "final", False) else self.proof_quorum
         if len(set(c.replicas)) < need:
             # a proof of execution is nf matching INFORMs from distinct replicas (§2.4), or
             # f+1 matching FINAL ones (a position at or below a stable checkpoint)
@@ -461,6 +465,13 @@ class SafetyChecker:
                     if la[seq][1] != lb[seq][1]:
                         self.violation(f"final ledgers of replicas {a} and {b} differ at {seq}")
                         break
+        if self.protocol == "pbft":
+            # PBFT executes only committed batches: a view change never undoes one
+            for r in correct:
+                rolled = replicas[r].stats.get("rolled-back-batches", 0)
+                if rolled:
+                    self.violation(f"PBFT replica {r} rolled back {rolled} executed batches "
+                                   "in a view change (it may execute only committed ones)")
         by_prefix: dict[int, tuple[bytes, bytes, int]] = {}
         for r in correct:
             rep = replicas[r]

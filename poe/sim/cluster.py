@@ -27,8 +27,9 @@ from poe.protocol.actions import (
     Transferred,
 )
 from poe.protocol.config import ProtocolConfig
-from poe.protocol.poe.client import Completed, OutcomeUnknown, PoEClient
+from poe.protocol.poe.client import Completed, OutcomeUnknown
 from poe.protocol.poe.replica import PoEReplica
+from poe.protocol.registry import make_client, make_replica, proof_quorum
 from poe.sim.checkers import SafetyChecker
 from poe.sim.loop import EventLoop
 from poe.sim.network import LinkFaults, Network
@@ -120,15 +121,17 @@ class SimCluster:
         self.workload = workload or Workload()
         self.trace = trace
         self.suite = make_crypto(crypto, self.n, clients + byzantine_clients, seed, config.mode)
-        self.checker = SafetyChecker(self.n, check_requests)
+        self.checker = SafetyChecker(self.n, check_requests, proof_quorum=proof_quorum(config),
+                                     protocol=config.protocol)
         self.checker.set_initial_state(self.workload.record_count, self.workload.value_size,
                                        seed, config.zero_payload)
         self.replicas: list = [self._new_replica(i) for i in range(self.n)]
         self.crashed: set[int] = set()
         w = self.workload
         self.clients = [
-            PoEClient(config, j, self.suite(client_party(j)), retry_timeout_s=w.retry_timeout_s,
-                      retry_timeout_max_s=w.retry_timeout_max_s, deadline_s=w.deadline_s)
+            make_client(config, j, self.suite(client_party(j)),
+                        retry_timeout_s=w.retry_timeout_s,
+                        retry_timeout_max_s=w.retry_timeout_max_s, deadline_s=w.deadline_s)
             for j in range(clients)]
         # client ids len(clients) .. len(clients) + byzantine_clients - 1: Byzantine clients
         # (poe.sim.adversary), anything with on_message(data, now); not in the closed loop
@@ -148,7 +151,7 @@ class SimCluster:
         self.tap = None                 # tap(src, dst, data): sees every message sent
 
     def _new_replica(self, i: int) -> PoEReplica:
-        replica = PoEReplica(self.config, i, self.suite(replica_party(i)))
+        replica = make_replica(self.config, i, self.suite(replica_party(i)))
         w = self.workload
         replica.kv.load_sequential(w.record_count, w.value_size, self.seed)
         return replica

@@ -57,7 +57,8 @@ class Case:
 
     def describe(self) -> str:
         c = self.config
-        parts = [f"n={c.n} mode={c.mode} batch={c.batch_size} window={c.window} "
+        parts = [("protocol=pbft " if c.protocol != "poe" else "")
+                 + f"n={c.n} mode={c.mode} batch={c.batch_size} window={c.window} "
                  f"K={c.checkpoint_period} rto={c.retransmit_timeout_s}",
                  f"clients={self.clients}x{self.workload.outstanding} "
                  f"ops/msg={self.workload.ops_per_message} requests={self.requests}",
@@ -109,8 +110,9 @@ def _config(**settings) -> ProtocolConfig:
     return ProtocolConfig(**{k: v for k, v in settings.items() if k in known}).validate()
 
 
-def draw(seed: int, allow_primary_faults: bool | None = None) -> Case:
-    """The run of ``seed``: a pure function of the seed and the primary-faults switch."""
+def draw(seed: int, allow_primary_faults: bool | None = None, protocol: str = "poe") -> Case:
+    """The run of ``seed``: a pure function of the seed, the primary-faults switch and the
+    protocol (PBFT runs the MAC variant's fabric: the draw is otherwise the same)."""
     if allow_primary_faults is None:
         allow_primary_faults = PRIMARY_FAULTS
     rng = random.Random(seed * 1_000_003 + 7)
@@ -121,8 +123,9 @@ def draw(seed: int, allow_primary_faults: bool | None = None) -> Case:
     batch = rng.choice((1, 4, 16, 64, 100))
     ops = min(batch, rng.choice((1, 2, 5, 10)))
     rto = rng.choice((0.02, 0.05, 0.1, 0.3))
+    mode = rng.choice(("ts", "mac"))
     config = _config(
-        n=n, mode=rng.choice(("ts", "mac")), batch_size=batch,
+        n=n, mode="mac" if protocol == "pbft" else mode, protocol=protocol, batch_size=batch,
         batch_timeout_s=rng.choice((0.0005, 0.002, 0.01)),
         window=period * rng.choice((2, 3, 4)), checkpoint_period=period,
         retransmit_timeout_s=rto,
@@ -151,7 +154,7 @@ def draw(seed: int, allow_primary_faults: bool | None = None) -> Case:
     for r in byzantine:
         kinds = BACKUP_KINDS + (sorted(PRIMARY_ONLY) if r == 0 else [])
         kind = rng.choice(kinds)
-        case.adversaries.append((r, kind, _params(kind, rng, r, n, f)))
+        case.adversaries.append((r, kind, _params(kind, rng, r, n, f, protocol)))
     for r in crashed:
         at = rng.uniform(0, safety_s)
         restart = rng.uniform(at, safety_s) if rng.random() < 0.5 else None
@@ -182,11 +185,12 @@ def draw(seed: int, allow_primary_faults: bool | None = None) -> Case:
     return case
 
 
-def _params(kind: str, rng: random.Random, r: int, n: int, f: int) -> dict:
+def _params(kind: str, rng: random.Random, r: int, n: int, f: int,
+            protocol: str = "poe") -> dict:
     others = [x for x in range(n) if x != r]
     if kind == "withhold":
         kinds = (codec.SUPPORT, codec.CERTIFY, codec.INFORM, codec.CHECKPOINT,
-                 codec.FETCH_REPLY)
+                 codec.FETCH_REPLY) + ((codec.COMMIT,) if protocol == "pbft" else ())
         return {"silent_to": sorted(rng.sample(others, rng.randint(0, len(others)))),
                 "kinds": sorted(rng.sample(kinds, rng.randint(0, 2))),
                 "clients": rng.random() < 0.3}
@@ -259,6 +263,7 @@ class SwarmReport:
     start: int
     allow_primary_faults: bool
     liveness_bound_s: float = LIVENESS_BOUND_S
+    protocol: str = "poe"
     results: list = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -283,9 +288,11 @@ class SwarmReport:
 
 
 def rerun_command(seed: int, allow_primary_faults: bool,
-                  liveness_bound_s: float = LIVENESS_BOUND_S) -> str:
+                  liveness_bound_s: float = LIVENESS_BOUND_S, protocol: str = "poe") -> str:
     """The command line that reruns ``seed`` alone, exactly."""
     line = f"poe sim --swarm --seeds 1 --start {seed}"
+    if protocol != "poe":
+        line += f" --protocol {protocol}"
     if allow_primary_faults != PRIMARY_FAULTS:
         line += " --allow-primary-faults" if allow_primary_faults else \
             " --no-allow-primary-faults"
@@ -296,19 +303,19 @@ def rerun_command(seed: int, allow_primary_faults: bool,
 
 def swarm(seeds: int, start: int = 1, time_budget_s: float | None = None,
           allow_primary_faults: bool | None = None, progress=None,
-          liveness_bound_s: float = LIVENESS_BOUND_S) -> SwarmReport:
+          liveness_bound_s: float = LIVENESS_BOUND_S, protocol: str = "poe") -> SwarmReport:
     """Run seeds start .. start+seeds-1 in order (stopping early only when the wall-clock
     budget is spent, after at least one seed: the seeds that ran are reported, none is
     skipped)."""
     if allow_primary_faults is None:
         allow_primary_faults = PRIMARY_FAULTS
-    report = SwarmReport(seeds, start, allow_primary_faults, liveness_bound_s)
+    report = SwarmReport(seeds, start, allow_primary_faults, liveness_bound_s, protocol)
     begin = time.perf_counter()
     for seed in range(start, start + seeds):
         if time_budget_s is not None and report.results \
                 and time.perf_counter() - begin >= time_budget_s:
             break
-        case = draw(seed, allow_primary_faults)
+        case = draw(seed, allow_primary_faults, protocol)
         case.liveness_bound_s = liveness_bound_s
         result = run_case(case)
         report.results.append(result)
@@ -321,7 +328,8 @@ def swarm(seeds: int, start: int = 1, time_budget_s: float | None = None,
 def format_report(report: SwarmReport) -> list[str]:
     t = report.totals()
     lines = [
-        f"poe sim --swarm  seeds {t['seeds']} of {report.seeds_asked} (from {report.start})"
+        f"poe sim --swarm  protocol {report.protocol}  seeds {t['seeds']} of "
+        f"{report.seeds_asked} (from {report.start})"
         f"  primary faults {'on' if report.allow_primary_faults else 'off'}",
         f"  simulated time     {t['sim_time_s']:>12.1f} s   events {t['events']:,}   "
         f"wall {report.wall_s:.1f} s",
@@ -342,5 +350,5 @@ def format_report(report: SwarmReport) -> list[str]:
                          + (f" (+{len(r.violations) - 1} more)" if len(r.violations) > 1 else ""))
             lines.append(f"      {r.description}")
             lines.append("      rerun: " + rerun_command(r.seed, report.allow_primary_faults,
-                                                    report.liveness_bound_s))
+                                                    report.liveness_bound_s, report.protocol))
     return lines

@@ -206,6 +206,7 @@ def samples():
         c.seal(c.encode_fetch_reply(1, 3, b"d" * 32, [cm], 2, b"\x07", b"c" * 96), b"m" * 32),
         c.seal(c.encode_state_req(1, 0, 10, 7), b"m" * 32),
         c.seal(c.encode_state_reply(1, 0, 10, [(1, b"d" * 32, 0)], [(1, [cm])], b"snap"), b"m" * 32),
+        c.seal(c.encode_commit(1, 2, 3, b"d" * 32), b"m" * 32),
     ]
 
 
@@ -359,3 +360,21 @@ def test_final_flag_is_for_inform_only():
     support[4] |= c.FLAG_FINAL
     with pytest.raises(WireError, match="unknown flags"):
         c.decode(bytes(support))
+
+
+def test_commit_round_trip_and_hostile_variants():
+    """COMMIT (the PBFT baseline's third phase) shares SUPPORT's body: a digest and an
+    empty share; a COMMIT carrying a share, a short digest or trailing bytes is rejected."""
+    from poe._core import codec as c
+    frame = c.encode_commit(3, 7, 42, b"\x11" * 32)
+    m = c.decode(c.seal(frame, b"\0" * c.MAC_SIZE))
+    assert (m.kind, m.sender, m.view, m.seq, m.digest, m.share) == (c.COMMIT, 3, 7, 42,
+                                                                    b"\x11" * 32, b"")
+    assert c.KIND_NAMES[c.COMMIT] == "COMMIT"
+    with pytest.raises(ValueError):
+        c.encode_commit(3, 7, 42, b"\x11" * 31)
+    # same bytes as a SUPPORT with a share, relabelled COMMIT: refused
+    support = bytearray(c.encode_support(3, 7, 42, b"\x11" * 32, b"\x22" * 8))
+    support[3] = c.COMMIT
+    with pytest.raises(c.WireError, match="COMMIT carries no share"):
+        c.decode(c.seal(bytes(support), b"\0" * c.MAC_SIZE))

@@ -16,6 +16,7 @@ from poe.protocol.actions import Broadcast, Send
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.client import PoEClient
 from poe.protocol.poe.replica import PoEReplica
+from poe.protocol.registry import make_client, make_replica
 
 
 class Harness:
@@ -41,10 +42,11 @@ class Harness:
         return s
 
     def replica(self, i: int) -> PoEReplica:
-        return PoEReplica(self.config, i, self.suite(replica(i)))
+        """Replica i of the configured protocol (PoE, or the PBFT baseline)."""
+        return make_replica(self.config, i, self.suite(replica(i)))
 
     def client(self, j: int, **kw) -> PoEClient:
-        return PoEClient(self.config, j, self.suite(client(j)), **kw)
+        return make_client(self.config, j, self.suite(client(j)), **kw)
 
     # ---------------------------------------------------------------- client messages
 
@@ -97,6 +99,10 @@ class Harness:
                 cert=None, sender: int = 0) -> bytes:
         cert = cert if cert is not None else self.cert(v, k, digest, signers)
         return codec.encode_certify(sender, v, k, digest, cert.bitmap, cert.signature)
+
+    def commit_vote(self, sender: int, to: int, k: int, digest: bytes, *, v: int = 0) -> bytes:
+        """COMMIT(v, k, h) of the PBFT baseline, MAC-sealed for ``to``."""
+        return self.mac(sender, to, codec.encode_commit(sender, v, k, digest))
 
     def checkpoint(self, sender: int, k: int, state: bytes, chain: bytes) -> bytes:
         sig = self.suite(replica(sender)).signer.sign(checkpoint_statement(k, state, chain))

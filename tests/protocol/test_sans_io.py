@@ -1,7 +1,8 @@
-"""The protocol package stays sans-IO: no module under poe/protocol/ imports IO, clocks,
+"""The protocol package stays sans-IO: no module under poe/protocol/ (or poe/baselines/, the
+baseline protocols behind the same interface) imports IO, clocks,
 randomness, threads, processes, logging or the transport, and its poe imports come only from
 the kernels (poe._core), the crypto interface (poe.crypto.base / statements / errors) and
-poe.protocol itself. Checked statically with ``ast``, so imports inside functions and
+poe.protocol / poe.baselines themselves. Checked statically with ``ast``, so imports inside functions and
 ``from x import y`` forms are caught too."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import poe.protocol
 
 PROTOCOL_DIR = Path(poe.protocol.__file__).resolve().parent
+BASELINES_DIR = PROTOCOL_DIR.parent / "baselines"
 
 FORBIDDEN = {
     "socket", "time", "random", "secrets", "os", "io", "pathlib", "threading", "asyncio",
@@ -21,7 +23,7 @@ FORBIDDEN = {
 }
 FORBIDDEN_CALLS = {"__import__", "open", "exec", "eval", "compile", "input", "print"}
 POE_ALLOWED = ("poe._core", "poe.crypto.base", "poe.crypto.statements", "poe.crypto.errors",
-               "poe.protocol")
+               "poe.protocol", "poe.baselines")
 
 
 def _package_of(path: Path) -> str:
@@ -75,16 +77,18 @@ def violations(source: str, package: str) -> list[str]:
 
 
 def protocol_modules() -> list[Path]:
-    return sorted(PROTOCOL_DIR.rglob("*.py"))
+    return sorted(PROTOCOL_DIR.rglob("*.py")) + sorted(BASELINES_DIR.rglob("*.py"))
 
 
 def test_the_scan_covers_the_protocol_package():
-    names = {p.relative_to(PROTOCOL_DIR).as_posix() for p in protocol_modules()}
-    assert {"actions.py", "config.py", "poe/replica.py", "poe/client.py"} <= names
+    names = {p.relative_to(PROTOCOL_DIR.parent).as_posix() for p in protocol_modules()}
+    assert {"protocol/actions.py", "protocol/config.py", "protocol/poe/replica.py",
+            "protocol/poe/client.py", "baselines/pbft/replica.py",
+            "baselines/pbft/client.py"} <= names
 
 
 @pytest.mark.parametrize("path", protocol_modules(),
-                         ids=lambda p: p.relative_to(PROTOCOL_DIR).as_posix())
+                         ids=lambda p: p.relative_to(PROTOCOL_DIR.parent).as_posix())
 def test_protocol_module_is_sans_io(path):
     assert violations(path.read_text(encoding="utf-8"), _package_of(path)) == []
 

@@ -65,6 +65,10 @@ class _Pending:
 class PoEClient:
     """One client. ``submit`` returns a handle (the first request id of the message)."""
 
+    # PoE: nf INFORMs agreeing on (view, seq, results) are a proof of execution (§2.4).
+    # The PBFT baseline's client accepts f+1 replies agreeing on (seq, results).
+    match_view = True
+
     def __init__(self, config: ProtocolConfig, client_id: int, crypto: CryptoSuite, *,
                  retry_timeout_s: float = 1.0, retry_timeout_max_s: float = 8.0,
                  deadline_s: float = 30.0, outstanding_max: int = 1024) -> None:
@@ -77,6 +81,7 @@ class PoEClient:
         self.id = client_id
         self.crypto = crypto
         self.nf = config.nf
+        self.quorum = self.proof_quorum(config)
         self.f = config.f
         self.view = 0
         self.next_t = 1
@@ -88,6 +93,11 @@ class PoEClient:
         self._replicas = [replica_party(i) for i in range(config.n)]
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
+
+    @staticmethod
+    def proof_quorum(config: ProtocolConfig) -> int:
+        """Matching replies that decide a message: nf for PoE (speculative execution)."""
+        return config.nf
 
     # ------------------------------------------------------------------ requests
 
@@ -143,7 +153,7 @@ class PoEClient:
         if m.count != len(p.ids):
             self.drops["wrong-request-ids"] += 1
             return []
-        vote = (m.view, m.seq, m.body_bytes())
+        vote = (m.view if self.match_view else 0, m.seq, m.body_bytes())
         if m.final:
             # the sender vouches that seq is at or below its stable checkpoint: f+1 matching
             # such INFORMs include a correct replica, so the position and result are final
@@ -161,7 +171,7 @@ class PoEClient:
         p.votes[sender] = vote
         tally = p.tally[vote] + 1
         p.tally[vote] = tally
-        if tally < self.nf or not self._ids_match(m, p):
+        if tally < self.quorum or not self._ids_match(m, p):
             return []
         proof = tuple(sorted(r for r, v in p.votes.items() if v == vote))
         return self._complete(handle, p, m, proof, now)
@@ -191,7 +201,7 @@ class PoEClient:
         if now >= p.deadline:
             del self.pending[key]
             self.stats["outcome-unknown"] += 1
-            return [OutcomeUnknown(key, f"no {self.nf} matching INFORMs within "
+            return [OutcomeUnknown(key, f"no {self.quorum} matching INFORMs within "
                                         f"{self.deadline_s} s")]
         # retransmit to every replica (§2.4 step 3); backups forward it to the primary
         self.stats["retransmitted"] += 1

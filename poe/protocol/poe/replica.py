@@ -102,6 +102,9 @@ class Slot:
 class PoEReplica(ViewChangeMixin, StateTransferMixin):
     """One PoE replica. ``config.mode`` selects the TS or the MAC variant."""
 
+    _auth = _AUTH                # message kinds this protocol takes, and their authentication
+    vote_kinds = 1               # window vote kinds (SUPPORT); the PBFT baseline adds COMMIT
+
     def __init__(self, config: ProtocolConfig, replica_id: int, crypto: CryptoSuite,
                  kv: KVStore | None = None) -> None:
         config.validate()
@@ -125,7 +128,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.view = 0
         self.status = NORMAL
         self.kstart = 0                  # highest k fixed by the NV-PROPOSE of this view
-        self.window = Window(config.window, self.n, 1)
+        self.window = Window(config.window, self.n, self.vote_kinds)
         self.kv = kv if kv is not None else KVStore(seed=config.kv_seed,
                                                     zero_payload=config.zero_payload)
         self.k_exec = 0
@@ -262,7 +265,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         kind = m.kind
         if kind == codec.REQUEST:
             return self.on_request(m, now)
-        allowed = _AUTH.get(kind)
+        allowed = self._auth.get(kind)
         if allowed is None:
             return self._drop("unexpected-kind")
         sender = m.sender
@@ -769,11 +772,18 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 break
             if slot.batch is None and slot.digest != NOOP_DIGEST:
                 break
+            if not self._may_execute(k, slot):
+                break
             self.execute(k, slot, out)
             self.last_progress = now
             self.vc_attempts = 0                 # progress in this view: reset T_nv backoff
         if window.low != low and self.is_primary:
             self._propose_ready(now, out)       # our own CHECKPOINT made room in the window
+
+    def _may_execute(self, k: int, slot: Slot) -> bool:
+        """PoE executes as soon as k is view-committed (speculatively, §2.8); the PBFT
+        baseline overrides this to wait for its COMMIT quorum."""
+        return True
 
     def execute(self, k: int, slot: Slot, out: list[Action]) -> None:
         """Speculatively execute batch k, append B_k, INFORM every client (§2.8, §6.4)."""
