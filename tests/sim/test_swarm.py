@@ -99,9 +99,9 @@ def test_a_time_bounded_sample_runs_clean():
     assert sum(totals["faults"].values()) > 0
 
 
-def broken_draw(seed, allow=None):
+def broken_draw(seed, allow=None, protocol="poe"):
     """A run that must fail liveness: more than f replicas crash for good."""
-    case = DRAW(seed, allow)
+    case = DRAW(seed, allow, protocol)
     config = dataclasses.replace(case.config, n=4)
     return dataclasses.replace(case, config=config, adversaries=[], client_adversaries=[],
                                partitions=[], crashes=[(0.0, 1, None), (0.0, 2, None)],

@@ -159,3 +159,58 @@ def test_restarted_replica_catches_up_by_state_transfer():
     sim.restart(2)
     finish(sim, 4_000, range(4))
     assert sim.replicas[2].stats["state-transfers"] >= 1
+
+
+@pytest.mark.parametrize("mode", ["ts", "mac"])
+def test_a_replica_less_than_a_window_behind_replays_the_batches(mode):
+    """Cut off for a moment, replica 3 falls a checkpoint behind; it catches up by executing
+    the peers' batches (chained to the nf-signed checkpoint), not by adopting a snapshot, so
+    it holds the results of those positions and answers the clients' retries (swarm 171)."""
+    sim = make(4, mode, checkpoint_period=4, window=64, batch_size=10)
+    informed = set()
+
+    def tap(src, dst, data):
+        if src == 3 and codec.peek(data)[0] == codec.INFORM:
+            informed.add(codec.decode(data).seq)
+    sim.tap = tap
+    sim.start(3_000)
+    sim.run_for(0.01)
+    sim.net.partition([3], [0, 1, 2])
+    sim.run_for(0.002)
+    lag_from, lag_to = sim.replicas[3].k_exec, max(r.k_exec for r in sim.replicas[:3])
+    assert lag_from + 4 <= lag_to
+    sim.net.heal()
+    finish(sim, 3_000, range(4))
+    r3 = sim.replicas[3]
+    assert r3.stats["state-transfers-replayed"] >= 1
+    assert r3.stats.get("state-transfers", 0) == 0          # no snapshot was needed
+    assert sum(r.stats["state-served-batches"] for r in sim.replicas) >= 1
+    # it executed the positions it had missed: it INFORMed their clients itself
+    assert set(range(lag_from + 1, lag_to + 1)) <= informed
+
+
+def test_a_replay_that_does_not_chain_falls_back_to_a_snapshot():
+    """A peer answering with a tampered batch is refused; the snapshot path then serves."""
+    sim = make(4, "mac", checkpoint_period=4, window=64, batch_size=10)
+
+    def tamper(src, dst, data):
+        if dst == 3 and codec.peek(data)[0] == codec.STATE_REPLY:
+            m = codec.decode(data)
+            if m.batches:
+                k, batch = m.batches[0]
+                other = [bytes(batch.message(0))] * 2          # same size, other content
+                frame = codec.encode_state_reply(m.sender, m.from_seq, m.to_seq, m.headers,
+                                                 [(k, other)] + list(m.batches[1:]))
+                sim.inject(dst, sim.replicas[src]._sealed_for(frame, dst))
+                return True
+        return False
+    sim.filter = tamper
+    sim.start(3_000)
+    sim.run_for(0.01)
+    sim.net.partition([3], [0, 1, 2])
+    sim.run_for(0.002)
+    sim.net.heal()
+    finish(sim, 3_000, range(4))
+    r3 = sim.replicas[3]
+    assert r3.drops["state-reply-wrong-batch"] >= 1
+    assert r3.stats["state-transfers"] >= 1 and r3.stats["state-transfers-replayed"] == 0

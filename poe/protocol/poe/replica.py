@@ -425,6 +425,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         slot.proposal, slot.proposed_at = frame, now
         self.window.set_digest(k, h)
         self.max_seen = max(self.max_seen, k)
+        out.append(Persist(("support", self.view, k, h)))   # our vote, before the PROPOSE leaves
         self._send_others(frame, out)
         self.stats["proposed"] += 1
         if self.ts:
@@ -797,6 +798,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.k_exec = k
         slot.executed = True
         slot.results = results
+        self._retain(k, slot.digest, batch, slot.cert_view)
         nops = batch.nops if batch is not None else 0
         out.append(Executed(k, slot.cert_view, slot.digest, self.head, nops, batch, results))
         self.stats["executed-batches"] += 1

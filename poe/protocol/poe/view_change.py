@@ -542,6 +542,7 @@ class ViewChangeMixin:
                         out.append(Send(new_primary, request))
             del self.block_hashes[k]
         self.kv.rollback_to(keep_to)
+        self._unretain_above(keep_to)
         self.k_exec = keep_to
         self.head = self.block_hashes[keep_to]
         self.replies.drop_above(keep_to)
