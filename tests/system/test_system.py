@@ -54,6 +54,30 @@ def test_poe_cluster_completes_a_ycsb_run_with_every_request_proven(tmp_path, mo
     assert not any(alive(r["pid"]) for r in replicas)
 
 
+def test_poe_cluster_serves_load_with_the_pbft_baseline(tmp_path):
+    """`poe cluster --protocol pbft` (issue #8): PBFT replicas behind the same runtime; the
+    clients accept f+1 matching replies; one backup killed before the load (the paper's
+    single-backup-failure run) does not stop it."""
+    out = tmp_path / "run.json"
+    done = run_poe(tmp_path, "cluster", "--protocol", "pbft", "--crash-backup",
+                   "--warmup", "1", "--duration", "3", "--clients", "4", "--outstanding", "2",
+                   "--json", str(out), timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    settings = record["config"]["settings"]
+    assert (settings["protocol.protocol"], settings["protocol.mode"]) == ("pbft", "mac")
+    results = record["results"]
+    assert results["measured_requests"] > 0 and results["outcome_unknown"] == 0
+    assert results["proven_requests"] == results["measured_requests"]
+    assert record["crashed_backup"] == 3
+    replicas = record["replicas"]
+    assert [r["exit_status"] for r in replicas[:3]] == [0, 0, 0]
+    assert all(r["executed"] > 0 for r in replicas[:3])
+    assert all(r["stats"].get("commits-sent", 0) > 0 for r in replicas[:3])
+    assert "pbft" in done.stdout and "f+1 = 2 matching replies" in done.stdout
+    assert not any(alive(r["pid"]) for r in replicas)
+
+
 # ---------------------------------------------------------------------------------------------
 # a backup killed with SIGKILL mid-run, then restarted
 # ---------------------------------------------------------------------------------------------
