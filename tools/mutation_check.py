@@ -2,6 +2,7 @@
 swarm seeds it takes to catch each (issue #5, item 7).
 
 Usage:  python tools/mutation_check.py [--seeds 300] [--start 1] [--only NAME ...]
+        python tools/mutation_check.py --protocol pbft     # the PBFT baseline's mutants
 
 For each mutant the swarm runs seeds start, start+1, ... with primary faults allowed (so
 view changes happen) until one reports a violation (or a protocol exception) that the
@@ -17,6 +18,7 @@ import traceback
 
 from poe.protocol.poe import client as client_mod
 from poe.protocol.poe import replica as replica_mod
+from poe.baselines.pbft import replica as pbft_mod
 from poe.protocol.poe import view_change as vc_mod
 from poe.sim import swarm
 
@@ -33,8 +35,24 @@ def client_accepts_f_plus_1():
 
     def patched(self, config, *args, **kwargs):
         init(self, config, *args, **kwargs)
-        self.nf = config.f + 1
+        self.quorum = config.f + 1
     return _patch(client_mod.PoEClient, "__init__", patched)
+
+
+def pbft_client_accepts_f():
+    """The PBFT client takes f matching replies (one short of f+1) as final."""
+    init = client_mod.PoEClient.__init__
+
+    def patched(self, config, *args, **kwargs):
+        init(self, config, *args, **kwargs)
+        self.quorum = config.f
+    return _patch(client_mod.PoEClient, "__init__", patched)
+
+
+def pbft_execute_at_prepared():
+    """PBFT executes once prepared, without waiting for nf COMMITs (and its client still
+    takes f+1 replies): speculation without PoE's nf client quorum."""
+    return _patch(pbft_mod.PBFTReplica, "_may_execute", lambda self, k, slot: True)
 
 
 def certificate_from_2f():
@@ -99,7 +117,7 @@ def watermark_off_by_one():
     return _patch(vc_mod.ViewChangeMixin, "install_view", patched)
 
 
-MUTANTS = {
+MUTANTS = {                      # PoE (the default protocol)
     "client-f+1": client_accepts_f_plus_1,
     "quorum-2f": certificate_from_2f,
     "rollback-skipped": rollback_skipped,
@@ -107,12 +125,19 @@ MUTANTS = {
     "inform-after-vc-request": inform_after_vc_request,
     "watermark-off-by-one": watermark_off_by_one,
 }
+PBFT_MUTANTS = {                 # --protocol pbft
+    "pbft-client-f": pbft_client_accepts_f,
+    "pbft-execute-at-prepared": pbft_execute_at_prepared,
+    "quorum-2f": certificate_from_2f,
+    "inform-after-vc-request": inform_after_vc_request,
+    "watermark-off-by-one": watermark_off_by_one,
+}
 
 
-def outcome(seed: int) -> tuple[bool, str]:
+def outcome(seed: int, protocol: str = "poe") -> tuple[bool, str]:
     """(failed?, first problem) of one seed with primary faults allowed."""
     try:
-        result = swarm.run_case(swarm.draw(seed, True))
+        result = swarm.run_case(swarm.draw(seed, True, protocol))
     except Exception as exc:                      # a mutant may also crash the protocol
         return True, f"exception: {type(exc).__name__}: {exc}"
     if result.violations:
@@ -124,24 +149,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=300, help="seeds per mutant at most")
     parser.add_argument("--start", type=int, default=1)
-    parser.add_argument("--only", nargs="*", choices=sorted(MUTANTS))
+    parser.add_argument("--protocol", choices=("poe", "pbft"), default="poe")
+    parser.add_argument("--only", nargs="*", choices=sorted({*MUTANTS, *PBFT_MUTANTS}))
     args = parser.parse_args(argv)
-    names = args.only or list(MUTANTS)
+    mutants = PBFT_MUTANTS if args.protocol == "pbft" else MUTANTS
+    names = args.only or list(mutants)
+    unknown = [n for n in names if n not in mutants]
+    if unknown:
+        parser.error(f"not a {args.protocol} mutant: {', '.join(unknown)}")
     baseline: dict[int, bool] = {}
     rows = []
     started = time.perf_counter()
     for name in names:
-        undo = MUTANTS[name]()
+        undo = mutants[name]()
         caught = None
         try:
             for i, seed in enumerate(range(args.start, args.start + args.seeds), 1):
-                failed, problem = outcome(seed)
+                failed, problem = outcome(seed, args.protocol)
                 if not failed:
                     continue
                 undo()                            # does the correct code fail there too?
                 if seed not in baseline:
-                    baseline[seed] = outcome(seed)[0]
-                undo = MUTANTS[name]()            # and back to the mutant
+                    baseline[seed] = outcome(seed, args.protocol)[0]
+                undo = mutants[name]()            # and back to the mutant
                 if not baseline[seed]:
                     caught = (i, seed, problem)
                     break
@@ -155,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:26s} {status}", flush=True)
     missed = [n for n, c in rows if c is None]
     print(f"\n{len(rows) - len(missed)} of {len(rows)} mutants caught "
-          f"({time.perf_counter() - started:.0f} s wall; seeds from {args.start}, primary "
+          f"({args.protocol}; {time.perf_counter() - started:.0f} s wall; seeds from "
+          f"{args.start}, primary "
           "faults on; a catch counts only where the unmutated code passes that seed)")
     return 1 if missed else 0
 
