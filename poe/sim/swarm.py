@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -245,7 +246,8 @@ def run_case(case: Case) -> CaseResult:
                      time.perf_counter() - wall, result.requests,
                      view_changes=stats.get("view-changes", stats.get("views-installed", 0)),
                      rollbacks=sim.checker.rollbacks,
-                     state_transfers=stats.get("state-transfers", 0),
+                     state_transfers=stats.get("state-transfers", 0)
+                     + stats.get("state-transfers-replayed", 0),
                      faults=case.fault_kinds(), description=case.describe())
     if not sim.done() and not out.violations:
         # every message still pending was submitted less than a bound ago, yet the closed
@@ -317,7 +319,13 @@ def swarm(seeds: int, start: int = 1, time_budget_s: float | None = None,
             break
         case = draw(seed, allow_primary_faults, protocol)
         case.liveness_bound_s = liveness_bound_s
-        result = run_case(case)
+        try:
+            result = run_case(case)
+        except Exception as exc:         # a protocol object raised: that seed fails, loudly
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            result = CaseResult(seed, [f"exception: {type(exc).__name__}: {exc} "
+                                       f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"],
+                                faults=case.fault_kinds(), description=case.describe())
         report.results.append(result)
         if progress is not None:
             progress(result)

@@ -409,6 +409,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
 
     def _propose_ready(self, now: float, out: list[Action]) -> None:
         """Propose closed batches while the window has room (a full window holds us)."""
+        if self.next_k <= self.window.low:
+            # positions up to the stable checkpoint are decided (we caught up to it by
+            # state transfer, or restarted): the next proposal goes right above it
+            self.next_k = self.window.low + 1
         while self.ready and self.next_k <= self.window.high:
             k = self.next_k
             self.next_k = k + 1

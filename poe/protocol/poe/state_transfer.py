@@ -214,6 +214,8 @@ class StateTransferMixin:
             self.execute(k, slot, out)
             self.last_progress = now
         self.max_seen = max(self.max_seen, proof.seq)
+        if self.is_primary and self.next_k <= proof.seq:
+            self.next_k = proof.seq + 1
         if self.checkpoints.stable.seq < proof.seq:
             self.stabilize(proof, out)
         for seq in [seq for seq in self._targets if seq <= self.k_exec]:
