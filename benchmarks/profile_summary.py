@@ -22,7 +22,7 @@ CATEGORIES = [
     ("ZeroMQ send/receive", ("socket.py", "garbage.py")),
     ("kv snapshot at checkpoints", ("_snapshot_checkpoint",)),
     ("kv execute", ("PoEReplica.execute",)),
-    ("protocol (poe/protocol)", ("/protocol/", "<string>")),
+    ("protocol (poe/protocol, poe/baselines)", ("/protocol/", "/baselines/", "<string>")),
     ("runtime and transport", ("/runtime/", "/transport/", "/bench/")),
 ]
 
