@@ -6,26 +6,39 @@ handles any message. It touches exactly these attributes of ``PoEReplica``:
 * from the last stable checkpoint (proof verified and snapshot hashed by ``check_store``):
   ``kv`` (restored snapshot), ``k_exec``, ``head``, ``block_hashes`` = {seq: chain digest},
   ``window.advance(seq)``, ``checkpoints.make_stable(proof)``, ``snapshots`` = {seq: bytes},
-  ``max_seen``, ``next_k``;
+  ``max_seen``, ``next_k``, and ``own_checkpoint`` / ``own_checkpoints`` = our CHECKPOINT
+  vote for it (answered to a peer that still lacks it);
 * ``view`` = the last installed view in the store;
-* in TS mode, for each stored block above the checkpoint whose certificate is of that view
-  (verified by ``check_store``), in order and without a gap: the window slot's proposal
-  view, batch, digest and certificate, marked committed — exactly what receiving PROPOSE and
-  CERTIFY of the current view would set — then ``_progress`` executes them as the normal
-  case would (PROTOCOL.md §2.8);
+* ``next_k`` and ``max_seen`` above the highest SUPPORT vote the store holds for that view
+  (a primary's PROPOSE is its SUPPORT): a restarted primary never proposes a second batch
+  for a sequence number it already proposed in this view;
+* for each stored block above the checkpoint that was executed in that view, in order and
+  without a gap, the window slot: proposal view, batch, digest, and view-committed in that
+  view (``cert_view``, ``cert_digest``, ``committed``), ``proposal`` (a backup: the PROPOSE
+  of that view, seq and batch, so a retransmitted copy is a duplicate, not an equivocation
+  of the primary) and, TS mode, the certificate of
+  that view (verified by ``check_store``), MAC mode ``supported`` = {digest: view} (Q_k).
+  That is exactly the state the replica had before the crash: it executed the block only
+  once the slot was view-committed in that view (TS: the certificate; MAC: nf matching
+  SUPPORTs, or a no-op of that view's history). Then ``_progress`` executes them as the
+  normal case would (PROTOCOL.md §2.8);
 * if the store says the replica had asked to leave that view (VC-REQUEST sent), it asks
-  again through ``start_view_change`` instead of executing anything in it (§4.2).
+  again through ``start_view_change`` instead of executing anything in it (§4.2): the
+  restored slots are only reported in that VC-REQUEST (P_k / Q_k, or certificates).
 
 The rest comes from peers: FETCH inside the window, state transfer beyond it (§5.5).
 
-Must never: execute a block that lacks a valid certificate of the replica's current view,
-execute anything in a view the replica asked to leave, or adopt a snapshot whose digest is
-not the nf-signed state digest.
+Must never: execute a block that was not view-committed in the replica's current view (TS:
+without a valid certificate of that view), execute anything in a view the replica asked to
+leave, or adopt a snapshot whose digest is not the nf-signed state digest.
 """
 from __future__ import annotations
 
+from poe._core import codec
 from poe._core.codec import Batch
 from poe._core.kv import KVStore
+from poe.crypto.statements import checkpoint_statement
+from poe.protocol.poe.view_change import NOOP_DIGEST
 from poe.storage.store import Store
 from poe.storage.verify import Report
 
@@ -47,28 +60,79 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
         replica.snapshots = {stable.seq: report.snapshot}
         replica.max_seen = max(replica.max_seen, stable.seq)
         replica.next_k = max(replica.next_k, stable.seq + 1)
+        # our CHECKPOINT vote for it (we hold exactly that state: the snapshot hashes to the
+        # signed state digest), to answer a peer that still lacks it, as before the crash
+        statement = checkpoint_statement(stable.seq, stable.state_digest, stable.chain_digest)
+        frame = codec.encode_checkpoint(replica.id, stable.seq, stable.state_digest,
+                                        stable.chain_digest, replica.crypto.signer.sign(statement))
+        replica.own_checkpoint = frame
+        replica.own_checkpoints = {stable.seq: frame}
     view = store.view
     replica.view = view
+    window = replica.window
+    # our durable SUPPORT votes of this view inside the window (a primary: its PROPOSEs)
+    votes = {seq: digest for (v, seq), digest in report.support_votes.items()
+             if v == view and window.contains(seq)}
+    k = start = replica.k_exec
+    for b in store.blocks(above=start):
+        if b.seq != k + 1 or b.seq > report.height or b.view != view \
+                or not window.contains(b.seq):
+            break
+        if replica.ts and (b.cert is None or b.body is None):
+            break
+        if b.body is None and b.digest != NOOP_DIGEST:
+            break
+        batch = Batch.from_body(b.body) if b.body is not None else None
+        slot = replica._slot(b.seq, now)
+        slot.prop_view, slot.batch, slot.digest = view, batch, b.digest
+        slot.cert_view, slot.cert_digest = view, b.digest
+        window.set_digest(b.seq, b.digest)
+        if replica.ts:
+            slot.cert = b.cert
+        else:
+            slot.supported = {b.digest: view}     # Q_k: we supported it in this view
+            if votes.get(b.seq) == b.digest:
+                _own_vote(replica, slot, view, b.seq, b.digest)
+        primary = replica.config.primary(view)
+        if batch is not None and primary != replica.id:
+            # the PROPOSE we accepted: a retransmitted copy is a duplicate, not equivocation
+            slot.proposal = codec.encode_propose(primary, view, b.seq, batch)
+        slot.committed = True
+        k = b.seq
+    if not replica.ts:
+        # SUPPORTs we sent above what we executed: the vote and Q_k, not the batch (fetched
+        # again, and then counted with our vote like before the crash). A primary's vote is
+        # its PROPOSE: the slot is its proposal of this view again, so once it has fetched
+        # the batch back it answers FETCHes with its vote. A backup's slot is not marked
+        # proposed (``prop_view``): without the PROPOSE's bytes, a retransmitted copy would
+        # look like equivocation; the primary's PROPOSE is accepted (and supported) again.
+        primary = replica.config.primary(view) == replica.id
+        for seq in sorted(s for s in votes if s > k):
+            slot = replica._slot(seq, now)
+            if primary:
+                slot.prop_view = view
+            slot.digest = votes[seq]
+            slot.supported = {votes[seq]: view}
+            window.set_digest(seq, votes[seq])
+            _own_vote(replica, slot, view, seq, votes[seq])
+    top = max([k, *votes])
+    if top > start:
+        # never propose again where we voted (or proposed) in this view: those slots are
+        # fetched, or decided by a view change
+        replica.max_seen = max(replica.max_seen, top)
+        replica.next_k = max(replica.next_k, top + 1)
     if store.left_view >= view:
+        # we had asked to leave this view: ask again (the restored slots are reported as
+        # P_k / Q_k, or certificates, in the VC-REQUEST) and execute nothing in it
         replica.start_view_change(store.left_view, now, out)
         return out, 0
-    if not replica.ts:
-        return out, 0
-    k, replayed = replica.k_exec, 0
-    for b in store.blocks(above=replica.k_exec):
-        if b.seq != k + 1 or b.seq > report.height or b.view != view or b.cert is None \
-                or b.body is None or not replica.window.contains(b.seq):
-            break
-        slot = replica._slot(b.seq, now)
-        batch = Batch.from_body(b.body)
-        slot.prop_view, slot.batch, slot.digest = view, batch, b.digest
-        slot.cert_view, slot.cert_digest, slot.cert = view, b.digest, b.cert
-        slot.committed = True
-        replica.window.set_digest(b.seq, b.digest)
-        k = b.seq
-        replayed += 1
-    if replayed:
-        replica.max_seen = max(replica.max_seen, k)
-        replica.next_k = max(replica.next_k, k + 1)
+    if k > start:
         replica._progress(now, out)
-    return out, replayed
+    return out, replica.k_exec - start
+
+
+def _own_vote(replica, slot, view: int, seq: int, digest: bytes) -> None:
+    """MAC mode: our durable SUPPORT(view, seq, digest), counted and ready to be sent again
+    (a FETCH is answered with it, as before the crash)."""
+    slot.own_support = codec.encode_support(replica.id, view, seq, digest)
+    replica.window.vote(seq, 0, replica.id)       # SUPPORT_VOTES

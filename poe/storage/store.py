@@ -8,7 +8,8 @@ written by the runtime as it carries out the protocol's actions (docs/storage.md
   certificate (TS mode), hash-chained from a ``base`` (genesis, or the stable checkpoint a
   state transfer started from);
 * ``checkpoint``: the last stable checkpoint with its nf signatures and the kv snapshot;
-* ``votes``: every SUPPORT and CHECKPOINT vote sent above the stable checkpoint;
+* ``votes``: every SUPPORT (a primary's PROPOSE included) and CHECKPOINT vote sent above the
+  stable checkpoint;
 * ``meta``: format, genesis, replica id, the installed view and the last view left.
 
 Every row carries a SHA-256 check over all its fields, so a flipped bit anywhere in a row
@@ -235,6 +236,24 @@ class Store:
         self.dirty = True
         return True
 
+    def votes(self):
+        """Every durable vote as (kind, view, seq, digest), each row checked (a bad row raises
+        ``StoreError`` naming it)."""
+        try:
+            cur = self.db.execute("SELECT kind, view, seq, digest, chk FROM votes "
+                                  "ORDER BY kind, view, seq")
+            for kind, view, seq, digest, chk in cur:
+                if type(kind) is not str or type(view) is not int or type(seq) is not int \
+                        or type(digest) is not bytes or type(chk) is not bytes:
+                    raise StoreError(self.path, f"vote row ({kind!r}, {view!r}, {seq!r}) is "
+                                     "malformed")
+                if _check(b"vote", kind.encode(), view, seq, digest) != chk:
+                    raise StoreError(self.path, f"{kind} vote ({view}, {seq}) fails its row "
+                                     "check (bit flip or partial write)")
+                yield kind, view, seq, digest
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, f"unreadable votes table ({exc})") from None
+
     # ---------------------------------------------------------------- ledger
 
     def append_block(self, b: Block) -> None:
@@ -258,6 +277,11 @@ class Store:
             cur = self.db.execute("SELECT * FROM blocks WHERE seq>? ORDER BY seq", (above,))
             for row in cur:
                 seq, view, digest, prev, head, body, bitmap, sig, chk = row
+                if type(seq) is not int or type(view) is not int \
+                        or any(type(x) is not bytes or len(x) != 32 for x in (digest, prev, head))\
+                        or any(x is not None and type(x) is not bytes for x in (body, bitmap, sig))\
+                        or (bitmap is None) != (sig is None) or type(chk) is not bytes:
+                    raise StoreError(self.path, f"block row {seq!r} is malformed")
                 if _check(b"block", seq, view, digest, prev, head, body, bitmap, sig) != chk:
                     raise StoreError(self.path, f"block {seq} fails its row check "
                                      "(bit flip or partial write)")

@@ -7,19 +7,23 @@ height, the head hash and the first bad block with the reason.
 
 In TS mode a block above the stable checkpoint must carry a certificate of its view; one at
 or below it is proven by the checkpoint's nf signatures on the chain digest (and its
-certificate, when stored, is checked too).
+certificate, when stored, is checked too). In MAC mode there is no certificate: the client
+signatures of every batch are checked instead (above ``certs_above``), since a replica may
+re-execute those batches on restart (poe/storage/restore.py). Every vote row is checked too,
+and the SUPPORT votes are reported (``Report.support_votes``) for the restore.
 
 Must never: modify the store, raise anything but ``StoreError`` on hostile bytes, or call a
 store good that has a block whose digest, hash, link or certificate does not check.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from poe._core.codec import Batch, CheckpointProof, WireError
 from poe._core.digest import batch_digest, block_hash
 from poe._core.kv import KVStore
-from poe.crypto.statements import support_statement
+from poe.crypto.base import client as client_party
+from poe.crypto.statements import request_statement, support_statement
 from poe.protocol.poe.view_change import NOOP_DIGEST, checkpoint_proof_ok
 from poe.storage.store import Store, StoreError
 
@@ -33,6 +37,8 @@ class Report:
     stable: CheckpointProof | None
     snapshot: bytes | None
     bad: tuple[int, str] | None = None   # (seq, reason) of the first bad block
+    # our durable SUPPORT votes (a primary's PROPOSE included): (view, seq) -> digest
+    support_votes: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -41,7 +47,8 @@ class Report:
 
 def check_store(store: Store, suite, *, n: int, nf: int, ts: bool,
                 certs_above: int = -1) -> Report:
-    """Walk the chain; certificates are verified for blocks above ``certs_above``.
+    """Walk the chain; certificates (TS) or client signatures (MAC) are verified for blocks
+    above ``certs_above``.
 
     A problem outside the blocks (base, stable checkpoint, snapshot) raises StoreError; a
     bad block is reported in ``Report.bad`` (the walk stops there)."""
@@ -64,7 +71,15 @@ def check_store(store: Store, suite, *, n: int, nf: int, ts: bool,
             raise StoreError(store.path, f"snapshot of checkpoint {stable.seq} does not hash "
                              "to its proof's state digest")
     report = Report(base.seq, base.chain_digest, 0, base, stable, snapshot)
-    verify_cert = suite.threshold.verify_cert if ts else None
+    for kind, view, seq, digest in store.votes():
+        if kind == "support":
+            if len(digest) != 32:
+                raise StoreError(store.path, f"support vote ({view}, {seq}) is malformed")
+            report.support_votes[view, seq] = digest
+    if suite is None:
+        verify_cert = None                   # no keys: a block that needs them is not good
+    else:
+        verify_cert = suite.threshold.verify_cert if ts else suite.verifier.verify
     for b in store.blocks():
         covered = stable is not None and b.seq <= stable.seq
         reason = _block_problem(b, report, ts, verify_cert, b.seq > certs_above, covered)
@@ -89,7 +104,9 @@ def _block_problem(b, report: Report, ts: bool, verify_cert, check_cert: bool,
                    covered: bool) -> str | None:
     """Why block ``b`` is bad, or None. ``covered``: at or below the stable checkpoint, whose
     nf signatures vouch for its chain digest and so, through the links, for this block: it
-    may lack its certificate (the window moved past it in the turn it was executed)."""
+    may lack its certificate (the window moved past it in the turn it was executed).
+    ``verify_cert``: the threshold verifier's (TS) or the signature verifier's (MAC)."""
+    batch = None
     if b.seq != report.height + 1:
         return f"out of sequence: expected block {report.height + 1}"
     if b.prev != report.head:
@@ -109,6 +126,15 @@ def _block_problem(b, report: Report, ts: bool, verify_cert, check_cert: bool,
     if ts and check_cert:
         if b.cert is None:
             return None if covered else "certificate missing"
+        if verify_cert is None:
+            return "certificates cannot be checked without the cluster's keys"
         if not verify_cert(b.cert, support_statement(b.view, b.seq, b.digest)):
             return "certificate does not verify"
+    elif not ts and check_cert and batch is not None:
+        if verify_cert is None:
+            return "client signatures cannot be checked without the cluster's keys"
+        for i in range(len(batch)):
+            if not verify_cert(client_party(batch.client(i)),
+                               request_statement(batch.signed_part(i)), batch.signature(i)):
+                return f"client message {i} of the batch has no valid client signature"
     return None

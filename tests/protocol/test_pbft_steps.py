@@ -149,3 +149,15 @@ def test_client_does_not_decide_on_f_plus_1_different_results(H):
     assert c.on_message(H.inform(2, 0, 5, [(handle, codec.ST_OK, b"x")]), 0.1) == []
     assert c.on_message(H.inform(3, 0, 6, [(handle, codec.ST_NOT_FOUND, b"")]), 0.1) == []
     assert handle in c.pending
+
+
+def test_a_prepared_slot_without_our_commit_gets_it_at_the_next_tick(H):
+    """After a restart the store restores slots as prepared (executed before the crash) but
+    not the COMMITs: the tick sends ours, so peers' answers can complete the quorum."""
+    r1 = H.replica(1)
+    msgs, h, _ = _prepared(H, r1)
+    r1._own_commits.clear()                       # as restored: prepared, no COMMIT held
+    r1.max_seen = 1
+    out = r1.on_timeout("tick", 0, 1.0)
+    assert sorted(a.to for a in H.sends(out, codec.COMMIT)) == [0, 2, 3]
+    assert r1._own_commits[1][0] == 0

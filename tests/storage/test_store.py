@@ -177,3 +177,24 @@ def test_a_stable_checkpoint_is_stored_under_every_sync_policy(tmp_path, policy)
     assert not s.persist_vote("support", 0, 9, b"c" * 32)
     assert not s.persist_vote("support", 0, 10, b"c" * 32)
     s.close()
+
+
+def test_a_damaged_vote_row_or_a_malformed_block_row_is_one_store_error(tmp_path):
+    from poe.storage.store import _check
+    s = _store(tmp_path)
+    b = _chain(1)[0]
+    s.append_block(b)
+    assert s.persist_vote("support", 0, 3, b"a" * 32)
+    s.commit()
+    assert list(s.votes()) == [("support", 0, 3, b"a" * 32)]
+    s.db.execute("UPDATE votes SET digest=? WHERE seq=3", (b"b" * 32,))   # no new row check
+    with pytest.raises(StoreError, match=r"support vote \(0, 3\) fails its row check"):
+        check_store(s, None, n=4, nf=3, ts=False)
+    s.db.execute("DELETE FROM votes")
+    short = b"x" * 31                       # a consistent row check, but not a digest
+    s.db.execute("UPDATE blocks SET digest=?, chk=? WHERE seq=1",
+                 (short, _check(b"block", 1, 0, short, b.prev, b.hash, None, None, None)))
+    with pytest.raises(StoreError, match="block row 1 is malformed") as err:
+        check_store(s, None, n=4, nf=3, ts=False)
+    assert REPAIR in str(err.value)
+    s.close()

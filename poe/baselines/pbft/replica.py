@@ -207,8 +207,19 @@ class PBFTReplica(PoEReplica):
         stuck = False
         for k in range(self.k_exec + 1, last + 1):
             slot = window.payload(k)
+            if slot is None:
+                continue
             held = self._own_commits.get(k)
-            if slot is None or held is None or held[0] != self.view \
+            if (held is None or held[0] != self.view) and slot.committed \
+                    and slot.cert_view == self.view and slot.digest == slot.cert_digest:
+                # prepared without our COMMIT of this view (restored from the store after
+                # a restart): send it now
+                self._prepared.append(k)
+                self._flush_commits(out)
+                slot.fetched_at = now               # just sent: no retransmission yet
+                stuck = True
+                continue
+            if held is None or held[0] != self.view \
                     or window.count(k, COMMIT_VOTES) >= self.nf:
                 continue
             stuck = True

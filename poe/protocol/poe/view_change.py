@@ -203,6 +203,7 @@ class ViewChangeMixin:
         self.nv_armed_for = -1
         self.forwarded: dict[tuple[int, int], float] = {}
         self._vc_verified: set[bytes] = set()   # VC-REQUEST frames already checked
+        self._nv_served: dict[int, float] = {}  # replica -> when we last sent it our NV-PROPOSE
 
     # ------------------------------------------------------------------ detection
 
@@ -304,7 +305,8 @@ class ViewChangeMixin:
 
     def on_vc_request(self, m: VcRequest, now: float) -> list:
         if m.view < self.view:
-            return self._drop("vc-request-old")
+            self.drops["vc-request-old"] += 1
+            return self._serve_new_view(m, now)
         held = self.vc_requests.get(m.sender)
         if held is not None and (m.view in held or len(held) >= VC_KEPT_PER_SENDER
                                  and m.view < min(held)):
@@ -326,6 +328,26 @@ class ViewChangeMixin:
         else:
             self._vc_progress(now, out)
         return out
+
+    def _serve_new_view(self, m: VcRequest, now: float) -> list:
+        """A replica asks to leave a view older than ours: it missed our view change (it was
+        down, or restarted from a store that says an older view). As the primary of our view,
+        send it our NV-PROPOSE: it checks it like any other (nf signed VC-REQUESTs) and
+        installs our view, instead of waiting for the next view change. At most once per
+        retransmission timeout per replica, and only for a validly signed VC-REQUEST."""
+        frame = self.nv_frame
+        if frame is None or self.nv_sent != self.view or not self.is_primary \
+                or self.status != NORMAL:
+            return []
+        sender = m.sender
+        if now - self._nv_served.get(sender, -1e18) < self.config.retransmit_timeout_s:
+            return []
+        if not self.crypto.verifier.verify(replica_party(sender), vc_request_statement(m.signed),
+                                           m.auth):
+            return []
+        self._nv_served[sender] = now          # at most n entries
+        self.stats["nv-propose-served"] += 1
+        return [Send(sender, self._sealed_for(frame, sender))]
 
     def adopt_checkpoint_proof(self, proof: CheckpointProof, now: float, out: list) -> None:
         """A verified nf-signed checkpoint (from a VC-REQUEST) above our stable one makes it

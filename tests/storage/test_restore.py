@@ -1,0 +1,322 @@
+"""Recovery (poe/storage/restore.py) through the runtime, without sockets: a replica driven
+by real, authenticated frames writes its store, "crashes" (the database is closed without
+another commit), and a new runtime on the same data directory restores it.
+
+MAC mode: the blocks above the stable checkpoint executed in the current view come back as
+view-committed slots (P_k and Q_k) and are executed again to the same head; nothing is
+executed in a view the replica asked to leave; the walk stops at the first block that was
+not executed in the current view. Both modes: a restarted primary continues after its own
+earlier proposals (its PROPOSE is a durable vote).
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from poe._core.digest import batch_digest, block_hash
+
+from poe._core import codec
+from poe.config import load_config
+from poe.crypto import load_secret, load_suite
+from poe.crypto.base import replica as replica_party
+from poe.crypto.dealer import deal_cluster, write_keys
+from poe.crypto.statements import checkpoint_statement, request_statement, support_statement
+from poe.protocol.actions import Broadcast, Persist, Send
+from poe.protocol.poe.view_change import NORMAL, VIEW_CHANGE
+from poe.runtime.replica import ReplicaRuntime
+from poe.storage.store import REPAIR, Block, Store, StoreError
+
+PERIOD, WINDOW = 4, 8
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("keys")
+    write_keys(directory, deal_cluster(4, 2))
+    return directory
+
+
+class Node:
+    """One replica's runtime on ``data`` plus the other parties' keys to talk to it."""
+
+    def __init__(self, keys, data, mode: str, me: int) -> None:
+        self.config = load_config(keys / "cluster.toml", [
+            f"replica.data_dir={data}", f"protocol.mode={mode}", "data.record_count=10",
+            f"protocol.checkpoint_period={PERIOD}", f"protocol.window={WINDOW}",
+            "protocol.batch_size=1"])
+        self.mode = mode
+        self.me = me
+        self._suites: dict = {}
+        self.rt = ReplicaRuntime(self.config, me)
+        self.now = 100.0
+
+    @property
+    def replica(self):
+        return self.rt.replica
+
+    def suite(self, role: str, i: int):
+        if (role, i) not in self._suites:
+            cluster = self.config.cluster
+            secret = load_secret(self.config.secret_path(role, i), cluster)
+            self._suites[role, i] = load_suite(cluster, secret,
+                                               variant=self.mode if role == "replica" else "mac")
+        return self._suites[role, i]
+
+    def restart(self) -> None:
+        """kill -9: nothing after the last loop-turn commit survives; then a new runtime."""
+        self.rt.store.db.close()
+        self.rt = ReplicaRuntime(self.config, self.me)
+        self.rt._recover()
+
+    # ---------------------------------------------------------------- input
+
+    def turn(self, *frames: bytes) -> list:
+        """One loop turn: every frame handled, actions carried out, the store committed."""
+        out: list = []
+        for frame in frames:
+            actions = self.rt.replica.on_message(frame, self.now)
+            self.rt._apply(actions)
+            out += actions
+        self.rt.store.commit()
+        self.now += 0.01
+        return out
+
+    def sealed(self, sender: int, frame: bytes) -> bytes:
+        macs = self.suite("replica", sender).macs
+        return codec.seal(frame, macs.mac(replica_party(self.me), frame))
+
+    def message(self, t: int) -> bytes:
+        unsigned = codec.pack_client_message(0, [(t, 100 + t, codec.OP_INSERT, b"v%d" % t)])
+        return unsigned + self.suite("client", 0).signer.sign(request_statement(unsigned))
+
+    def propose(self, k: int, msg: bytes, view: int = 0) -> bytes:
+        primary = self.rt.protocol.primary(view)
+        return self.sealed(primary, codec.encode_propose(primary, view, k, [msg]))
+
+    def support(self, sender: int, k: int, digest: bytes, view: int = 0) -> bytes:
+        share = b""
+        if self.mode == "ts":
+            share = self.suite("replica", sender).threshold_signer.share_sign(
+                support_statement(view, k, digest))
+        return self.sealed(sender, codec.encode_support(sender, view, k, digest, share))
+
+    def checkpoint(self, sender: int, k: int, state: bytes, chain: bytes) -> bytes:
+        sig = self.suite("replica", sender).signer.sign(checkpoint_statement(k, state, chain))
+        return codec.encode_checkpoint(sender, k, state, chain, sig)
+
+
+def _digest(msg: bytes) -> bytes:
+    return batch_digest(codec.Batch.from_messages([msg]))
+
+
+def _backup_executes(node: Node, last: int) -> dict[int, bytes]:
+    """Backup 1 (MAC) accepts and view-commits 1..last in view 0 (PROPOSE from 0, SUPPORT
+    from 2, its own); checkpoint 4 becomes stable with the CHECKPOINTs of 0 and 2."""
+    digests = {}
+    for k in range(1, last + 1):
+        msg = node.message(k)
+        digests[k] = _digest(msg)
+        out = node.turn(node.propose(k, msg), node.support(2, k, digests[k]))
+        assert node.replica.k_exec == k, node.replica.drops
+        if k == PERIOD:
+            own = [codec.decode(a.data) for a in out if isinstance(a, Broadcast)
+                   and codec.peek(a.data)[0] == codec.CHECKPOINT]
+            state, chain = own[0].state_digest, own[0].chain_digest
+            node.turn(node.checkpoint(0, k, state, chain), node.checkpoint(2, k, state, chain))
+            assert node.replica.checkpoints.stable.seq == PERIOD
+    return digests
+
+
+def _entries(vc_frame: bytes) -> set[tuple[int, int, int, bytes]]:
+    return {(e.type, e.seq, e.view, e.digest) for e in codec.decode(vc_frame).entries}
+
+
+def test_mac_blocks_of_the_current_view_come_back_committed_and_executed(keys, tmp_path):
+    node = Node(keys, tmp_path, "mac", 1)
+    digests = _backup_executes(node, 6)
+    before = (node.replica.head, node.replica.kv.state_digest())
+    node.restart()
+    r = node.replica
+    assert node.rt.recovery["replayed"] == 2                 # 5 and 6, above checkpoint 4
+    assert (r.k_exec, r.checkpoints.stable.seq, r.view, r.status) == (6, 4, 0, NORMAL)
+    assert (r.head, r.kv.state_digest()) == before
+    for k in (5, 6):
+        slot = r.window.payload(k)
+        assert slot.committed and slot.executed
+        assert (slot.prop_view, slot.cert_view, slot.digest, slot.cert_digest) == \
+            (0, 0, digests[k], digests[k])
+        assert slot.supported == {digests[k]: 0}
+    assert r.next_k == 7
+    # a view change now reports them as view-committed (P_k) and supported (Q_k) in view 0
+    out: list = []
+    r.start_view_change(0, node.now, out)
+    entries = _entries(r.own_vcs[0])
+    for k in (5, 6):
+        assert (codec.ENTRY_PREPARED, k, 0, digests[k]) in entries
+        assert (codec.ENTRY_SUPPORTED, k, 0, digests[k]) in entries
+    # a peer still lacking our vote for the stable checkpoint gets it, as before the crash
+    stable = r.checkpoints.stable
+    out = node.turn(node.checkpoint(3, 4, stable.state_digest, stable.chain_digest))
+    [answer] = [codec.decode(a.data) for a in out if isinstance(a, Send) and a.to == 3]
+    assert (answer.kind, answer.sender, answer.seq, answer.state_digest, answer.chain_digest) \
+        == (codec.CHECKPOINT, 1, 4, stable.state_digest, stable.chain_digest)
+    # the re-execution rewrote the same blocks
+    assert [b.hash for b in node.rt.store.blocks(above=4)] == \
+        [r.block_hashes[5], r.block_hashes[6]]
+
+
+def test_a_retransmitted_propose_of_a_restored_slot_is_answered_with_the_same_support(
+        keys, tmp_path):
+    node = Node(keys, tmp_path, "mac", 1)
+    digests = _backup_executes(node, 6)
+    node.restart()
+    out = node.turn(node.propose(6, node.message(6)))
+    assert node.replica.status == NORMAL and node.replica.stats["support-resent"] == 1
+    sent = [(a.to, codec.decode(a.data)) for a in out if isinstance(a, Send)]
+    assert {to for to, _ in sent} == {0, 2, 3}
+    assert {(m.kind, m.view, m.seq, m.digest) for _, m in sent} == \
+        {(codec.SUPPORT, 0, 6, digests[6])}
+    # a FETCH of it is answered with the batch and that SUPPORT (a peer behind can commit)
+    out = node.turn(node.sealed(3, codec.encode_fetch(3, 6, digests[6])))
+    kinds = sorted(codec.decode(a.data).kind for a in out if isinstance(a, Send))
+    assert kinds == sorted([codec.FETCH_REPLY, codec.SUPPORT])
+    node.turn(node.propose(6, node.message(7)))              # a different batch for (0, 6)
+    assert node.replica.status == VIEW_CHANGE               # is equivocation
+
+
+def test_a_support_sent_but_not_executed_is_counted_again_once_the_batch_is_fetched(
+        keys, tmp_path):
+    node = Node(keys, tmp_path, "mac", 1)
+    _backup_executes(node, 6)
+    msg = node.message(7)
+    d7 = _digest(msg)
+    node.turn(node.propose(7, msg))                         # our SUPPORT(0, 7) leaves
+    assert node.replica.k_exec == 6
+    node.restart()
+    r = node.replica
+    slot = r.window.payload(7)
+    assert (slot.batch, slot.digest, slot.supported, slot.committed) == (None, d7, {d7: 0},
+                                                                         False)
+    assert r.max_seen == 7 and r.k_exec == 6
+    # the batch comes back by FETCH with one more SUPPORT: ours + 2's + 3's = nf
+    reply = node.sealed(2, codec.encode_fetch_reply(2, 7, d7, [msg]))
+    node.turn(reply, node.support(2, 7, d7))
+    assert r.k_exec == 6                                    # ours and 2's: not yet nf
+    node.turn(node.support(3, 7, d7))
+    assert r.k_exec == 7
+
+
+def test_nothing_is_executed_in_a_view_the_replica_asked_to_leave(keys, tmp_path):
+    node = Node(keys, tmp_path, "mac", 1)
+    digests = _backup_executes(node, 6)
+    out: list = []
+    node.replica.start_view_change(0, node.now, out)        # e.g. its progress timer fired
+    node.rt._apply(out)
+    node.rt.store.commit()
+    stable = node.replica.checkpoints.stable
+    node.restart()
+    r = node.replica
+    assert node.rt.recovery["replayed"] == 0
+    assert node.rt.counters["executed-batches"] == 0
+    assert (r.k_exec, r.status, r.vc_view) == (4, VIEW_CHANGE, 0)
+    assert r.kv.state_digest() == stable.state_digest
+    assert not r.window.payload(5).executed
+    # but it still reports them in the VC-REQUEST it sends again
+    entries = _entries(r.own_vcs[0])
+    for k in (5, 6):
+        assert (codec.ENTRY_PREPARED, k, 0, digests[k]) in entries
+    # a PROPOSE of the view it left is not taken either
+    assert node.turn(node.propose(7, node.message(7))) == []
+    assert r.k_exec == 4
+
+
+@pytest.mark.parametrize("views, executed", [((0, 1), 4), ((1, 0), 5)])
+def test_the_replay_stops_at_the_first_block_not_executed_in_the_current_view(
+        keys, tmp_path, views, executed):
+    node = Node(keys, tmp_path, "mac", 1)
+    _backup_executes(node, 6)
+    store = node.rt.store
+    blocks = list(store.blocks(above=4))
+    store.set_view(1)                      # the store's view is 1; blocks 5, 6 get views
+    for b, view in zip(blocks, views):
+        store.append_block(Block(b.seq, view, b.digest, b.prev, b.hash, b.body, None))
+    store.commit()
+    node.restart()
+    r = node.replica
+    assert (r.view, r.k_exec, r.status) == (1, executed, NORMAL)
+    assert node.rt.recovery["replayed"] == executed - 4
+    if executed == 4:
+        assert r.window.payload(6) is None                 # 6 (view 1) sits above the gap
+
+
+def test_a_mac_block_without_valid_client_signatures_stops_the_replica(keys, tmp_path):
+    node = Node(keys, tmp_path, "mac", 1)
+    _backup_executes(node, 6)
+    node.rt.store.db.close()
+    msg = bytearray(node.message(5))
+    msg[-1] ^= 1                                           # not the client's signature
+    batch = codec.Batch.from_messages([bytes(msg)])
+    digest = batch_digest(batch)
+    db = sqlite3.connect(tmp_path / "replica-1" / "ledger.db")
+    prev = db.execute("SELECT hash FROM blocks WHERE seq=4").fetchone()[0]
+    db.close()
+    store = Store(tmp_path / "replica-1", genesis=node.config.genesis(), replica_id=1)
+    store.append_block(Block(5, 0, digest, prev, block_hash(5, digest, prev), batch.body(),
+                             None))                          # a consistent row, chain and digest
+    store.close()
+    with pytest.raises(StoreError) as err:
+        ReplicaRuntime(node.config, 1)
+    assert "block 5" in str(err.value) and "client signature" in str(err.value)
+    assert REPAIR in str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["ts", "mac"])
+def test_a_restarted_primary_continues_after_its_own_proposals(keys, tmp_path, mode):
+    node = Node(keys, tmp_path, mode, 0)
+    msgs = {k: node.message(k) for k in range(1, 5)}
+    proposals = {}
+    for k in (1, 2, 3):
+        out = node.turn(codec.encode_request(msgs[k]))
+        sends = [a for a in out if isinstance(a, Send) and codec.peek(a.data)[0] == codec.PROPOSE]
+        assert {codec.peek(a.data)[3] for a in sends} == {k}
+        vote = Persist(("support", 0, k, _digest(msgs[k])))
+        assert out.index(vote) < out.index(sends[0])          # durable before it leaves
+        proposals[k] = sends
+    # only 1 is view-committed (and executed) before the crash
+    node.turn(node.support(1, 1, _digest(msgs[1])), node.support(2, 1, _digest(msgs[1])))
+    assert node.replica.k_exec == 1
+    assert not node.rt.store.persist_vote("support", 0, 2, _digest(msgs[4]))
+    node.rt.store.commit()
+    node.restart()
+    r = node.replica
+    assert (r.k_exec, r.next_k, r.max_seen, r.is_primary) == (1, 4, 3, True)
+    out = node.turn(codec.encode_request(msgs[4]))
+    seqs = {codec.peek(a.data)[3] for a in out
+            if isinstance(a, Send) and codec.peek(a.data)[0] == codec.PROPOSE}
+    assert seqs == {4}                                      # not 2 again: no equivocation
+    assert node.rt.counters["equivocation-refused"] == 0
+
+
+def test_a_restarted_primary_answers_with_its_vote_once_it_has_its_batch_back(keys, tmp_path):
+    node = Node(keys, tmp_path, "mac", 0)
+    msgs = {k: node.message(k) for k in (1, 2)}
+    digests = {k: _digest(m) for k, m in msgs.items()}
+    for k in (1, 2):
+        node.turn(codec.encode_request(msgs[k]))
+    node.turn(node.support(1, 1, digests[1]), node.support(2, 1, digests[1]))
+    assert node.replica.k_exec == 1
+    node.restart()                            # its batch for 2 is gone; its vote is not
+    r = node.replica
+    slot = r.window.payload(2)
+    assert (slot.prop_view, slot.batch, slot.digest) == (0, None, digests[2])
+    reply = node.sealed(1, codec.encode_fetch_reply(1, 2, digests[2], [msgs[2]]))
+    node.turn(reply, node.support(1, 2, digests[2]))
+    assert r.k_exec == 1                      # its own vote and 1's
+    node.turn(node.support(2, 2, digests[2]))
+    assert r.k_exec == 2
+    out = node.turn(node.sealed(3, codec.encode_fetch(3, 2, digests[2])))
+    answers = {codec.decode(a.data).kind: codec.decode(a.data) for a in out
+               if isinstance(a, Send) and a.to == 3}
+    assert set(answers) == {codec.FETCH_REPLY, codec.SUPPORT}
+    vote = answers[codec.SUPPORT]
+    assert (vote.sender, vote.view, vote.seq, vote.digest) == (0, 0, 2, digests[2])
