@@ -1213,3 +1213,22 @@ def test_a_retry_of_a_stable_position_gets_a_final_inform_that_f_plus_1_prove(cl
     [proof] = done
     assert proof.final and proof.seq == 1 and proof.replicas == (1, 2)
     assert proof.results == ((1, codec.ST_OK, b""),)
+
+
+@pytest.mark.parametrize("mode", ["ts", "mac"])
+def test_fetch_below_the_stable_checkpoint_is_answered_with_our_checkpoint_vote(cluster, mode):
+    """A peer fetching a slot below our stable checkpoint is behind it (e.g. restarted, its
+    CHECKPOINT votes lost): our vote for the checkpoint helps it to nf and a state transfer;
+    once per retransmission timeout."""
+    H = cluster(mode, checkpoint_period=2, window=4)
+    r1 = H.replica(1)
+    _run_to(H, r1, 2)
+    state, chain = r1.kv.state_digest(), r1.head
+    r1.on_message(H.checkpoint(2, 2, state, chain), 0.1)
+    r1.on_message(H.checkpoint(3, 2, state, chain), 0.1)
+    assert r1.window.low == 2
+    [vote] = r1.on_message(H.fetch(0, 1, 1, b"\0" * 32), 1.0)
+    m = codec.decode(vote.data)
+    assert vote.to == 0 and (m.kind, m.sender, m.seq) == (codec.CHECKPOINT, 1, 2)
+    assert r1.on_message(H.fetch(0, 1, 2, b"\0" * 32), 1.01) == []
+    assert r1.drops["fetch-outside-window"] == 2

@@ -681,7 +681,17 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         """Answer with the batch we hold for k (and our certificate / our SUPPORT)."""
         k = m.seq
         if not self.window.contains(k):
-            return self._drop("fetch-outside-window")
+            self.drops["fetch-outside-window"] += 1
+            frame = self.own_checkpoints.get(self.window.low)
+            if k <= self.window.low and frame is not None \
+                    and now - self._ckpt_served.get(m.sender, -1e18) \
+                    >= self.config.retransmit_timeout_s:
+                # k is below our stable checkpoint: the sender is behind it, and may have
+                # lost the CHECKPOINTs that prove it (a restart); ours helps it to nf, and
+                # then to a state transfer
+                self._ckpt_served[m.sender] = now
+                return [Send(m.sender, frame)]
+            return []
         slot = self.window.payload(k)
         if slot is None or slot.batch is None:
             return self._drop("fetch-unknown")
