@@ -65,3 +65,22 @@ def test_a_forged_old_vc_request_is_not_answered(both):
     frame[-1] ^= 1                                # not replica 0's signature
     assert r[1].on_message(bytes(frame), 1.1) == []
     assert r[1].stats["nv-propose-served"] == 0
+
+
+def test_an_old_primary_still_proposing_in_its_view_is_sent_the_new_view(both):
+    """Replica 0 (primary of view 0) missed view 1 and keeps proposing in view 0; the primary
+    of view 1 answers its PROPOSE with the NV-PROPOSE, which replica 0 installs."""
+    H = both
+    r = _view_one_without_replica_0(H)
+    old = r[0]
+    old.on_message(H.request(0, [(1, 10, codec.OP_INSERT, b"x")]), 1.0)
+    out = old.on_timeout("batch", 0, 1.01)
+    proposals = {a.to: a.data for a in out if isinstance(a, Send)
+                 and codec.peek(a.data)[0] == codec.PROPOSE}
+    assert set(proposals) == {1, 2, 3}
+    assert r[2].on_message(proposals[2], 1.02) == []          # a backup of view 1: dropped
+    answer = r[1].on_message(proposals[1], 1.02)
+    assert [(a.to, codec.peek(a.data)[0]) for a in answer] == [(0, codec.NV_PROPOSE)]
+    assert r[1].drops["propose-wrong-view"] == 1
+    old.on_message(answer[0].data, 1.03)
+    assert (old.view, old.status, old.is_primary) == (1, NORMAL, False)

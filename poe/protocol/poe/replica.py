@@ -447,7 +447,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         """Accept a proposal (§2.6) and SUPPORT it: to the primary (TS) or to all (MAC)."""
         v, k = m.view, m.seq
         if v != self.view or self.status != NORMAL:
-            return self._drop("propose-wrong-view")
+            self.drops["propose-wrong-view"] += 1
+            return self._serve_new_view(m, now) if v < self.view else []
         if m.sender != self.primary:
             return self._drop("propose-not-primary")
         if not self.window.contains(k) or k <= self.kstart:
@@ -540,7 +541,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
     def on_support(self, m: codec.Support, now: float) -> list[Action]:
         v, k = m.view, m.seq
         if v != self.view or self.status != NORMAL:
-            return self._drop("support-wrong-view")
+            self.drops["support-wrong-view"] += 1
+            return self._serve_new_view(m, now) if v < self.view else []
         if not self.window.contains(k):
             if self._stash_ahead(m, k):
                 return []

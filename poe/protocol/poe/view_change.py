@@ -329,12 +329,14 @@ class ViewChangeMixin:
             self._vc_progress(now, out)
         return out
 
-    def _serve_new_view(self, m: VcRequest, now: float) -> list:
-        """A replica asks to leave a view older than ours: it missed our view change (it was
-        down, or restarted from a store that says an older view). As the primary of our view,
+    def _serve_new_view(self, m, now: float) -> list:
+        """A replica asks to leave a view older than ours, or still works in one (PROPOSE,
+        SUPPORT, CERTIFY of it): it missed our view change (it was down, or restarted from a
+        store that says an older view — e.g. an old primary). As the primary of our view,
         send it our NV-PROPOSE: it checks it like any other (nf signed VC-REQUESTs) and
         installs our view, instead of waiting for the next view change. At most once per
-        retransmission timeout per replica, and only for a validly signed VC-REQUEST."""
+        retransmission timeout per replica; a VC-REQUEST must carry a valid signature (the
+        other kinds were MAC-checked on arrival)."""
         frame = self.nv_frame
         if frame is None or self.nv_sent != self.view or not self.is_primary \
                 or self.status != NORMAL:
@@ -342,8 +344,8 @@ class ViewChangeMixin:
         sender = m.sender
         if now - self._nv_served.get(sender, -1e18) < self.config.retransmit_timeout_s:
             return []
-        if not self.crypto.verifier.verify(replica_party(sender), vc_request_statement(m.signed),
-                                           m.auth):
+        if m.kind == codec.VC_REQUEST and not self.crypto.verifier.verify(
+                replica_party(sender), vc_request_statement(m.signed), m.auth):
             return []
         self._nv_served[sender] = now          # at most n entries
         self.stats["nv-propose-served"] += 1
