@@ -140,6 +140,13 @@ def test_client_decides_on_f_plus_1_matching_replies_across_views(H):
     # a reply from view 1 for the same position and result matches (committed is final)
     [cancel, done] = c.on_message(H.inform(2, 0, 5, results, v=1), 0.2)
     assert done.seq == 5 and sorted(done.replicas) == [1, 2]
+    # one replica saying view 1 does not move the client to primary 1 (swarm pbft seed 121)
+    assert c.view == 0
+    handle, _ = c.submit([(11, codec.OP_READ, b"")], 0.3)
+    results = [(handle, codec.ST_NOT_FOUND, b"")]
+    c.on_message(H.inform(1, 0, 6, results, v=1), 0.4)
+    c.on_message(H.inform(2, 0, 6, results, v=1), 0.4)
+    assert c.view == 1                              # f+1 of them: one is correct
 
 
 def test_client_does_not_decide_on_f_plus_1_different_results(H):

@@ -88,7 +88,7 @@ def test_equivocating_primary_is_replaced_and_nothing_diverges():
 
 
 # seeds of the PBFT swarm run in CI (the full campaign is in docs/testing.md)
-PBFT_SEEDS = list(range(1, 13))
+PBFT_SEEDS = list(range(1, 13)) + [121]      # 121: a faulty INFORM moved the client's view
 
 
 @pytest.mark.parametrize("seed", PBFT_SEEDS)

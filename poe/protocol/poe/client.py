@@ -60,6 +60,7 @@ class _Pending:
     votes: dict[int, tuple[int, int, bytes]]     # replica -> (view, seq, body)
     tally: Counter
     final: dict[int, tuple[int, bytes]]          # replica -> (seq, body) it says is final
+    views: dict[int, int]                        # replica -> view of its latest INFORM
 
 
 class PoEClient:
@@ -117,7 +118,7 @@ class PoEClient:
         handle = ops[0][0]
         self.pending[handle] = _Pending(frame, tuple(op[0] for op in ops), now,
                                         now + self.deadline_s, self.retry_timeout_s, {},
-                                        Counter(), {})
+                                        Counter(), {}, {})
         self.stats["submitted"] += 1
         return handle, [Send(self.config.primary(self.view), frame),
                         SetTimer(TIMER_RETRY, handle,
@@ -154,6 +155,7 @@ class PoEClient:
             self.drops["wrong-request-ids"] += 1
             return []
         vote = (m.view if self.match_view else 0, m.seq, m.body_bytes())
+        p.views[sender] = m.view
         if m.final:
             # the sender vouches that seq is at or below its stable checkpoint: f+1 matching
             # such INFORMs include a correct replica, so the position and result are final
@@ -186,7 +188,12 @@ class PoEClient:
     def _complete(self, handle: int, p: _Pending, m, proof, now: float,
                   final: bool = False) -> list:
         del self.pending[handle]
-        self.view = max(self.view, m.view)
+        # the view to send to next: one at least f+1 of the proof's replicas (so one correct
+        # replica) are in; a single faulty replica's INFORM must not point us at another
+        # primary (with PoE's nf matching INFORMs they all carry m.view anyway)
+        views = sorted((p.views.get(r, 0) for r in proof), reverse=True)
+        if len(views) > self.f:
+            self.view = max(self.view, views[self.f])
         self.stats["completed-final" if final else "completed"] += 1
         return [CancelTimer(TIMER_RETRY, handle),
                 Completed(handle, m.view, m.seq, m.index, m.results, proof, now - p.sent_at,
