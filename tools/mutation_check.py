@@ -1,7 +1,7 @@
 """Prove the simulator's checkers bite: apply known bugs one at a time and count how many
 swarm seeds it takes to catch each (issue #5, item 7).
 
-Usage:  python tools/mutation_check.py [--seeds 300] [--start 1] [--only NAME ...]
+Usage:  python tools/mutation_check.py [--seeds 500] [--start 1] [--only NAME ...]
         python tools/mutation_check.py --protocol pbft     # the PBFT baseline's mutants
 
 For each mutant the swarm runs seeds start, start+1, ... with primary faults allowed (so
@@ -147,7 +147,7 @@ def outcome(seed: int, protocol: str = "poe") -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=300, help="seeds per mutant at most")
+    parser.add_argument("--seeds", type=int, default=500, help="seeds per mutant at most")
     parser.add_argument("--start", type=int, default=1)
     parser.add_argument("--protocol", choices=("poe", "pbft"), default="poe")
     parser.add_argument("--only", nargs="*", choices=sorted({*MUTANTS, *PBFT_MUTANTS}))
