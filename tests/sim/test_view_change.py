@@ -214,3 +214,80 @@ def test_a_replay_that_does_not_chain_falls_back_to_a_snapshot():
     r3 = sim.replicas[3]
     assert r3.drops["state-reply-wrong-batch"] >= 1
     assert r3.stats["state-transfers"] >= 1 and r3.stats["state-transfers-replayed"] == 0
+
+
+def test_hidden_certificate_of_a_faulty_primary_loses_to_the_re_certified_history():
+    """PROTOCOL.md §4.9, the whole three-view scenario (n = 7, f = 2, replicas 1 and 5 faulty
+    and colluding; network delays do the rest):
+    view 0: batch e at J is certified but only replicas 0 and 6 get the certificate;
+    view 1 (faulty primary 1), formed without 0 and 6: J is re-proposed with T'', certified
+    with shares of correct replicas, the CERTIFY shown only to faulty 5;
+    view 2, formed from {0, 2, 3, 4, 6}: e's view-0 certificate is the highest known, e is
+    kept, re-certified in view 2, executed, and clients hold proofs of execution for it;
+    view 3, formed with 1 and 5, who reveal T'' with its view-1 certificate: e's view-2
+    certificate outranks it. The checkers fail the run if e were rolled back."""
+    config = ProtocolConfig(n=7, mode="ts", batch_size=10, checkpoint_period=512, window=1024,
+                            view_change_timeout_s=1000.0, new_view_timeout_s=1000.0,
+                            retransmit_timeout_s=0.05)
+    sim = SimCluster(config, clients=2, seed=3,
+                     workload=Workload(ops_per_message=1, outstanding=2, retry_timeout_s=0.1,
+                                       retry_timeout_max_s=0.2, deadline_s=120.0))
+    faulty = {1, 5}
+    sim.checker.byzantine.update(faulty)
+    state = {"phase": "0", "J": 1 << 60, "hidden": []}
+
+    def network(src, dst, data):
+        if src >= 7 or dst >= 7:
+            return False                        # clients are always reachable
+        kind, _, _, seq = codec.peek(data)
+        phase = state["phase"]
+        if phase == "0":                        # e's certificate reaches only 6
+            return (kind == codec.CERTIFY and src == 0 and seq >= state["J"] and dst != 6) \
+                or (kind == codec.FETCH_REPLY and src in (0, 6))
+        if phase == "1":                        # {0, 6} late; T'' certified, shown to 5
+            if src in (0, 6) or dst in (0, 6):
+                return True
+            if kind == codec.CERTIFY and src == 1:
+                if dst == 5:
+                    state["hidden"].append(seq)
+                return dst != 5
+            return kind == codec.FETCH_REPLY and src in faulty
+        if phase == "2":                        # 1 and 5 stay silent (and in view 1)
+            return src in faulty or dst in faulty
+        # phase 3: the primary of view 2 is cut off; 6's VC-REQUEST is late
+        return src == 2 or dst == 2 or (kind == codec.VC_REQUEST and src == 6)
+
+    sim.filter = network
+
+    def suspect(replicas, leaving):
+        for r in replicas:
+            out: list = []
+            sim.replicas[r].start_view_change(leaving, sim.loop.now, out)
+            sim._apply(r, out)
+
+    sim.start(400)
+    sim.run_for(0.02)
+    J = state["J"] = max(r.k_exec for r in sim.replicas) + 3
+    sim.run_for(0.1)
+    assert sim.replicas[6].k_exec >= J and sim.replicas[2].k_exec < J
+    state["phase"] = "1"
+    suspect((1, 2, 3, 4, 5), 0)
+    sim.run_for(0.5)
+    assert sim.replicas[2].view == 1 and J in state["hidden"]
+    assert sim.replicas[5].k_exec >= J and sim.replicas[2].k_exec < J      # T'' at 1, 5
+    state["phase"] = "2"
+    suspect((2, 3, 4), 1)                       # 0 and 6 join them (f + 1 requests)
+    sim.run_for(0.5)
+    assert {sim.replicas[r].view for r in (0, 2, 3, 4, 6)} == {2}
+    assert any(seq == J for seq in sim.checker.proofs)      # a client holds a proof for e
+    e = sim.checker.ledgers[2][J][1]
+    state["phase"] = "3"
+    suspect((0, 3, 4, 6), 2)                    # 1 and 5 join and reveal T''
+    sim.run_for(0.5)
+    assert {sim.replicas[r].view for r in (0, 1, 3, 4, 5)} == {3}
+    sim.filter = None
+    sim.run_for(1.0)
+    final = sim.finish()
+    assert final.violations == [], final.violations
+    for r in (0, 2, 3, 4, 6):
+        assert sim.checker.ledgers[r][J][1] == e
