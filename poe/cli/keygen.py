@@ -37,8 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--base-port", type=int, default=7000, metavar="P",
                         help="replica i listens on P+2i (replicas) and P+2i+1 (clients); "
                              "default 7000")
-    parser.add_argument("--mode", choices=("ts", "mac"), default="ts",
-                        help="protocol.mode written into poe.toml (default ts)")
+    parser.add_argument("--protocol", choices=("poe", "pbft"), default="poe",
+                        help="protocol.protocol written into poe.toml (default poe)")
+    parser.add_argument("--mode", choices=("ts", "mac"), default=None,
+                        help="protocol.mode written into poe.toml (default ts; pbft: mac)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing key files in DIR")
     parser.set_defaults(func=run)
@@ -46,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate, write and re-check the key files; print the paths (never the keys)."""
+    mode = args.mode or ("mac" if args.protocol == "pbft" else "ts")
+    if args.protocol == "pbft" and mode != "mac":
+        raise CliError("--protocol pbft runs on the MAC fabric: drop --mode or use --mode mac")
     try:
         dealt = deal_cluster(args.replicas, args.clients, host=args.host,
                              base_port=args.base_port)
@@ -62,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     config_path = paths[0].parent / CONFIG_FILE
     try:
-        write_config(config_path, {"protocol.mode": args.mode}, force=args.force)
+        write_config(config_path, {"protocol.protocol": args.protocol, "protocol.mode": mode},
+                     force=args.force)
     except FileExistsError:
         raise CliError(f"{config_path}: already exists; use --force to replace it") from None
     except OSError as exc:

@@ -42,12 +42,13 @@ def run_poe(cwd: Path, *args: str, timeout: float = 180.0) -> subprocess.Complet
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def keygen(directory: Path, replicas: int = 4, clients: int = 8, mode: str = "ts") -> Path:
+def keygen(directory: Path, replicas: int = 4, clients: int = 8, mode: str = "ts",
+           protocol: str = "poe") -> Path:
     """Fresh keys and poe.toml on free ports; returns the poe.toml path."""
     base = free_port_range(2 * replicas)
     done = run_poe(directory, "keygen", "--replicas", str(replicas), "--clients", str(clients),
                    "--out", str(directory / "keys"), "--base-port", str(base), "--mode", mode,
-                   timeout=60)
+                   "--protocol", protocol, timeout=60)
     assert done.returncode == 0, done.stderr
     return directory / "keys" / "poe.toml"
 

@@ -174,12 +174,14 @@ def test_kill_9_of_the_primary_under_load_keeps_every_proven_request(tmp_path, d
     _verify_all(tmp_path, config)
 
 
-@pytest.mark.parametrize("mode", ["ts", "mac"])
+@pytest.mark.parametrize("mode", ["ts", "mac", "pbft"])
 def test_kill_9_of_every_replica_under_load_loses_no_proven_request(tmp_path, local_cluster,
                                                                    mode):
     # TS: the blocks above the stable checkpoint come back with their certificates; MAC:
-    # as view-committed slots of the current view (docs/storage.md, "Recovery")
-    config = keygen(tmp_path, mode=mode)
+    # as view-committed slots of the current view (docs/storage.md, "Recovery"); PBFT (MAC
+    # fabric): the same slots, prepared, whose COMMITs are sent again after the restart
+    config = keygen(tmp_path, mode="mac" if mode == "pbft" else mode,
+                    protocol="pbft" if mode == "pbft" else "poe")
     cluster = local_cluster(config, settings=SETTINGS)
     cluster.start_all()
     bench = _start_load(tmp_path, config, 30)
