@@ -1,8 +1,9 @@
 """``poe client --config poe.toml get KEY`` / ``put KEY VALUE``: one request and its proof.
 
 Sends one signed client message to the cluster, waits for nf matching INFORMs (the proof of
-execution, PROTOCOL.md §2.4) and prints the result with the proof: the view, the sequence
-number and position it was executed at, and the replicas whose INFORMs agree. Exit status
+execution, PROTOCOL.md §2.4; f+1 replies for the PBFT baseline) and prints the result with
+the proof: the view, the sequence number and position it was executed at, and the replicas
+whose INFORMs agree. Exit status
 0 with a proof, 1 when the outcome is unknown (no proof before the deadline), 2 on a usage,
 configuration or key problem.
 
@@ -104,8 +105,14 @@ def _report(args, config, event) -> int:
         print(f"{what}: {name} {_show(bytes(value))} ({len(value)} bytes)")
     else:
         print(f"{what}: {name}")
+    if event.final:
+        quorum = f"f+1 = {config.cluster.f + 1} FINAL"
+    elif config.protocol.protocol == "pbft":
+        quorum = f"f+1 = {config.cluster.f + 1}, PBFT"
+    else:
+        quorum = f"nf = {config.cluster.nf}"
     print(f"proof: request {t} executed as message {event.index} of batch {event.seq} in view "
-          f"{event.view}; {len(event.replicas)} matching INFORMs (nf = {config.cluster.nf} of "
+          f"{event.view}; {len(event.replicas)} matching INFORMs ({quorum} of "
           f"n = {config.n}) from replicas {', '.join(map(str, event.replicas))}; "
           f"{event.latency_s * 1000:.1f} ms")
     return 0
