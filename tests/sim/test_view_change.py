@@ -216,16 +216,16 @@ def test_a_replay_that_does_not_chain_falls_back_to_a_snapshot():
     assert r3.stats["state-transfers"] >= 1 and r3.stats["state-transfers-replayed"] == 0
 
 
-def test_hidden_certificate_of_a_faulty_primary_loses_to_the_re_certified_history():
+def _three_view_hidden_certificate_run():
     """PROTOCOL.md §4.9, the whole three-view scenario (n = 7, f = 2, replicas 1 and 5 faulty
     and colluding; network delays do the rest):
     view 0: batch e at J is certified but only replicas 0 and 6 get the certificate;
     view 1 (faulty primary 1), formed without 0 and 6: J is re-proposed with T'', certified
     with shares of correct replicas, the CERTIFY shown only to faulty 5;
     view 2, formed from {0, 2, 3, 4, 6}: e's view-0 certificate is the highest known, e is
-    kept, re-certified in view 2, executed, and clients hold proofs of execution for it;
-    view 3, formed with 1 and 5, who reveal T'' with its view-1 certificate: e's view-2
-    certificate outranks it. The checkers fail the run if e were rolled back."""
+    kept, executed, and clients hold proofs of execution for it;
+    view 3, formed with 1 and 5, who reveal T'' with its view-1 certificate.
+    Returns (sim, final result, J, e's digest)."""
     config = ProtocolConfig(n=7, mode="ts", batch_size=10, checkpoint_period=512, window=1024,
                             view_change_timeout_s=1000.0, new_view_timeout_s=1000.0,
                             retransmit_timeout_s=0.05)
@@ -287,7 +287,68 @@ def test_hidden_certificate_of_a_faulty_primary_loses_to_the_re_certified_histor
     assert {sim.replicas[r].view for r in (0, 1, 3, 4, 5)} == {3}
     sim.filter = None
     sim.run_for(1.0)
-    final = sim.finish()
+    return sim, sim.finish(), J, e
+
+
+def test_hidden_certificate_of_a_faulty_primary_loses_to_the_re_certified_history():
+    """Re-certified in view 2, e's certificate outranks T''s view-1 one in view 3."""
+    sim, final, J, e = _three_view_hidden_certificate_run()
     assert final.violations == [], final.violations
     for r in (0, 2, 3, 4, 6):
         assert sim.checker.ledgers[r][J][1] == e
+
+
+def test_without_re_certification_the_hidden_certificate_wins(monkeypatch):
+    """The same run under the paper-literal new view (the history is executed under its old
+    certificates, fetched with them, and reported with their old views later): T'' (view 1)
+    outranks e (view 0) in view 3, e is rolled back under a client's proof of execution,
+    and the checkers say so. This is why PROTOCOL.md §4.9 re-certifies."""
+    from poe.protocol.poe import replica as replica_mod
+    from poe.protocol.poe import view_change as vc_mod
+    from poe.crypto.base import Certificate
+    from poe.crypto.statements import support_statement
+
+    def advance(self, now, out):
+        history = self.history
+        if history is None:
+            return
+        self.h_next = max(self.h_next, self.window.low + 1)
+        while self.h_next <= history.k_max:
+            k = self.h_next
+            slot = self.window.payload(k) if self.window.contains(k) else None
+            entry = history.entries.get(k)
+            if slot is None or entry is None or slot.batch is None \
+                    or slot.cert_digest != entry.digest:
+                break
+            slot.committed = True
+            if k <= self.k_exec and slot.results is not None:
+                self.inform(k, slot, slot.results, out)
+            self.h_next = k + 1
+        if self.h_next > history.k_max:
+            self.history = None
+        self._try_execute(now, out)
+
+    original_fetch_reply = replica_mod.PoEReplica.on_fetch_reply
+
+    def on_fetch_reply(self, m, now):
+        entry = self.history.entries.get(m.seq) if self.history is not None else None
+        if entry is not None and m.bitmap and m.cert_view < self.view \
+                and m.digest == entry.digest and self.window.contains(m.seq):
+            cert = Certificate(m.bitmap, m.signature)
+            if self.crypto.threshold.verify_cert(
+                    cert, support_statement(m.cert_view, m.seq, m.digest)):
+                slot = self._slot(m.seq, now)
+                slot.batch, slot.digest = m.batch, m.digest
+                slot.cert_view, slot.cert_digest, slot.cert = m.cert_view, m.digest, cert
+                out = []
+                self._progress(now, out)
+                return out
+        return original_fetch_reply(self, m, now)
+
+    monkeypatch.setattr(vc_mod.ViewChangeMixin, "_recertify",
+                        lambda self, now, out, only_missing: None)
+    monkeypatch.setattr(vc_mod.ViewChangeMixin, "_advance_recertified", advance)
+    monkeypatch.setattr(replica_mod.PoEReplica, "on_fetch_reply", on_fetch_reply)
+    sim, final, J, e = _three_view_hidden_certificate_run()
+    assert any("rolled back" in v and f"proof-of-executed position {J} " in v
+               for v in final.violations), final.violations
