@@ -34,12 +34,11 @@ from __future__ import annotations
 
 from poe._core import codec
 from poe.protocol.actions import Action, Persist, Send
-from poe.protocol.poe.replica import _AUTH, NOOP_DIGEST, NORMAL, PoEReplica, Slot
+from poe.protocol.poe.replica import _AUTH, FETCH_AHEAD, NOOP_DIGEST, NORMAL, PoEReplica, Slot
 
 __all__ = ["PBFTReplica", "COMMIT_VOTES"]
 
 COMMIT_VOTES = 1               # window vote kind 1: COMMITs (kind 0: SUPPORT = PREPARE)
-FETCH_AHEAD = 32
 
 
 class PBFTReplica(PoEReplica):
@@ -56,7 +55,7 @@ class PBFTReplica(PoEReplica):
         self._prepared: list[int] = []             # prepared since the last flush: COMMIT
         self._own_commits: dict[int, tuple[int, bytes]] = {}   # k -> (view, frame)
         self._early_commits: dict[int, dict[int, tuple[int, bytes]]] = {}
-        self._commit_asked: dict[int, float] = {}  # k -> when we last re-sent our COMMIT
+        self._commit_served: dict[int, float] = {}  # replica -> when we last answered it
 
     # ------------------------------------------------------------------ prepared -> COMMIT
 
@@ -66,6 +65,19 @@ class PBFTReplica(PoEReplica):
             self._prepared.append(k)
             return True
         return False
+
+    def _own_commit(self, k: int) -> bytes | None:
+        """Our COMMIT frame for k in the current view, if we sent one."""
+        held = self._own_commits.get(k)
+        return held[1] if held is not None and held[0] == self.view else None
+
+    def _count_early_commits(self, k: int, digest: bytes) -> None:
+        """COMMITs that came before we held k's digest: count those of this view for it."""
+        early = self._early_commits.pop(k, None)
+        if early:
+            for sender, (v, d) in early.items():
+                if v == self.view and d == digest:
+                    self.window.vote(k, COMMIT_VOTES, sender)
 
     def _flush_commits(self, out: list[Action]) -> None:
         """COMMIT(v, k, h) to all for every slot prepared since the last flush."""
@@ -80,8 +92,7 @@ class PBFTReplica(PoEReplica):
             slot = window.payload(k)
             if slot is None or not slot.committed or slot.cert_view != view:
                 continue
-            held = self._own_commits.get(k)
-            if held is not None and held[0] == view:
+            if self._own_commit(k) is not None:
                 continue
             digest = slot.digest
             frame = codec.encode_commit(self.id, view, k, digest)
@@ -89,11 +100,7 @@ class PBFTReplica(PoEReplica):
             out.append(Persist(("commit", view, k, digest)))   # the vote, before it leaves
             self._send_others(frame, out)
             window.vote(k, COMMIT_VOTES, self.id)
-            early = self._early_commits.pop(k, None)
-            if early:
-                for sender, (v, d) in early.items():
-                    if v == view and d == digest:
-                        window.vote(k, COMMIT_VOTES, sender)
+            self._count_early_commits(k, digest)
             self.stats["commits-sent"] += 1
 
     def _progress(self, now: float, out: list[Action]) -> None:
@@ -134,13 +141,11 @@ class PBFTReplica(PoEReplica):
         if k <= window.low or k <= self.k_exec:
             # committed and executed here: the sender may lack our COMMIT (it rebroadcasts
             # its own while it waits); answer once per retransmission timeout
-            held = self._own_commits.get(k)
-            if held is not None and held[0] == v and \
-                    now - self._commit_asked.get(m.sender, -1e18) >= self.config.retransmit_timeout_s:
-                self._commit_asked[m.sender] = now
-                self.drops["commit-old"] += 1
-                return [Send(m.sender, self._sealed_for(held[1], m.sender))]
-            return self._drop("commit-old")
+            self.drops["commit-old"] += 1
+            frame = self._own_commit(k)
+            if frame is None or not self._once_per_timeout(self._commit_served, m.sender, now):
+                return []
+            return [Send(m.sender, self._sealed_for(frame, m.sender))]
         if not window.contains(k):
             if self._stash_ahead(m, k):
                 return []
@@ -162,27 +167,17 @@ class PBFTReplica(PoEReplica):
             self._progress(now, out)
         return out
 
-    def _replay_ahead(self, now: float, out: list[Action]) -> None:
-        if self._ahead:
-            commits = [key for key in self._ahead if key[1] == codec.COMMIT
-                       and key[0] <= self.window.high]
-            for key in commits:                   # the base class replays the others
-                m = self._ahead.pop(key, None)    # a nested replay may have taken it
-                if m is not None and self._ahead_view == self.view \
-                        and key[0] > self.window.low:
-                    out.extend(self.on_commit(m, now))
-        super()._replay_ahead(now, out)
+    def _handle_kept(self, m, now: float) -> list[Action]:
+        if m.kind == codec.COMMIT:
+            return self.on_commit(m, now)
+        return super()._handle_kept(m, now)
 
     # ------------------------------------------------------------------ execution
 
     def _may_execute(self, k: int, slot: Slot) -> bool:
         """Committed-local: prepared (checked by the caller) and nf COMMITs of this view."""
-        early = self._early_commits.pop(k, None) if self._early_commits else None
-        if early:
-            # COMMITs that arrived before the PRE-PREPARE: count those for our digest
-            for sender, (v, d) in early.items():
-                if v == self.view and d == slot.digest:
-                    self.window.vote(k, COMMIT_VOTES, sender)
+        if self._early_commits:
+            self._count_early_commits(k, slot.digest)
         return self.window.count(k, COMMIT_VOTES) >= self.nf
 
     def stabilize(self, proof, out: list[Action]) -> None:
@@ -209,8 +204,8 @@ class PBFTReplica(PoEReplica):
             slot = window.payload(k)
             if slot is None:
                 continue
-            held = self._own_commits.get(k)
-            if (held is None or held[0] != self.view) and slot.committed \
+            frame = self._own_commit(k)
+            if frame is None and slot.committed \
                     and slot.cert_view == self.view and slot.digest == slot.cert_digest:
                 # prepared without our COMMIT of this view (restored from the store after
                 # a restart): send it now
@@ -219,22 +214,21 @@ class PBFTReplica(PoEReplica):
                 slot.fetched_at = now               # just sent: no retransmission yet
                 stuck = True
                 continue
-            if held is None or held[0] != self.view \
-                    or window.count(k, COMMIT_VOTES) >= self.nf:
+            if frame is None or window.count(k, COMMIT_VOTES) >= self.nf:
                 continue
             stuck = True
             if now - slot.fetched_at < timeout or now - slot.seen_at < timeout:
                 continue
             slot.fetched_at = now
             self.stats["commit-retransmitted"] += 1
-            self._send_others(held[1], out)
+            self._send_others(frame, out)
         if stuck:
             self._arm_tick(now, out)
         return out
 
     def on_fetch(self, m, now: float) -> list[Action]:
         out = super().on_fetch(m, now)
-        held = self._own_commits.get(m.seq)
-        if out and held is not None and held[0] == self.view:
-            out.append(Send(m.sender, self._sealed_for(held[1], m.sender)))
+        frame = self._own_commit(m.seq)
+        if out and frame is not None:
+            out.append(Send(m.sender, self._sealed_for(frame, m.sender)))
         return out

@@ -33,7 +33,7 @@ from poe.protocol.actions import (
 )
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.checkpoint import CheckpointTracker
-from poe.protocol.poe.clients import PendingSet, ReplyCache
+from poe.protocol.poe.clients import PendingSet, ReplyCache, first_bad_client_signature
 from poe.protocol.poe.state_transfer import StateTransferMixin
 from poe.protocol.poe.view_change import (
     NOOP_DIGEST, NORMAL, TIMER_NEW_VIEW, TIMER_PROGRESS, VIEW_CHANGE, ViewChangeMixin,
@@ -208,6 +208,31 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.tick_armed = True
             out.append(SetTimer(TIMER_TICK, 0, now + self.config.retransmit_timeout_s))
 
+    def _once_per_timeout(self, last: dict, key: int, now: float) -> bool:
+        """True (and ``now`` recorded) if ``key`` was not served within the last
+        retransmission timeout: answers to a lagging peer, at most one per timeout each."""
+        if now - last.get(key, -1e18) < self.config.retransmit_timeout_s:
+            return False
+        last[key] = now
+        return True
+
+    def _offer_checkpoint(self, k: int, sender: int, now: float, reason: str) -> list[Action]:
+        """The sender is at or below checkpoint k, stable here: our own CHECKPOINT vote for
+        it may be what it lacks (e.g. after a restart). Counted as a drop under ``reason``;
+        the vote is sent at most once per timeout per peer."""
+        self.drops[reason] += 1
+        frame = self.own_checkpoints.get(k)
+        if frame is None or not self._once_per_timeout(self._ckpt_served, sender, now):
+            return []
+        return [Send(sender, frame)]
+
+    def _window_moved(self, now: float, out: list[Action]) -> None:
+        """The low watermark moved (a stable checkpoint, a state transfer): batches waiting
+        for room are proposed, kept next-window messages handled."""
+        if self.ready and self.is_primary and self.status == NORMAL:
+            self._propose_ready(now, out)
+        self._replay_ahead(now, out)
+
     def _stash_ahead(self, m, k: int) -> bool:
         """Keep a current-view message for the window after ours (one per slot, kind and
         sender: at most 3·n·window entries, already authenticated). Replayed through its
@@ -239,14 +264,16 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             m = self._ahead.pop(key, None)       # a nested replay may have taken it
             if m is None or key[0] <= self.window.low or self._ahead_view != self.view:
                 continue                         # moved past it meanwhile (state transfer)
-            kind = key[1]
             self.stats["replayed-ahead"] += 1
-            if kind == codec.PROPOSE:
-                out.extend(self.on_propose(m, now))
-            elif kind == codec.SUPPORT:
-                out.extend(self.on_support(m, now))
-            else:
-                out.extend(self.on_certify(m, now))
+            out.extend(self._handle_kept(m, now))
+
+    def _handle_kept(self, m, now: float) -> list[Action]:
+        """The handler of a kept next-window message (the PBFT baseline adds COMMIT)."""
+        if m.kind == codec.PROPOSE:
+            return self.on_propose(m, now)
+        if m.kind == codec.SUPPORT:
+            return self.on_support(m, now)
+        return self.on_certify(m, now)
 
     def status_line(self) -> str:
         """One-line state summary for traces."""
@@ -504,12 +531,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         return out
 
     def _client_signatures_ok(self, batch: Batch) -> bool:
-        verify = self.crypto.verifier.verify
-        for i in range(len(batch)):
-            if not verify(self._client(batch.client(i)), request_statement(batch.signed_part(i)),
-                          batch.signature(i)):
-                return False
-        return True
+        return first_bad_client_signature(self.crypto.verifier.verify, batch, self._client) < 0
 
     # ------------------------------------------------------------------ SUPPORT
 
@@ -683,17 +705,13 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         """Answer with the batch we hold for k (and our certificate / our SUPPORT)."""
         k = m.seq
         if not self.window.contains(k):
-            self.drops["fetch-outside-window"] += 1
-            frame = self.own_checkpoints.get(self.window.low)
-            if k <= self.window.low and frame is not None \
-                    and now - self._ckpt_served.get(m.sender, -1e18) \
-                    >= self.config.retransmit_timeout_s:
-                # k is below our stable checkpoint: the sender is behind it, and may have
-                # lost the CHECKPOINTs that prove it (a restart); ours helps it to nf, and
-                # then to a state transfer
-                self._ckpt_served[m.sender] = now
-                return [Send(m.sender, frame)]
-            return []
+            if k <= self.window.low:
+                # the sender is behind our stable checkpoint and may have lost the
+                # CHECKPOINTs that prove it (a restart): ours helps it to nf, then to a
+                # state transfer
+                return self._offer_checkpoint(self.window.low, m.sender, now,
+                                              "fetch-outside-window")
+            return self._drop("fetch-outside-window")
         slot = self.window.payload(k)
         if slot is None or slot.batch is None:
             return self._drop("fetch-unknown")
@@ -776,7 +794,6 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if self.status != NORMAL:
             return
         window = self.window
-        low = window.low
         history = self.history
         while True:
             k = self.k_exec + 1
@@ -794,8 +811,6 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.execute(k, slot, out)
             self.last_progress = now
             self.vc_attempts = 0                 # progress in this view: reset T_nv backoff
-        if window.low != low and self.is_primary:
-            self._propose_ready(now, out)       # our own CHECKPOINT made room in the window
 
     def _may_execute(self, k: int, slot: Slot) -> bool:
         """PoE executes as soon as k is view-committed (speculatively, §2.8); the PBFT
@@ -870,14 +885,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if k % self.config.checkpoint_period:
             return self._drop("checkpoint-not-a-checkpoint")
         if k <= self.window.low:
-            # stable here, not yet at the sender: our own vote for it may be what it lacks
-            frame = self.own_checkpoints.get(k)
-            last = self._ckpt_served.get(m.sender, -1e18)
-            if frame is not None and now - last >= self.config.retransmit_timeout_s:
-                self._ckpt_served[m.sender] = now
-                self.drops["checkpoint-old"] += 1
-                return [Send(m.sender, frame)]
-            return self._drop("checkpoint-old")
+            # stable here, not yet at the sender
+            return self._offer_checkpoint(k, m.sender, now, "checkpoint-old")
         if not self.crypto.verifier.verify(
                 self._replicas[m.sender],
                 checkpoint_statement(k, m.state_digest, m.chain_digest), m.signature):
@@ -889,8 +898,6 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                                 now, out)
             return out
         self._count_checkpoint(k, m.state_digest, m.chain_digest, m.sender, m.signature, out)
-        if out and self.is_primary:
-            self._propose_ready(now, out)       # the window may have moved
         return out
 
     def _count_checkpoint(self, k: int, state: bytes, chain: bytes, sender: int,
@@ -929,9 +936,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.behind = None
         out.append(Stable(k, proof.state_digest, proof.chain_digest))
         self.stats["stable-checkpoints"] += 1
-        if self.ready and self.is_primary and self.status == NORMAL:
-            self._propose_ready(self.now, out)   # the window moved: batches may be waiting
-        self._replay_ahead(self.now, out)
+        self._window_moved(self.now, out)
 
     # ------------------------------------------------------------------ retransmission
 
@@ -983,11 +988,6 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         elif self.history is not None and not self.is_primary:
             self._recertify(now, out, only_missing=True)
         if self.is_primary:
-            if self.ready:
-                # the window may have moved without a CHECKPOINT of ours or a peer's (a state
-                # transfer, a view change): batches waiting for room must not wait for a
-                # request that will never come (swarm seed 637)
-                self._propose_ready(now, out)
             for k in range(self.k_exec + 1, self.next_k):
                 if not window.contains(k):
                     continue

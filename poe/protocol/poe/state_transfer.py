@@ -91,10 +91,8 @@ class StateTransferMixin:
         snapshot = self.snapshots.get(m.to_seq)
         if snapshot is None and replay is None:
             return self._drop("state-req-unavailable")
-        last = self._served_at.get(m.sender, -1e18)
-        if now - last < self.config.retransmit_timeout_s:
+        if not self._once_per_timeout(self._served_at, m.sender, now):
             return self._drop("state-req-too-frequent")
-        self._served_at[m.sender] = now
         if replay is not None:
             self.stats["state-served-batches"] += 1
             frame = codec.encode_state_reply(self.id, m.from_seq, m.to_seq, replay[0],
@@ -214,8 +212,6 @@ class StateTransferMixin:
             self.execute(k, slot, out)
             self.last_progress = now
         self.max_seen = max(self.max_seen, proof.seq)
-        if self.is_primary and self.next_k <= proof.seq:
-            self.next_k = proof.seq + 1
         if self.checkpoints.stable.seq < proof.seq:
             self.stabilize(proof, out)
         for seq in [seq for seq in self._targets if seq <= self.k_exec]:
@@ -226,11 +222,7 @@ class StateTransferMixin:
         elif self.transfer is not None:
             self.transfer_tries = 0              # still behind a later target: go on
             self._request_state(now, out)
-        self._progress(now, out)
-        if self.is_primary and self.ready and self.status == "normal":
-            self._propose_ready(now, out)
-        if self.max_seen > self.k_exec:
-            self._fetch_missing(now, out)
+        self._caught_up(now, out)
         return out
 
     def _refuse_replay(self, reason: str) -> list:
@@ -257,17 +249,19 @@ class StateTransferMixin:
         self.transfer = None
         self.behind = None
         self.max_seen = max(self.max_seen, proof.seq)
-        if self.is_primary and self.next_k <= proof.seq:
-            self.next_k = proof.seq + 1
         self.stats["state-transfers"] += 1
         out.append(Transferred(proof.seq, proof.state_digest, proof.chain_digest))
         out.append(Stable(proof.seq, proof.state_digest, proof.chain_digest))
         if self.history is not None and self.status == "normal":
             self._recertify(now, out, only_missing=False)   # positions now in our window
+        self._caught_up(now, out)
+
+    def _caught_up(self, now: float, out: list) -> None:
+        """A transfer brought us to a stable checkpoint: execute what follows it, let the
+        moved window take waiting batches and kept messages (a primary's next proposal goes
+        above the new low watermark by itself), fetch the rest."""
         self._progress(now, out)
-        if self.is_primary and self.ready and self.status == "normal":
-            self._propose_ready(now, out)         # the window moved: waiting batches fit
-        self._replay_ahead(now, out)
+        self._window_moved(now, out)
         if self.max_seen > self.k_exec:
             self._fetch_missing(now, out)
 
