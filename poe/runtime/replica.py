@@ -1,9 +1,10 @@
-"""One PoE replica per process: the event loop between ZeroMQ and the protocol object.
+"""One replica per process: the event loop between ZeroMQ and the protocol object.
 
 What it is for: ``ReplicaRuntime(config, id).run()`` loads the replica's keys and the YCSB
 table, binds its replica and client ports, and then loops on one thread until SIGTERM or
 SIGINT: poll the sockets, drain up to ``transport.drain_messages`` messages per socket,
-hand every frame to ``PoEReplica.on_message``, carry out the actions in order (frames for
+hand every frame to the replica's ``on_message`` (``PoEReplica``, or ``PBFTReplica`` with
+``protocol = "pbft"``; ``poe.protocol.registry``), carry out the actions in order (frames for
 one peer are queued and leave coalesced at the end of the turn), fire due timers, and log
 a status line every ``replica.status_interval_s``. On a signal it logs its counters and
 exits cleanly (status 0).
@@ -11,11 +12,12 @@ exits cleanly (status 0).
 Durability (issue #7): with ``replica.data_dir`` set, the replica opens its store
 (poe/storage) before it binds anything, checks it (a corrupt or inconsistent store stops it
 with ``StoreError``: what is wrong and the repair), restores its last stable checkpoint and
-re-executes the certified blocks of its view above it (poe/storage/restore.py). While it
+re-executes the blocks of its view above it that were view-committed there (certified in TS
+mode; nf SUPPORTs in MAC mode), with its own votes (poe/storage/restore.py). While it
 runs, Persist, Executed, RolledBack, Stable and Transferred are written into the store's
 open transaction, which is committed once per loop turn BEFORE any frame of that turn
-leaves (the sync policy decides whether that commit is fsynced). A SUPPORT that would
-contradict a vote already durable for the same view and sequence is not sent.
+leaves (the sync policy decides whether that commit is fsynced). A SUPPORT (or PBFT COMMIT)
+that would contradict a vote already durable for the same view and sequence is not sent.
 Without ``replica.data_dir`` nothing is persisted (Persist actions are counted).
 
 Must never: let anything a peer or client sends stop the loop (the protocol drops and counts
@@ -49,7 +51,6 @@ from poe.protocol.actions import (
     Stable,
     Transferred,
 )
-from poe.protocol.poe.replica import PoEReplica
 from poe.protocol.registry import make_replica
 from poe.runtime.log import Log
 from poe.runtime.procs import rss_bytes

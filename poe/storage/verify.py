@@ -23,7 +23,8 @@ from poe._core.codec import Batch, CheckpointProof, WireError
 from poe._core.digest import batch_digest, block_hash
 from poe._core.kv import KVStore
 from poe.crypto.base import client as client_party
-from poe.crypto.statements import request_statement, support_statement
+from poe.crypto.statements import support_statement
+from poe.protocol.poe.clients import first_bad_client_signature
 from poe.protocol.poe.view_change import NOOP_DIGEST, checkpoint_proof_ok
 from poe.storage.store import Store, StoreError
 
@@ -133,8 +134,7 @@ def _block_problem(b, report: Report, ts: bool, verify_cert, check_cert: bool,
     elif not ts and check_cert and batch is not None:
         if verify_cert is None:
             return "client signatures cannot be checked without the cluster's keys"
-        for i in range(len(batch)):
-            if not verify_cert(client_party(batch.client(i)),
-                               request_statement(batch.signed_part(i)), batch.signature(i)):
-                return f"client message {i} of the batch has no valid client signature"
+        bad = first_bad_client_signature(verify_cert, batch, client_party)
+        if bad >= 0:
+            return f"client message {bad} of the batch has no valid client signature"
     return None

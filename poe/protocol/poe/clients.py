@@ -1,5 +1,6 @@
 """Per-client bookkeeping of a replica: the bounded reply cache (exactly-once answers to
-retries) and the primary's set of pending client messages (PROTOCOL.md §2.5, §10 row 7).
+retries), the primary's set of pending client messages (PROTOCOL.md §2.5, §10 row 7), and
+the check of a batch's client signatures.
 
 A client message is identified by (client id, its first request id): ids strictly increase
 per client, so the pair names one message. Must never: grow without bound (both tables are
@@ -8,8 +9,19 @@ tuples of ints, compared exactly).
 """
 from __future__ import annotations
 
+from poe.crypto.statements import request_statement
 
 PER_CLIENT_REPLIES = 64      # = the kv's exactly-once window: older ids are STALE anyway
+
+
+def first_bad_client_signature(verify, batch, party) -> int:
+    """Index of the first client message of ``batch`` whose Ed25519 signature does not
+    verify (``verify(party(client id), statement, signature)``), or -1 if all do."""
+    for i in range(len(batch)):
+        if not verify(party(batch.client(i)), request_statement(batch.signed_part(i)),
+                      batch.signature(i)):
+            return i
+    return -1
 
 
 class ReplyCache:
