@@ -7,7 +7,10 @@ handles any message. It touches exactly these attributes of ``PoEReplica``:
   ``kv`` (restored snapshot), ``k_exec``, ``head``, ``block_hashes`` = {seq: chain digest},
   ``window.advance(seq)``, ``checkpoints.make_stable(proof)``, ``snapshots`` = {seq: bytes},
   ``max_seen``, ``next_k``, and ``own_checkpoint`` / ``own_checkpoints`` = our CHECKPOINT
-  vote for it (answered to a peer that still lacks it);
+  vote for it (answered to a peer that still lacks it), and ``retained`` = the stored
+  blocks of the last window up to it (a peer less than a window behind replays them, as
+  before the crash, instead of adopting a snapshot, which would leave its ledger without
+  those blocks);
 * ``view`` = the last installed view in the store;
 * ``next_k`` and ``max_seen`` above the highest SUPPORT vote the store holds for that view
   (a primary's PROPOSE is its SUPPORT): a restarted primary never proposes a second batch
@@ -20,8 +23,10 @@ handles any message. It touches exactly these attributes of ``PoEReplica``:
   that view (verified by ``check_store``), MAC mode ``supported`` = {digest: view} (Q_k).
   That is exactly the state the replica had before the crash: it executed the block only
   once the slot was view-committed in that view (TS: the certificate; MAC: nf matching
-  SUPPORTs, or a no-op of that view's history). Then ``_progress`` executes them as the
-  normal case would (PROTOCOL.md §2.8);
+  SUPPORTs, or a no-op of that view's history). Each is reported through
+  ``restored_executed`` (the PBFT baseline: committed-local, since it executed only at nf
+  COMMITs of that view; the peers, past it, will not send them again). Then ``_progress``
+  executes them as the normal case would (PROTOCOL.md §2.8);
 * if the store says the replica had asked to leave that view (VC-REQUEST sent), it asks
   again through ``start_view_change`` instead of executing anything in it (§4.2): the
   restored slots are only reported in that VC-REQUEST (P_k / Q_k, or certificates).
@@ -67,6 +72,13 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
                                         stable.chain_digest, replica.crypto.signer.sign(statement))
         replica.own_checkpoint = frame
         replica.own_checkpoints = {stable.seq: frame}
+        # the blocks of the last window up to it, as executed ones are kept: a peer less
+        # than a window behind catches up by replaying them, not from a snapshot
+        for b in store.blocks(above=max(stable.seq - replica.config.window, 0)):
+            if b.seq > stable.seq:
+                break
+            replica._retain(b.seq, b.digest,
+                            Batch.from_body(b.body) if b.body is not None else None, b.view)
     view = store.view
     replica.view = view
     window = replica.window
@@ -98,6 +110,7 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
             # the PROPOSE we accepted: a retransmitted copy is a duplicate, not equivocation
             slot.proposal = codec.encode_propose(primary, view, b.seq, batch)
         slot.committed = True
+        replica.restored_executed(b.seq)
         k = b.seq
     if not replica.ts:
         # SUPPORTs we sent above what we executed: the vote and Q_k, not the batch (fetched

@@ -39,9 +39,10 @@ def keys(tmp_path_factory):
 class Node:
     """One replica's runtime on ``data`` plus the other parties' keys to talk to it."""
 
-    def __init__(self, keys, data, mode: str, me: int) -> None:
+    def __init__(self, keys, data, mode: str, me: int, protocol: str = "poe") -> None:
         self.config = load_config(keys / "cluster.toml", [
             f"replica.data_dir={data}", f"protocol.mode={mode}", "data.record_count=10",
+            f"protocol.protocol={protocol}",
             f"protocol.checkpoint_period={PERIOD}", f"protocol.window={WINDOW}",
             "protocol.batch_size=1"])
         self.mode = mode
@@ -111,12 +112,17 @@ def _digest(msg: bytes) -> bytes:
 
 def _backup_executes(node: Node, last: int) -> dict[int, bytes]:
     """Backup 1 (MAC) accepts and view-commits 1..last in view 0 (PROPOSE from 0, SUPPORT
-    from 2, its own); checkpoint 4 becomes stable with the CHECKPOINTs of 0 and 2."""
+    from 2, its own; PBFT: and the COMMITs of 0 and 2); checkpoint 4 becomes stable with
+    the CHECKPOINTs of 0 and 2."""
     digests = {}
+    pbft = node.config.protocol.protocol == "pbft"
     for k in range(1, last + 1):
         msg = node.message(k)
         digests[k] = _digest(msg)
-        out = node.turn(node.propose(k, msg), node.support(2, k, digests[k]))
+        frames = [node.propose(k, msg), node.support(2, k, digests[k])]
+        if pbft:
+            frames += [node.sealed(r, codec.encode_commit(r, 0, k, digests[k])) for r in (0, 2)]
+        out = node.turn(*frames)
         assert node.replica.k_exec == k, node.replica.drops
         if k == PERIOD:
             own = [codec.decode(a.data) for a in out if isinstance(a, Broadcast)
@@ -163,6 +169,43 @@ def test_mac_blocks_of_the_current_view_come_back_committed_and_executed(keys, t
     # the re-execution rewrote the same blocks
     assert [b.hash for b in node.rt.store.blocks(above=4)] == \
         [r.block_hashes[5], r.block_hashes[6]]
+
+
+def test_pbft_blocks_of_the_current_view_execute_again_without_new_commits(keys, tmp_path):
+    # executed = committed-local before the crash (nf COMMITs of view 0); the peers are past
+    # these positions and will never send their COMMITs again (CI: the whole-cluster kill -9
+    # left a restarted PBFT replica below them, and only a snapshot caught it up)
+    node = Node(keys, tmp_path, "mac", 1, protocol="pbft")
+    _backup_executes(node, 6)
+    before = (node.replica.head, node.replica.kv.state_digest())
+    node.restart()
+    r = node.replica
+    assert type(r).__name__ == "PBFTReplica"
+    assert node.rt.recovery["replayed"] == 2
+    assert (r.k_exec, r.head, r.kv.state_digest()) == (6, *before)
+    # nothing else is executed without its COMMIT quorum
+    msg = node.message(7)
+    node.turn(node.propose(7, msg), node.support(2, 7, _digest(msg)))
+    assert r.window.payload(7).committed and r.k_exec == 6
+
+
+def test_a_restarted_replica_replays_its_last_window_to_a_lagging_peer(keys, tmp_path):
+    # the stored blocks up to the stable checkpoint are kept as if just executed: a peer
+    # less than a window behind gets headers and batches, not a snapshot (which would leave
+    # its ledger without those blocks)
+    node = Node(keys, tmp_path, "mac", 1)
+    digests = _backup_executes(node, 6)
+    node.restart()
+    r = node.replica
+    assert sorted(r.retained) == [1, 2, 3, 4, 5, 6]
+    req = codec.encode_state_req(3, 1, 4, codec.WANT_HEADERS | codec.WANT_BATCHES
+                                 | codec.WANT_SNAPSHOT)
+    out = node.turn(node.sealed(3, req))
+    [reply] = [codec.decode(a.data) for a in out if isinstance(a, Send) and a.to == 3]
+    assert reply.kind == codec.STATE_REPLY and reply.snapshot is None
+    assert [(k, d, v) for k, d, v in reply.headers] == [(k, digests[k], 0) for k in (2, 3, 4)]
+    assert [k for k, _ in reply.batches] == [2, 3, 4]
+    assert all(batch_digest(b) == digests[k] for k, b in reply.batches)
 
 
 def test_a_retransmitted_propose_of_a_restored_slot_is_answered_with_the_same_support(

@@ -56,6 +56,8 @@ class PBFTReplica(PoEReplica):
         self._own_commits: dict[int, tuple[int, bytes]] = {}   # k -> (view, frame)
         self._early_commits: dict[int, dict[int, tuple[int, bytes]]] = {}
         self._commit_served: dict[int, float] = {}  # replica -> when we last answered it
+        # executed in (view, digest) before a crash, so committed-local then: k -> (v, h)
+        self._restored: dict[int, tuple[int, bytes]] = {}
 
     # ------------------------------------------------------------------ prepared -> COMMIT
 
@@ -174,8 +176,21 @@ class PBFTReplica(PoEReplica):
 
     # ------------------------------------------------------------------ execution
 
+    def restored_executed(self, k: int) -> None:
+        """We executed k in this view before a crash, so it was committed-local then (nf
+        COMMITs of this view): it executes again after the restart without new COMMITs,
+        which the peers, past k by now, would never send."""
+        slot = self.window.payload(k)
+        self._restored[k] = (self.view, slot.digest)
+
     def _may_execute(self, k: int, slot: Slot) -> bool:
-        """Committed-local: prepared (checked by the caller) and nf COMMITs of this view."""
+        """Committed-local: prepared (checked by the caller) and nf COMMITs of this view,
+        or executed in this view before a restart (``restored_executed``)."""
+        if self._restored:
+            if self._restored.pop(k, None) == (self.view, slot.digest):
+                return True
+            for j in [j for j in self._restored if j <= self.k_exec]:
+                del self._restored[j]
         if self._early_commits:
             self._count_early_commits(k, slot.digest)
         return self.window.count(k, COMMIT_VOTES) >= self.nf

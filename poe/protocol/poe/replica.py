@@ -817,6 +817,11 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         baseline overrides this to wait for its COMMIT quorum."""
         return True
 
+    def restored_executed(self, k: int) -> None:
+        """Recovery (``poe.storage.restore``): the store says we executed position k in the
+        current view before a crash, and its slot is view-committed again. PoE needs nothing
+        more to execute it again; the PBFT baseline records it as committed-local."""
+
     def execute(self, k: int, slot: Slot, out: list[Action]) -> None:
         """Speculatively execute batch k, append B_k, INFORM every client (§2.8, §6.4)."""
         batch = slot.batch
