@@ -53,8 +53,9 @@ class CancelTimer:
 @dataclass(frozen=True, slots=True)
 class Persist:
     """Make ``record`` durable before carrying out any later action of the same list: a
-    vote (``("support", view, seq, digest)``, ``("checkpoint", seq, d_state, d_chain)``) or
-    the view. Drivers without storage may ignore it; the durable runtime (issue #7) must
+    vote (``("support", view, seq, digest)``, ``("checkpoint", seq, d_state, d_chain)``),
+    the view, or an executed block kept by a view change and certified again in the new
+    view (``("kept", view, seq, digest)``). Drivers without storage may ignore it; the durable runtime (issue #7) must
     not send what follows before it is on disk."""
 
     record: tuple

@@ -323,10 +323,22 @@ class ReplicaRuntime:
                                  vote_seq=record[2])
         elif kind == "checkpoint":
             store.persist_vote("checkpoint", 0, record[1], record[2] + record[3])
+        elif kind == "kept":
+            self._store_kept(record[1], record[2], record[3])
         elif kind == "view-change":
             store.set_left(record[1])
         elif kind == "view":
             store.set_view(record[1])
+
+    def _store_kept(self, view: int, seq: int, digest: bytes) -> None:
+        """A block kept by a view change is certified in ``view`` now: the store says so (TS:
+        with that view's certificate), so a restart in this view restores it."""
+        r = self.replica
+        slot = r.window.payload(seq) if r.window.contains(seq) else None
+        cert = slot.cert if slot is not None and slot.cert_view == view \
+            and slot.cert_digest == digest else None
+        if (r.ts and cert is None) or not self.store.keep_block(seq, view, digest, cert):
+            self.counters["kept-not-stored"] += 1
 
     def _store_block(self, a: Executed) -> None:
         r = self.replica

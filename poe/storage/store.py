@@ -267,6 +267,23 @@ class Store:
                                 bitmap, sig)))
         self.dirty = True
 
+    def keep_block(self, seq: int, view: int, digest: bytes, cert: Certificate | None) -> bool:
+        """Block ``seq`` (digest ``digest``) was kept by a view change and certified again
+        in ``view``: it now stands as certified in that view (TS: with that view's
+        certificate). False, and nothing written, if the ledger holds another block there."""
+        row = self.db.execute("SELECT view, digest, prev, hash, body FROM blocks WHERE seq=?",
+                              (seq,)).fetchone()
+        if row is None or bytes(row[1]) != digest or row[0] > view:
+            return False
+        bitmap = cert.bitmap if cert is not None else None
+        sig = cert.signature if cert is not None else None
+        self.db.execute("UPDATE blocks SET view=?, cert_bitmap=?, cert_sig=?, chk=? WHERE seq=?",
+                        (view, bitmap, sig,
+                         _check(b"block", seq, view, digest, row[2], row[3], row[4], bitmap,
+                                sig), seq))
+        self.dirty = True
+        return True
+
     def truncate_above(self, seq: int) -> None:
         self.db.execute("DELETE FROM blocks WHERE seq>?", (seq,))
         self.dirty = True

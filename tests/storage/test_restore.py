@@ -363,3 +363,82 @@ def test_a_restarted_primary_answers_with_its_vote_once_it_has_its_batch_back(ke
     assert set(answers) == {codec.FETCH_REPLY, codec.SUPPORT}
     vote = answers[codec.SUPPORT]
     assert (vote.sender, vote.view, vote.seq, vote.digest) == (0, 0, 2, digests[2])
+
+
+class _Net:
+    """Replica 1 as a durable runtime (``node``), replicas 0, 2 and 3 as in-memory runtimes
+    on the same keys; ``deliver`` carries every frame until the cluster is quiet."""
+
+    def __init__(self, keys, tmp_path, mode: str) -> None:
+        self.node = Node(keys, tmp_path / "r1", mode, 1)
+        settings = [f"protocol.mode={mode}", "data.record_count=10",
+                    f"protocol.checkpoint_period={PERIOD}", f"protocol.window={WINDOW}",
+                    "protocol.batch_size=1"]
+        config = load_config(keys / "cluster.toml", settings)
+        self.peers = {i: ReplicaRuntime(config, i).replica for i in (0, 2, 3)}
+
+    def replica(self, i: int):
+        return self.node.replica if i == 1 else self.peers[i]
+
+    def deliver(self, pending: list[tuple[int, int, list]]) -> None:
+        """``pending``: (from, to or -1 = all, actions)."""
+        node = self.node
+        queue = []
+        for sender, _to, actions in pending:
+            queue += self._route(sender, actions)
+        while queue:
+            to, frame = queue.pop(0)
+            if to == 1:
+                actions = node.turn(frame)
+            else:
+                actions = self.peers[to].on_message(frame, node.now)
+            queue += self._route(to, actions)
+
+    @staticmethod
+    def _route(sender: int, actions) -> list[tuple[int, bytes]]:
+        out = []
+        for a in actions:
+            if isinstance(a, Send):
+                out.append((a.to, a.data))
+            elif isinstance(a, Broadcast):
+                out += [(i, a.data) for i in range(4) if i != sender]
+        return out
+
+
+@pytest.mark.parametrize("mode", ["ts", "mac"])
+def test_blocks_kept_by_a_view_change_come_back_after_a_crash_in_the_new_view(keys, tmp_path,
+                                                                              mode):
+    # 1..6 executed in view 0 (checkpoint 4 stable), then view 1 keeps 5 and 6 and certifies
+    # them again: the ledger must say so, or a crash in view 1 restores nothing above the
+    # checkpoint, and the VC-REQUEST after it would not report the two kept blocks
+    net = _Net(keys, tmp_path, mode)
+    node = net.node
+    for t in range(1, 7):
+        request = codec.encode_request(node.message(t))
+        net.deliver([(0, 0, net.peers[0].on_message(request, node.now))])
+    assert [net.replica(i).k_exec for i in range(4)] == [6, 6, 6, 6]
+    assert node.replica.checkpoints.stable.seq == 4
+    pending = []
+    for i in range(4):
+        out: list = []
+        net.replica(i).start_view_change(0, node.now, out)
+        if i == 1:
+            node.rt._apply(out)
+        pending.append((i, -1, out))
+    net.deliver(pending)
+    r = node.replica
+    assert [(net.replica(i).view, net.replica(i).status) for i in range(4)] == [(1, NORMAL)] * 4
+    assert r.k_exec == 6 and r.history is None
+    kept = {b.seq: b.view for b in node.rt.store.blocks(above=4)}
+    assert kept == {5: 1, 6: 1}
+    before = (r.head, r.kv.state_digest())
+    node.restart()
+    r = node.replica
+    assert node.rt.recovery["replayed"] == 2
+    assert (r.view, r.status, r.k_exec, r.head, r.kv.state_digest()) == (1, NORMAL, 6, *before)
+    for k in (5, 6):
+        slot = r.window.payload(k)
+        assert slot.executed and slot.cert_view == 1
+        if mode == "ts":
+            assert slot.cert is not None
+    assert node.rt.counters["kept-not-stored"] == 0

@@ -634,9 +634,13 @@ class ViewChangeMixin:
                     pass                      # certified, kept: fall through
                 else:
                     break
-            if k <= self.k_exec and slot.results is not None:
-                self.inform(k, slot, slot.results, out)
-                self.stats["re-informed-batches"] += 1
+            if k <= self.k_exec:
+                # kept, executed: from now on it stands in the ledger as certified in this
+                # view (so a restart restores it), before its INFORM of this view leaves
+                out.append(Persist(("kept", self.view, k, slot.digest)))
+                if slot.results is not None:
+                    self.inform(k, slot, slot.results, out)
+                    self.stats["re-informed-batches"] += 1
             self.h_next = k + 1
         if self.h_next > history.k_max:
             self.history = None               # every position certified in this view
