@@ -36,7 +36,6 @@ from collections import Counter
 
 import zmq
 
-from poe._core.digest import block_hash
 from poe.config import Config
 from poe.crypto import load_secret, load_suite
 from poe.protocol.actions import (
@@ -56,8 +55,9 @@ from poe.runtime.log import Log
 from poe.runtime.procs import rss_bytes
 from poe.runtime.timers import Timers
 from poe.storage.restore import restore
-from poe.storage.store import Block, Store, StoreError
+from poe.storage.store import Store, StoreError
 from poe.storage.verify import check_store
+from poe.storage.writer import LedgerWriter
 from poe.transport.zmq import ReplicaTransport, Settings
 
 POLL_MAX_S = 0.1          # the loop looks at its stop flag at least this often
@@ -95,8 +95,8 @@ class ReplicaRuntime:
         self._replies: dict[int, list[bytes]] = {}
         self.counters: Counter[str] = Counter()
         self.store: Store | None = None
+        self.writer: LedgerWriter | None = None
         self.recovery: dict = {}
-        self._skip_sends = False
         self.metrics = None
         if config.replica.data_dir:
             self._open_store(suite)
@@ -122,6 +122,7 @@ class ReplicaRuntime:
             store.db.close()
             raise
         self.store = store
+        self.writer = LedgerWriter(store, self.replica, self.counters)
         self._report = report
         self.recovery = {"data_dir": str(self.data_dir()), "height": report.height,
                          "stable": report.stable.seq if report.stable else 0,
@@ -265,15 +266,15 @@ class ReplicaRuntime:
 
     def _apply(self, actions) -> None:
         out = self._out
-        store = self.store
-        self._skip_sends = False            # a refused vote's frames end with its list
+        writer = self.writer
+        skip_sends = False                  # a refused vote's frames end with its list
         for a in actions:
             t = type(a)
-            if self._skip_sends:
+            if skip_sends:
                 if t is Send or t is Broadcast:
                     self.counters["equivocation-refused"] += 1
                     continue
-                self._skip_sends = False
+                skip_sends = False
             if t is Send:
                 out[a.to].append(a.data)
             elif t is Reply:
@@ -289,82 +290,24 @@ class ReplicaRuntime:
                 self.timers.set((a.kind, a.key), a.at)
             elif t is CancelTimer:
                 self.timers.cancel((a.kind, a.key))
-            elif t is Executed:
-                self.counters["executed-batches"] += 1
-                if store is not None:
-                    self._store_block(a)
-            elif t is Persist:
-                self.counters["persist-records"] += 1
-                if store is not None:
-                    self._persist(a.record)
-            elif t is Stable:
-                self.log.debug("stable", checkpoint=a.seq, state=a.state_digest.hex()[:16])
-                if store is not None:
-                    self._store_stable(a)
-            elif t is RolledBack:
-                self.counters["rollbacks"] += 1
-                self.log.warning("rolled-back", to=a.seq)
-                if store is not None:
-                    store.truncate_above(a.seq)
-            elif t is Transferred:
-                self.counters["state-transfers"] += 1
-                self.log.info("state-transferred", checkpoint=a.seq)
-                proof = self.replica.checkpoints.stable
-                if store is not None and proof.seq == a.seq:
-                    store.set_base(proof)
-
-    def _persist(self, record: tuple) -> None:
-        kind = record[0]
-        store = self.store
-        if kind == "support" or kind == "commit":        # commit: the PBFT baseline's
-            if not store.persist_vote(kind, record[1], record[2], record[3]):
-                self._skip_sends = True       # the SUPPORT frames that follow stay here
-                self.log.warning("equivocation-refused", vote_view=record[1],
-                                 vote_seq=record[2])
-        elif kind == "checkpoint":
-            store.persist_vote("checkpoint", 0, record[1], record[2] + record[3])
-        elif kind == "kept":
-            self._store_kept(record[1], record[2], record[3])
-        elif kind == "view-change":
-            store.set_left(record[1])
-        elif kind == "view":
-            store.set_view(record[1])
-
-    def _store_kept(self, view: int, seq: int, digest: bytes) -> None:
-        """A block kept by a view change is certified in ``view`` now: the store says so (TS:
-        with that view's certificate), so a restart in this view restores it."""
-        r = self.replica
-        slot = r.window.payload(seq) if r.window.contains(seq) else None
-        cert = slot.cert if slot is not None and slot.cert_view == view \
-            and slot.cert_digest == digest else None
-        if (r.ts and cert is None) or not self.store.keep_block(seq, view, digest, cert):
-            self.counters["kept-not-stored"] += 1
-
-    def _store_block(self, a: Executed) -> None:
-        r = self.replica
-        prev = r.block_hashes.get(a.seq - 1)
-        if prev is None or block_hash(a.seq, a.digest, prev) != a.block_hash:
-            head = self.store.head()
-            prev = head[1] if head is not None and head[0] == a.seq - 1 else \
-                self.store.base().chain_digest
-        # the window may already have moved past seq (its checkpoint became stable in the
-        # same turn): then the block is covered by the stable checkpoint's chain digest
-        slot = r.window.payload(a.seq) if r.window.contains(a.seq) else None
-        cert = None
-        if slot is not None and slot.cert is not None and slot.cert_view == a.view \
-                and slot.cert_digest == a.digest:
-            cert = slot.cert
-        body = a.batch.body() if a.batch is not None else None
-        self.store.append_block(Block(a.seq, a.view, a.digest, prev, a.block_hash, body, cert))
-
-    def _store_stable(self, a: Stable) -> None:
-        r = self.replica
-        proof = r.checkpoints.stable
-        snapshot = r.snapshots.get(a.seq)
-        if proof.seq != a.seq or snapshot is None:
-            self.counters["stable-not-stored"] += 1
-            return
-        self.store.set_stable(proof, snapshot)
+            else:
+                if t is Executed:
+                    self.counters["executed-batches"] += 1
+                elif t is Persist:
+                    self.counters["persist-records"] += 1
+                elif t is Stable:
+                    self.log.debug("stable", checkpoint=a.seq,
+                                   state=a.state_digest.hex()[:16])
+                elif t is RolledBack:
+                    self.counters["rollbacks"] += 1
+                    self.log.warning("rolled-back", to=a.seq)
+                elif t is Transferred:
+                    self.counters["state-transfers"] += 1
+                    self.log.info("state-transferred", checkpoint=a.seq)
+                if writer is not None and not writer.write(a):
+                    skip_sends = True         # the SUPPORT frames that follow stay here
+                    self.log.warning("equivocation-refused", vote_view=a.record[1],
+                                     vote_seq=a.record[2])
 
     def _flush(self) -> None:
         transport = self.transport

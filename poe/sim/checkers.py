@@ -217,6 +217,28 @@ class SafetyChecker:
         self.last_view[r] = 0
         self.stable_seq[r] = 0
 
+    def restored(self, r: int, stable: int, view: int) -> None:
+        """A crashed replica restarts from its store (durable simulation): it holds its
+        stable checkpoint ``stable`` (and its ledger up to it) and the installed ``view``;
+        what it had executed above the checkpoint is gone from its memory, and the blocks
+        it restores are executed again (each checked like any execution)."""
+        self.crashed.discard(r)
+        if stable < self.stable_seq[r]:
+            self.violation(f"replica {r} restarted from checkpoint {stable}, below its "
+                           f"stable checkpoint {self.stable_seq[r]} before the crash")
+        if view < self.last_view[r]:
+            self.violation(f"replica {r} restarted in view {view}, below the view "
+                           f"{self.last_view[r]} it had installed")
+        self.unresolved[r].clear()
+        for table in (self.ledgers[r], self.results_at[r]):
+            for seq in [s for s in table if s > stable]:
+                del table[seq]
+        executed = self.executed[r]
+        for key in [k for k, s in executed.items() if s > stable]:
+            del executed[key]
+        self.last_exec[r] = stable
+        self.last_view[r] = view
+
     def dispatch(self, r: int, action) -> None:
         t = type(action)
         if t is Executed:

@@ -4,7 +4,9 @@ n replicas and m closed-loop clients exchange real encoded frames through the si
 network (poe.sim.network); timers are events; every action a replica emits is carried out
 here and watched by the checkers (poe.sim.checkers), which also see every client
 submission and completion and sample the replicas' bounds every ``bounds_every`` events.
-Replicas can crash and restart, or be replaced by Byzantine wrappers (poe.sim.adversary);
+Replicas can crash and restart — from scratch, or (``durable=True``) from their own store,
+written through the runtime's ``LedgerWriter`` and restored by the runtime's ``restore`` — or
+be replaced by Byzantine wrappers (poe.sim.adversary);
 extra client ids can be driven by Byzantine clients; links can lose, duplicate, reorder and
 partition. Same seed and options, same run, byte for byte.
 
@@ -14,8 +16,11 @@ randomness other than its seeded generators.
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
+import weakref
+from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -33,6 +38,10 @@ from poe.protocol.registry import make_client, make_replica, proof_quorum
 from poe.sim.checkers import SafetyChecker
 from poe.sim.loop import EventLoop
 from poe.sim.network import LinkFaults, Network
+from poe.storage.restore import restore
+from poe.storage.store import Store, StoreError
+from poe.storage.verify import check_store
+from poe.storage.writer import LedgerWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +120,19 @@ class SimCluster:
                  crypto: str = "fake", faults: LinkFaults | None = None,
                  workload: Workload | None = None, trace=None,
                  check_requests: bool = True, byzantine_clients: int = 0,
-                 bounds_every: int = 1000) -> None:
+                 bounds_every: int = 1000, durable: bool = False) -> None:
         self.config = config.validate()
         self.n = config.n
         self.seed = seed
+        # durable: every correct replica writes a store (SQLite, sync policy none: the sim
+        # crashes processes, not machines) and restarts from it
+        self.store_dir: Path | None = None
+        self.stores: dict[int, Store] = {}
+        self.writers: dict[int, LedgerWriter] = {}
+        self.store_counters: Counter = Counter()
+        if durable:
+            self.store_dir = Path(tempfile.mkdtemp(prefix="poe-sim-stores-"))
+            weakref.finalize(self, shutil.rmtree, self.store_dir, True)
         self.loop = EventLoop()
         self.net = Network(seed, faults or LinkFaults())
         self.rng = random.Random(seed * 7919 + 17)
@@ -154,7 +172,42 @@ class SimCluster:
         replica = make_replica(self.config, i, self.suite(replica_party(i)))
         w = self.workload
         replica.kv.load_sequential(w.record_count, w.value_size, self.seed)
+        if self.store_dir is not None and i not in self.stores:
+            self._open_store(i, replica)
         return replica
+
+    def _open_store(self, i: int, replica) -> Store:
+        store = Store(self.store_dir / f"replica-{i}", genesis=self.config.genesis,
+                      replica_id=i, sync_policy="none")
+        self.stores[i] = store
+        self.writers[i] = LedgerWriter(store, replica, self.store_counters)
+        return store
+
+    def _restore(self, i: int) -> None:
+        """Replica i restarts from its store as the runtime would (poe/storage/restore.py):
+        checked, restored, its re-executions watched by the checkers."""
+        old = self.stores.pop(i)
+        old.db.close()                     # nothing is open: every turn was committed
+        self.writers.pop(i)
+        replica = self._new_replica(i)     # opens a fresh store object on the same files
+        store = self.stores[i]
+        self.replicas[i] = replica
+        config = self.config
+        stable = store.stable()
+        try:
+            report = check_store(store, self.suite(replica_party(i)), n=config.n,
+                                 nf=config.nf, ts=config.mode == "ts",
+                                 certs_above=stable.proof.seq if stable else -1)
+            bad = report.bad if not report.ok else None
+        except StoreError as exc:
+            report, bad = None, exc.what
+        if bad is not None:
+            self.checker.violation(f"replica {i}'s store fails its check after a crash: {bad}")
+            self.checker.restarted(i)
+            return
+        actions, _ = restore(replica, store, report, self.loop.now)
+        self.checker.restored(i, replica.checkpoints.stable.seq, replica.view)
+        self._apply(i, actions)
 
     # ------------------------------------------------------------------ faults
 
@@ -165,13 +218,17 @@ class SimCluster:
         self._log(f"crash r{i}")
 
     def restart(self, i: int) -> None:
-        """Replica i comes back with empty volatile state (a fresh object)."""
+        """Replica i comes back with empty volatile state (a fresh object): from its store
+        in a durable cluster (a correct replica), else from scratch."""
         self.crashed.discard(i)
-        self.replicas[i] = self._new_replica(i)
-        self.checker.restarted(i)
         for key in [k for k in self._timer_gen if k[0] == i]:
             self._timer_gen[key] += 1
         self._log(f"restart r{i}")
+        if i in self.stores and i not in self.checker.byzantine:
+            self._restore(i)
+            return
+        self.replicas[i] = self._new_replica(i)
+        self.checker.restarted(i)
 
     def stop_faults(self, liveness_bound_s: float) -> None:
         """The faults stop now: links heal (no loss, duplication or partition), every
@@ -276,6 +333,9 @@ class SimCluster:
             self.loop.at(action.at, self._fire, (node, action.kind, action.key, gen))
 
     def _apply(self, r: int, actions) -> None:
+        writer = self.writers.get(r) if self.writers else None
+        if writer is not None and r not in self.checker.byzantine:
+            actions = self._write(writer, actions)
         n = self.n
         for a in actions:
             t = type(a)
@@ -300,6 +360,26 @@ class SimCluster:
                 self.checker.on_transferred(r, a)
             elif t is Persist:
                 self.result.persisted += 1
+
+    def _write(self, writer: LedgerWriter, actions) -> list:
+        """The runtime's turn: the store side of every action, committed before anything
+        of the turn is delivered; the frames after a refused vote are not sent."""
+        kept = []
+        skip = False
+        for a in actions:
+            t = type(a)
+            if t is Send or t is Broadcast:
+                if skip:
+                    self.store_counters["equivocation-refused"] += 1
+                    continue
+            else:
+                skip = False
+                if t is Executed or t is Persist or t is Stable or t is RolledBack \
+                        or t is Transferred:
+                    skip = not writer.write(a)
+            kept.append(a)
+        writer.store.commit()
+        return kept
 
     def _apply_client(self, j: int, actions) -> None:
         node = self.n + j

@@ -4,7 +4,10 @@ configuration, network, crashes and adversaries, under every checker (issue #5).
 What it is for: per seed, ``draw`` picks n in {4, 7, 10}, the TS or MAC variant, batch
 size, window and checkpoint period, timeouts, link faults (loss, duplication, jitter),
 partitions that heal, crashes and Byzantine replicas (together at most f) and Byzantine
-clients; ``run_case`` runs a safety phase with the faults, then stops every fault
+clients; about a third of the seeds are durable (every correct replica writes a store and a
+crashed one restarts from it, poe/storage) and most of those also cut the power of the
+whole cluster once or twice (every correct replica crashes at once and restarts from its
+store); ``run_case`` runs a safety phase with the faults, then stops every fault
 (``SimCluster.stop_faults``) and runs a liveness phase in which every client message must
 complete within a bound. ``swarm`` runs a range of seeds and sums their figures; a failing
 seed is reported with the command line that reruns it alone.
@@ -55,6 +58,9 @@ class Case:
     crashes: list = field(default_factory=list)       # (at, replica, restart at or None)
     adversaries: list = field(default_factory=list)   # (replica, kind, params)
     client_adversaries: list = field(default_factory=list)   # (kind, params)
+    # replicas write stores and restart from them (a crash above restarts from the store)
+    durable: bool = False
+    cluster_crashes: list = field(default_factory=list)  # (at, back): every correct replica
 
     def describe(self) -> str:
         c = self.config
@@ -68,6 +74,9 @@ class Case:
         parts += [f"partition {s:.2f}-{e:.2f}s {g}" for s, e, g in self.partitions]
         parts += [f"crash r{r} at {a:.2f}s" + (f" restart {b:.2f}s" if b else "")
                   for a, r, b in self.crashes]
+        if self.durable:
+            parts.append("durable")
+        parts += [f"cluster crash {a:.2f}-{b:.2f}s" for a, b in self.cluster_crashes]
         parts += [f"byzantine r{r} {k} {p}" for r, k, p in self.adversaries]
         parts += [f"byzantine client {k} {p}" for k, p in self.client_adversaries]
         return "; ".join(parts)
@@ -83,6 +92,8 @@ class Case:
         out["partition"] += len(self.partitions)
         out["crash"] += len(self.crashes)
         out["restart"] += sum(1 for c in self.crashes if c[2])
+        out["durable"] += self.durable
+        out["cluster-crash"] += len(self.cluster_crashes)
         for _, kind, _ in self.adversaries:
             out[f"byzantine:{kind}"] += 1
         for kind, _ in self.client_adversaries:
@@ -183,7 +194,21 @@ def draw(seed: int, allow_primary_faults: bool | None = None, protocol: str = "p
         if kind == "flood":
             params.update(burst=rng.randint(1, 5), replays=rng.randint(0, 5))
         case.client_adversaries.append((kind, params))
+    # stores and whole-cluster crashes come from a generator of their own, so every other
+    # part of a seed's draw is what it was before they existed
+    later = random.Random(seed * 2_000_029 + 11)
+    case.durable = later.random() < 0.35
+    if case.durable:
+        for _ in range(later.choice((0, 1, 1, 2))):
+            at = later.uniform(0, safety_s)
+            case.cluster_crashes.append((at, min(safety_s, at + later.uniform(0.01, 0.5))))
+        case.cluster_crashes.sort()
     return case
+
+
+def without_stores(case: Case) -> Case:
+    """``case`` as drawn before stores existed (the regression seeds found then)."""
+    return dataclasses.replace(case, durable=False, cluster_crashes=[])
 
 
 def _params(kind: str, rng: random.Random, r: int, n: int, f: int,
@@ -215,7 +240,8 @@ def _params(kind: str, rng: random.Random, r: int, n: int, f: int,
 def build(case: Case) -> tuple[SimCluster, list]:
     """The cluster of ``case`` with its faults scheduled and its adversaries installed."""
     sim = SimCluster(case.config, clients=case.clients, seed=case.seed, faults=case.faults,
-                     workload=case.workload, byzantine_clients=len(case.client_adversaries))
+                     workload=case.workload, byzantine_clients=len(case.client_adversaries),
+                     durable=case.durable)
     actors = []
     for i, (r, kind, params) in enumerate(case.adversaries):
         actors.append(adversary.install(sim, r, kind, seed=case.seed * 31 + i, **params))
@@ -228,7 +254,20 @@ def build(case: Case) -> tuple[SimCluster, list]:
     for start, end, groups in case.partitions:
         sim.at(start, lambda _, g=groups: sim.net.partition(*g))
         sim.at(end, lambda _: sim.net.heal())
+    for at, back in case.cluster_crashes:
+        sim.at(at, lambda _, back=back: _cluster_crash(sim, back))
     return sim, actors
+
+
+def _cluster_crash(sim: SimCluster, back: float) -> None:
+    """Every correct replica that is up crashes now and restarts (from its store) at
+    ``back``: a power cut of the whole cluster, Byzantine replicas aside."""
+    down = [r for r in range(sim.n)
+            if r not in sim.crashed and r not in sim.checker.byzantine]
+    for r in down:
+        sim.crash(r)
+    for r in down:
+        sim.at(back, lambda _, r=r: sim.restart(r))
 
 
 def run_case(case: Case) -> CaseResult:
