@@ -97,11 +97,14 @@ class Stable:
 class Transferred:
     """The replica's state was replaced by the snapshot of stable checkpoint ``seq`` (ledger
     head ``chain_digest``) fetched from its signers (§5.5); a RolledBack precedes it when
-    executed batches above the old stable checkpoint were discarded."""
+    executed batches above the old stable checkpoint were discarded. ``proof`` travels
+    with it: by the time a driver carries the action out, the same turn may have moved the
+    replica on to a later checkpoint."""
 
     seq: int
     state_digest: bytes
     chain_digest: bytes
+    proof: object = None       # the CheckpointProof (the ledger's new base), nf signatures
 
 
 Action = Union[Send, Broadcast, Reply, SetTimer, CancelTimer, Persist, Executed, RolledBack,

@@ -10,7 +10,8 @@ handles any message. It touches exactly these attributes of ``PoEReplica``:
   vote for it (answered to a peer that still lacks it), and ``retained`` = the stored
   blocks of the last window up to it (a peer less than a window behind replays them, as
   before the crash, instead of adopting a snapshot, which would leave its ledger without
-  those blocks);
+  those blocks), and ``replies`` = the INFORMs of the newest stored results up to it (the
+  reply cache, so a client's retry of a message executed before the crash is answered);
 * ``view`` = the last installed view in the store;
 * ``next_k`` and ``max_seen`` above the highest SUPPORT vote the store holds for that view
   (a primary's PROPOSE is its SUPPORT): a restarted primary never proposes a second batch
@@ -45,7 +46,7 @@ from poe._core.codec import Batch
 from poe._core.kv import KVStore
 from poe.crypto.statements import checkpoint_statement
 from poe.protocol.poe.view_change import NOOP_DIGEST
-from poe.storage.store import Store
+from poe.storage.store import Store, split_results
 from poe.storage.verify import Report
 
 
@@ -80,6 +81,7 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
                 break
             replica._retain(b.seq, b.digest,
                             Batch.from_body(b.body) if b.body is not None else None, b.view)
+        _restore_replies(replica, store, stable.seq)
     view = store.view
     replica.view = view
     window = replica.window
@@ -143,6 +145,30 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
     if k > start:
         replica._progress(now, out)
     return out, replica.k_exec - start
+
+
+def _restore_replies(replica, store: Store, upto: int) -> None:
+    """The reply cache as it was: the INFORMs of the newest stored results at or below the
+    stable checkpoint (as many messages as the cache holds), sealed for their clients
+    again. Without them a client retrying a message executed before the crash gets no
+    answer: the kv's exactly-once table says it was executed, so it is not executed again."""
+    rows = []
+    room = replica.config.reply_cache_size
+    for seq, view, body in store.results(upto):
+        messages = split_results(body)
+        rows.append((seq, view, messages))
+        room -= len(messages)
+        if room <= 0:
+            break
+    macs = replica._macs
+    replies = replica.replies
+    for seq, view, messages in reversed(rows):
+        for client, first, duplicate, inform in messages:
+            if duplicate:
+                continue                        # answered from the original's entry
+            frame = codec.encode_inform(replica.id, view, seq, inform)
+            replies.put((client, first), view, seq,
+                        frame + macs.mac(replica._client(client), frame))
 
 
 def _own_vote(replica, slot, view: int, seq: int, digest: bytes) -> None:

@@ -7,6 +7,8 @@ written by the runtime as it carries out the protocol's actions (docs/storage.md
   digest, previous hash, block hash, the batch body (NULL for a no-op position) and the
   certificate (TS mode), hash-chained from a ``base`` (genesis, or the stable checkpoint a
   state transfer started from);
+* ``results``: per block, the kv results of its batch (INFORM bodies): a restarted replica
+  answers a client's retry of an executed message from them, as it did from memory;
 * ``checkpoint``: the last stable checkpoint with its nf signatures and the kv snapshot;
 * ``votes``: every SUPPORT (a primary's PROPOSE included) and CHECKPOINT vote sent above the
   stable checkpoint;
@@ -65,6 +67,37 @@ def _check(tag: bytes, *fields) -> bytes:
     return h.digest()
 
 
+_CM = struct.Struct("<IIH")            # results of one client message: client, idx, count
+_OP = struct.Struct("<QBH")            # one operation: t, status, result length
+_DUPLICATE = 3                         # codec.ST_DUPLICATE
+
+
+def split_results(body: bytes) -> list[tuple[int, int, bool, bytes]]:
+    """A block's stored results -> per client message (client, first request id, all
+    duplicate, INFORM body). ValueError if the bytes are not results."""
+    out = []
+    pos, end = 0, len(body)
+    while pos < end:
+        if pos + _CM.size > end:
+            raise ValueError(f"results truncated at byte {pos}")
+        client, _idx, count = _CM.unpack_from(body, pos)
+        start = pos
+        pos += _CM.size
+        first, duplicate = None, True
+        for _ in range(count):
+            if pos + _OP.size > end:
+                raise ValueError(f"results truncated at byte {pos}")
+            t, status, rlen = _OP.unpack_from(body, pos)
+            pos += _OP.size + rlen
+            if first is None:
+                first = t
+            duplicate = duplicate and status == _DUPLICATE
+        if pos > end or first is None:
+            raise ValueError(f"results of a client message at byte {start} are malformed")
+        out.append((client, first, duplicate, body[start:pos]))
+    return out
+
+
 def encode_signatures(signatures) -> bytes:
     out = [struct.pack("<H", len(signatures))]
     for replica, sig in signatures:
@@ -115,6 +148,8 @@ CREATE TABLE IF NOT EXISTS blocks (seq INTEGER PRIMARY KEY, view INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS checkpoint (slot INTEGER PRIMARY KEY, seq INTEGER NOT NULL,
     state BLOB NOT NULL, chain BLOB NOT NULL, sigs BLOB NOT NULL, snapshot BLOB,
     chk BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS results (seq INTEGER PRIMARY KEY, view INTEGER NOT NULL,
+    body BLOB NOT NULL, chk BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS votes (kind TEXT NOT NULL, view INTEGER NOT NULL,
     seq INTEGER NOT NULL, digest BLOB NOT NULL, chk BLOB NOT NULL,
     PRIMARY KEY (kind, view, seq));
@@ -256,9 +291,16 @@ class Store:
 
     # ---------------------------------------------------------------- ledger
 
-    def append_block(self, b: Block) -> None:
-        """B_k becomes the head: every block at or above k is replaced."""
+    def append_block(self, b: Block, results: bytes | None = None) -> None:
+        """B_k becomes the head: every block at or above k is replaced. ``results``: the
+        kv results of its batch (INFORM bodies, concatenated), kept so that a restarted
+        replica answers a client's retry of it as before the crash."""
         self.db.execute("DELETE FROM blocks WHERE seq>=?", (b.seq,))
+        self.db.execute("DELETE FROM results WHERE seq>=?", (b.seq,))
+        if results is not None:
+            self.db.execute("INSERT INTO results VALUES (?,?,?,?)",
+                            (b.seq, b.view, results,
+                             _check(b"results", b.seq, b.view, results)))
         bitmap = b.cert.bitmap if b.cert is not None else None
         sig = b.cert.signature if b.cert is not None else None
         self.db.execute("INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?)",
@@ -281,11 +323,17 @@ class Store:
                         (view, bitmap, sig,
                          _check(b"block", seq, view, digest, row[2], row[3], row[4], bitmap,
                                 sig), seq))
+        # its INFORMs are sent again under the new view: so are the stored ones
+        held = self.db.execute("SELECT body FROM results WHERE seq=?", (seq,)).fetchone()
+        if held is not None:
+            self.db.execute("UPDATE results SET view=?, chk=? WHERE seq=?",
+                            (view, _check(b"results", seq, view, held[0]), seq))
         self.dirty = True
         return True
 
     def truncate_above(self, seq: int) -> None:
         self.db.execute("DELETE FROM blocks WHERE seq>?", (seq,))
+        self.db.execute("DELETE FROM results WHERE seq>?", (seq,))
         self.dirty = True
 
     def blocks(self, above: int = -1):
@@ -307,6 +355,23 @@ class Store:
                             None if body is None else bytes(body), cert)
         except sqlite3.Error as exc:
             raise StoreError(self.path, f"unreadable blocks table ({exc})") from None
+
+    def results(self, upto: int):
+        """(seq, view, results) of the blocks at or below ``upto``, newest first, each
+        checked against its row check."""
+        try:
+            cur = self.db.execute("SELECT * FROM results WHERE seq<=? ORDER BY seq DESC",
+                                  (upto,))
+            for seq, view, body, chk in cur:
+                if type(seq) is not int or type(view) is not int or type(body) is not bytes \
+                        or type(chk) is not bytes:
+                    raise StoreError(self.path, f"results row {seq!r} is malformed")
+                if _check(b"results", seq, view, body) != chk:
+                    raise StoreError(self.path, f"results of block {seq} fail their row "
+                                     "check (bit flip or partial write)")
+                yield seq, view, body
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, f"unreadable results table ({exc})") from None
 
     def head(self) -> tuple[int, bytes] | None:
         row = self.db.execute("SELECT seq, hash FROM blocks ORDER BY seq DESC LIMIT 1")\
@@ -359,6 +424,7 @@ class Store:
         """After a state transfer: the ledger starts at ``proof`` (blocks below are unknown
         here)."""
         self.db.execute("DELETE FROM blocks")
+        self.db.execute("DELETE FROM results")
         self._set_checkpoint(_BASE, proof, None)
 
     def base(self) -> CheckpointProof:

@@ -26,7 +26,7 @@ from poe.crypto.base import client as client_party
 from poe.crypto.statements import support_statement
 from poe.protocol.poe.clients import first_bad_client_signature
 from poe.protocol.poe.view_change import NOOP_DIGEST, checkpoint_proof_ok
-from poe.storage.store import Store, StoreError
+from poe.storage.store import Store, StoreError, split_results
 
 
 @dataclass
@@ -92,6 +92,11 @@ def check_store(store: Store, suite, *, n: int, nf: int, ts: bool,
         if stable is not None and b.seq == stable.seq and b.hash != stable.chain_digest:
             report.bad = (b.seq, "differs from the stable checkpoint's chain digest")
             return report
+    for seq, _view, body in store.results(report.height):    # row checks, then the layout
+        try:
+            split_results(body)
+        except ValueError as exc:
+            raise StoreError(store.path, f"results of block {seq}: {exc}") from None
     if stable is not None and report.height < stable.seq:
         report.bad = (report.height + 1, (f"missing: the ledger ends at {report.height}, "
                                           f"below the stable checkpoint {stable.seq}"))

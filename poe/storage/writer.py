@@ -3,7 +3,8 @@
 What it is for: ``LedgerWriter(store, replica, counters).write(action)`` carries out the
 durable part of one protocol action (``poe.protocol.actions``) in the store's open
 transaction: Executed appends the block (batch, and in TS mode the certificate of the view
-it was certified in), Persist writes a vote, the view, the view the replica asked to leave,
+it was certified in) and its results (the replies a restarted replica answers retries
+with), Persist writes a vote, the view, the view the replica asked to leave,
 or a block kept by a view change (now certified in the new view), Stable writes the proof
 and the snapshot, RolledBack truncates the ledger, Transferred records the new base. The
 networked runtime (``poe.runtime.replica``) and the simulator's durable mode
@@ -44,9 +45,12 @@ class LedgerWriter:
         elif t is RolledBack:
             self.store.truncate_above(a.seq)
         elif t is Transferred:
-            proof = self.replica.checkpoints.stable
+            # the action's own proof: the turn may have moved the replica on since
+            proof = a.proof if a.proof is not None else self.replica.checkpoints.stable
             if proof.seq == a.seq:
                 self.store.set_base(proof)
+            else:
+                self.counters["base-not-stored"] += 1
         return True
 
     def _persist(self, record: tuple) -> bool:
@@ -89,7 +93,9 @@ class LedgerWriter:
                 and slot.cert_digest == a.digest:
             cert = slot.cert
         body = a.batch.body() if a.batch is not None else None
-        self.store.append_block(Block(a.seq, a.view, a.digest, prev, a.block_hash, body, cert))
+        results = a.results.buffer if a.results is not None and a.batch is not None else None
+        self.store.append_block(Block(a.seq, a.view, a.digest, prev, a.block_hash, body, cert),
+                                results)
 
     def _stable(self, a: Stable) -> None:
         r = self.replica

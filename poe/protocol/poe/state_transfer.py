@@ -250,7 +250,7 @@ class StateTransferMixin:
         self.behind = None
         self.max_seen = max(self.max_seen, proof.seq)
         self.stats["state-transfers"] += 1
-        out.append(Transferred(proof.seq, proof.state_digest, proof.chain_digest))
+        out.append(Transferred(proof.seq, proof.state_digest, proof.chain_digest, proof))
         out.append(Stable(proof.seq, proof.state_digest, proof.chain_digest))
         if self.history is not None and self.status == "normal":
             self._recertify(now, out, only_missing=False)   # positions now in our window
