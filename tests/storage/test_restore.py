@@ -21,7 +21,7 @@ from poe.crypto import load_secret, load_suite
 from poe.crypto.base import replica as replica_party
 from poe.crypto.dealer import deal_cluster, write_keys
 from poe.crypto.statements import checkpoint_statement, request_statement, support_statement
-from poe.protocol.actions import Broadcast, Persist, Send
+from poe.protocol.actions import Broadcast, Persist, Reply, Send
 from poe.protocol.poe.view_change import NORMAL, VIEW_CHANGE
 from poe.runtime.replica import ReplicaRuntime
 from poe.storage.store import REPAIR, Block, Store, StoreError
@@ -442,3 +442,17 @@ def test_blocks_kept_by_a_view_change_come_back_after_a_crash_in_the_new_view(ke
         if mode == "ts":
             assert slot.cert is not None
     assert node.rt.counters["kept-not-stored"] == 0
+
+
+def test_a_retry_of_a_message_executed_before_the_crash_gets_the_same_inform(keys, tmp_path):
+    # the kv's exactly-once table (restored from the checkpoint) says message 3 was
+    # executed, so it is never executed again: only the stored results can answer it
+    node = Node(keys, tmp_path, "mac", 1)
+    _backup_executes(node, 6)
+    retry = codec.encode_request(node.message(3))
+    before = [a.data for a in node.turn(retry) if isinstance(a, Reply)]
+    assert len(before) == 1 and codec.decode(before[0]).seq == 3
+    node.restart()
+    after = [a.data for a in node.turn(retry) if isinstance(a, Reply)]
+    assert after == before
+    assert node.replica.stats["reply-from-cache"] == 1

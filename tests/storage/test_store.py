@@ -17,6 +17,7 @@ from poe.storage.store import (
     StoreError,
     decode_signatures,
     encode_signatures,
+    split_results,
 )
 from poe.storage.verify import check_store
 
@@ -198,3 +199,55 @@ def test_a_damaged_vote_row_or_a_malformed_block_row_is_one_store_error(tmp_path
         check_store(s, None, n=4, nf=3, ts=False)
     assert REPAIR in str(err.value)
     s.close()
+
+
+def _results(*messages) -> bytes:
+    """Stored results: per message (client, [(t, status, value)])."""
+    import struct
+    out = b""
+    for i, (client, ops) in enumerate(messages):
+        out += struct.pack("<IIH", client, i, len(ops))
+        for t, status, value in ops:
+            out += struct.pack("<QBH", t, status, len(value)) + value
+    return out
+
+
+def test_results_follow_their_blocks_through_rollback_keep_and_base(tmp_path):
+    s = _store(tmp_path)
+    chain = _chain(4)
+    for b in chain:
+        s.append_block(b, _results((7, [(b.seq * 10, 0, b"v%d" % b.seq)])))
+    assert [seq for seq, _, _ in s.results(4)] == [4, 3, 2, 1]          # newest first
+    assert [seq for seq, _, _ in s.results(2)] == [2, 1]
+    s.truncate_above(3)                                                  # a rollback
+    s.append_block(chain[3])                                             # no results now
+    assert [seq for seq, _, _ in s.results(9)] == [3, 2, 1]
+    assert s.keep_block(3, 5, NOOP_DIGEST, None)                        # view 5 keeps it
+    assert next(s.results(3))[:2] == (3, 5)
+    assert not s.keep_block(3, 6, b"\1" * 32, None)                     # another block
+    assert check_store(s, None, n=4, nf=3, ts=False).ok
+    [(client, first, duplicate, body)] = split_results(next(s.results(3))[2])
+    assert (client, first, duplicate) == (7, 30, False) and body.endswith(b"v3")
+    s.set_base(CheckpointProof(4, b"\0" * 32, chain[3].hash, ()))     # a state transfer
+    assert list(s.results(9)) == []
+
+
+def test_damaged_results_stop_the_store_check(tmp_path):
+    s = _store(tmp_path)
+    for b in _chain(2):
+        s.append_block(b, _results((1, [(1, 0, b"x")])))
+    s.db.execute("UPDATE results SET view=9 WHERE seq=2")               # no new row check
+    with pytest.raises(StoreError, match="results of block 2 fail their row check"):
+        check_store(s, None, n=4, nf=3, ts=False)
+
+
+@pytest.mark.parametrize("body", [b"\1\0\0\0\0\0\0\0\1", _results((1, [(1, 0, b"xy")]))[:-1],
+                                  _results((1, []))])
+def test_split_results_rejects_malformed_bytes(body):
+    with pytest.raises(ValueError):
+        split_results(body)
+
+
+def test_split_results_marks_all_duplicate_messages():
+    body = _results((1, [(5, 3, b""), (6, 3, b"")]), (2, [(9, 3, b""), (10, 0, b"a")]))
+    assert [(c, t, d) for c, t, d, _ in split_results(body)] == [(1, 5, True), (2, 9, False)]
