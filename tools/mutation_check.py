@@ -20,7 +20,11 @@ from poe.protocol.poe import client as client_mod
 from poe.protocol.poe import replica as replica_mod
 from poe.baselines.pbft import replica as pbft_mod
 from poe.protocol.poe import view_change as vc_mod
+from poe.protocol.actions import Transferred
 from poe.sim import swarm
+from poe.storage import restore as restore_mod
+from poe.storage import store as store_mod
+from poe.storage import writer as writer_mod
 
 
 def _patch(obj, name, value):
@@ -117,6 +121,42 @@ def watermark_off_by_one():
     return _patch(vc_mod.ViewChangeMixin, "install_view", patched)
 
 
+# durability (issue #7): the swarm's durable seeds restart replicas from their stores, and
+# cut the power of every correct replica at once
+
+def stable_not_durable():
+    """The stable checkpoint (proof and snapshot) is never written to the store."""
+    return _patch(store_mod.Store, "set_stable", lambda self, proof, snapshot: None)
+
+
+def replies_not_durable():
+    """The reply cache is not refilled from the stored results after a restart."""
+    return _patch(restore_mod, "_restore_replies", lambda replica, store, upto: None)
+
+
+def base_from_replica():
+    """A state transfer's base is read from the replica at the end of the loop turn, not
+    from the action (the ledger gap found by swarm seed 88)."""
+    write = writer_mod.LedgerWriter.write
+
+    def patched(self, a):
+        if type(a) is Transferred:
+            a = Transferred(a.seq, a.state_digest, a.chain_digest)
+        return write(self, a)
+    return _patch(writer_mod.LedgerWriter, "write", patched)
+
+
+def votes_not_durable():
+    """SUPPORT (and PROPOSE) votes are not written: a restarted replica may vote again,
+    for something else, in the same view."""
+    persist = store_mod.Store.persist_vote
+
+    def patched(self, kind, view, seq, digest):
+        return True if kind in ("support", "commit") else persist(self, kind, view, seq,
+                                                                   digest)
+    return _patch(store_mod.Store, "persist_vote", patched)
+
+
 MUTANTS = {                      # PoE (the default protocol)
     "client-f+1": client_accepts_f_plus_1,
     "quorum-2f": certificate_from_2f,
@@ -124,6 +164,10 @@ MUTANTS = {                      # PoE (the default protocol)
     "recertification-skipped": recertification_skipped,
     "inform-after-vc-request": inform_after_vc_request,
     "watermark-off-by-one": watermark_off_by_one,
+    "stable-not-durable": stable_not_durable,
+    "replies-not-durable": replies_not_durable,
+    "base-from-replica": base_from_replica,
+    "votes-not-durable": votes_not_durable,
 }
 PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-client-f": pbft_client_accepts_f,
