@@ -157,6 +157,13 @@ def votes_not_durable():
     return _patch(store_mod.Store, "persist_vote", patched)
 
 
+def pbft_commits_not_restored():
+    """A restarted PBFT replica forgets which slots it had prepared (its durable COMMITs
+    are not read back): a view change after a power cut can drop a committed batch."""
+    return _patch(pbft_mod.PBFTReplica, "restore_commit_votes", lambda self, commits, now:
+                  None)
+
+
 MUTANTS = {                      # PoE (the default protocol)
     "client-f+1": client_accepts_f_plus_1,
     "quorum-2f": certificate_from_2f,
@@ -175,6 +182,9 @@ PBFT_MUTANTS = {                 # --protocol pbft
     "quorum-2f": certificate_from_2f,
     "inform-after-vc-request": inform_after_vc_request,
     "watermark-off-by-one": watermark_off_by_one,
+    "pbft-commits-not-restored": pbft_commits_not_restored,
+    "stable-not-durable": stable_not_durable,
+    "replies-not-durable": replies_not_durable,
 }
 
 

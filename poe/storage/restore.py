@@ -131,7 +131,14 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
             slot.supported = {votes[seq]: view}
             window.set_digest(seq, votes[seq])
             _own_vote(replica, slot, view, seq, votes[seq])
-    top = max([k, *votes])
+    commits = {seq: digest for (v, seq), digest in report.commit_votes.items()
+               if v == view and seq > k and window.contains(seq)}
+    if commits:
+        # the PBFT baseline: a COMMIT we sent says we had prepared that slot in this view
+        # (nf matching PREPAREs); it is in our P again, so a view change after a
+        # whole-cluster crash keeps what another replica executed at nf COMMITs
+        replica.restore_commit_votes(commits, now)
+    top = max([k, *votes, *commits])
     if top > start:
         # never propose again where we voted (or proposed) in this view: those slots are
         # fetched, or decided by a view change

@@ -40,6 +40,8 @@ class Report:
     bad: tuple[int, str] | None = None   # (seq, reason) of the first bad block
     # our durable SUPPORT votes (a primary's PROPOSE included): (view, seq) -> digest
     support_votes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    # the PBFT baseline's durable COMMIT votes: (view, seq) -> digest
+    commit_votes: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -73,10 +75,11 @@ def check_store(store: Store, suite, *, n: int, nf: int, ts: bool,
                              "to its proof's state digest")
     report = Report(base.seq, base.chain_digest, 0, base, stable, snapshot)
     for kind, view, seq, digest in store.votes():
-        if kind == "support":
+        if kind == "support" or kind == "commit":
             if len(digest) != 32:
-                raise StoreError(store.path, f"support vote ({view}, {seq}) is malformed")
-            report.support_votes[view, seq] = digest
+                raise StoreError(store.path, f"{kind} vote ({view}, {seq}) is malformed")
+            votes = report.support_votes if kind == "support" else report.commit_votes
+            votes[view, seq] = digest
     if suite is None:
         verify_cert = None                   # no keys: a block that needs them is not good
     else:

@@ -456,3 +456,25 @@ def test_a_retry_of_a_message_executed_before_the_crash_gets_the_same_inform(key
     after = [a.data for a in node.turn(retry) if isinstance(a, Reply)]
     assert after == before
     assert node.replica.stats["reply-from-cache"] == 1
+
+
+def test_a_pbft_slot_prepared_before_the_crash_is_prepared_again(keys, tmp_path):
+    # our durable COMMIT says we had nf PREPAREs: the slot is in our P again, so a view
+    # change after a whole-cluster crash keeps a batch another replica executed at nf
+    # COMMITs (PBFT swarm seed 295 rolled one back)
+    node = Node(keys, tmp_path, "mac", 1, protocol="pbft")
+    _backup_executes(node, 6)
+    msg = node.message(7)
+    d7 = _digest(msg)
+    out = node.turn(node.propose(7, msg), node.support(2, 7, d7))   # prepared: COMMIT leaves
+    assert [codec.decode(a.data).kind for a in out if isinstance(a, Send)].count(
+        codec.COMMIT) == 3
+    assert node.replica.k_exec == 6
+    node.restart()
+    r = node.replica
+    slot = r.window.payload(7)
+    assert (slot.committed, slot.cert_view, slot.cert_digest, slot.batch) == (True, 0, d7, None)
+    assert r.k_exec == 6 and r.next_k == 8
+    out: list = []
+    r.start_view_change(0, node.now, out)
+    assert (codec.ENTRY_PREPARED, 7, 0, d7) in _entries(r.own_vcs[0])

@@ -176,6 +176,26 @@ class PBFTReplica(PoEReplica):
 
     # ------------------------------------------------------------------ execution
 
+    def restore_commit_votes(self, commits: dict[int, bytes], now: float) -> None:
+        """Recovery: our durable COMMITs of the current view above what we executed. Each
+        says the slot was prepared here (nf matching PREPAREs of this view): it is prepared
+        again (P in a VIEW-CHANGE), with our COMMIT counted and sent again; its batch is
+        fetched like any other."""
+        view = self.view
+        window = self.window
+        for k, digest in sorted(commits.items()):
+            if k <= self.k_exec or not window.contains(k):
+                continue
+            slot = self._slot(k, now)
+            if slot.digest is not None and slot.digest != digest:
+                continue                 # our restored PREPARE says otherwise: keep it
+            slot.digest = digest
+            slot.committed = True
+            slot.cert_view, slot.cert_digest = view, digest
+            window.set_digest(k, digest)
+            self._own_commits[k] = (view, codec.encode_commit(self.id, view, k, digest))
+            window.vote(k, COMMIT_VOTES, self.id)
+
     def restored_executed(self, k: int) -> None:
         """We executed k in this view before a crash, so it was committed-local then (nf
         COMMITs of this view): it executes again after the restart without new COMMITs,
