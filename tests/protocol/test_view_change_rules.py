@@ -147,6 +147,17 @@ def test_mac_history_fills_undecided_gaps_with_no_ops_and_cuts_trailing_ones():
     assert h.entries[1].digest == NOOP_DIGEST and h.entries[2].digest == digest(2)
 
 
+def test_mac_history_keeps_a_view_committed_no_op_at_its_end():
+    # position 2 became a no-op in view 1 and was view-committed (maybe executed; under
+    # PBFT committed) there; 3 was only supported: 3 is cut, 2 stays (PBFT swarm seed 136)
+    noop = NOOP_DIGEST
+    reqs = [vc(i, 3, [P(1, 1, digest(1)), Q(1, 1, digest(1)), P(2, 1, noop), Q(2, 1, noop),
+                      Q(3, 1, digest(3))]) for i in range(3)]
+    h = new_history_mac(reqs, F, NF)
+    assert h.k_max == 2 and h.entries[2].digest == noop and h.entries[2].view == 1
+    assert 3 not in h.entries
+
+
 def test_mac_history_waits_when_a_position_cannot_be_decided():
     # two replicas claim a prepared digest nobody else supported: neither A1/A2 nor no-op
     reqs = [vc(0, 2, [P(1, 2, digest(1))]), vc(1, 2, [P(1, 2, digest(2))]), vc(2, 2, [])]

@@ -146,6 +146,7 @@ def new_history_mac(requests, f: int, nf: int) -> NewHistory | None:
         prepared.append(p)
         supported.append(q)
     entries: dict[int, HistoryEntry] = {}
+    empty: set[int] = set()              # decided empty here (nobody view-committed them)
     for k in range(base.seq + 1, top + 1):
         candidates = sorted({pk[k] for pk in prepared if k in pk}, reverse=True)
         chosen = None
@@ -160,12 +161,16 @@ def new_history_mac(requests, f: int, nf: int) -> NewHistory | None:
         if chosen is None:
             if sum(1 for pk in prepared if k not in pk) >= nf:
                 entries[k] = HistoryEntry(k, NOOP_DIGEST, 0, None)
+                empty.add(k)
                 continue
             return None
         entries[k] = HistoryEntry(k, chosen[1], chosen[0], None)
-    # trailing no-ops carry nothing: cut them so the new primary continues right after
+    # trailing positions decided empty carry nothing: cut them so the new primary
+    # continues right after. A no-op chosen from a P_k (view-committed in an earlier new
+    # view, maybe executed, and under PBFT committed) stays: cutting it would roll it back
+    # and give its position to another batch (PBFT swarm seed 136)
     k_max = top
-    while k_max > base.seq and entries[k_max].digest == NOOP_DIGEST:
+    while k_max > base.seq and k_max in empty:
         del entries[k_max]
         k_max -= 1
     return NewHistory(base, entries, k_max)
