@@ -89,11 +89,18 @@ def test_equivocating_primary_is_replaced_and_nothing_diverges():
 
 # seeds of the PBFT swarm run in CI (the full campaign is in docs/testing.md)
 PBFT_SEEDS = list(range(1, 13)) + [121]      # 121: a faulty INFORM moved the client's view
+# found with stores and whole-cluster power cuts: 295 (prepared slots forgotten by a
+# restart), 136 (a committed no-op cut from the end of a new history)
+PBFT_DURABLE_SEEDS = [136, 295]
 
 
-@pytest.mark.parametrize("seed", PBFT_SEEDS)
+@pytest.mark.parametrize("seed", PBFT_SEEDS + PBFT_DURABLE_SEEDS)
 def test_pbft_swarm_seed_runs_clean(seed):
     case = swarm.draw(seed, protocol="pbft")
+    if seed == 121:
+        case = swarm.without_stores(case)       # as it was drawn when it was found
+    if seed in PBFT_DURABLE_SEEDS:
+        assert case.durable and case.cluster_crashes
     assert case.config.protocol == "pbft" and case.config.mode == "mac"
     result = swarm.run_case(case)
     assert result.violations == [], (result.violations, case.describe())
