@@ -18,7 +18,7 @@ handles any message. It touches exactly these attributes of ``PoEReplica``:
   for a sequence number it already proposed in this view;
 * for each stored block above the checkpoint that was executed in that view (or kept by
   the view change into it and certified again there: the store rewrote its view then, see
-  ``ReplicaRuntime._store_kept``), in order and without a gap, the window slot: proposal view, batch, digest, and view-committed in that
+  ``LedgerWriter._kept``), in order and without a gap, the window slot: proposal view, batch, digest, and view-committed in that
   view (``cert_view``, ``cert_digest``, ``committed``), ``proposal`` (a backup: the PROPOSE
   of that view, seq and batch, so a retransmitted copy is a duplicate, not an equivocation
   of the primary) and, TS mode, the certificate of
