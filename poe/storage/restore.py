@@ -18,17 +18,20 @@ handles any message. It touches exactly these attributes of ``PoEReplica``:
   for a sequence number it already proposed in this view;
 * for each stored block above the checkpoint that was executed in that view (or kept by
   the view change into it and certified again there: the store rewrote its view then, see
-  ``LedgerWriter._kept``), in order and without a gap, the window slot: proposal view, batch, digest, and view-committed in that
-  view (``cert_view``, ``cert_digest``, ``committed``), ``proposal`` (a backup: the PROPOSE
-  of that view, seq and batch, so a retransmitted copy is a duplicate, not an equivocation
-  of the primary) and, TS mode, the certificate of
-  that view (verified by ``check_store``), MAC mode ``supported`` = {digest: view} (Q_k).
+  ``LedgerWriter._kept``), in order and without a gap, the window slot: proposal view,
+  batch, digest, and view-committed in that view (``cert_view``, ``cert_digest``,
+  ``committed``), ``proposal`` (a backup: the PROPOSE of that view, seq and batch, so a
+  retransmitted copy is a duplicate, not an equivocation of the primary) and, TS mode,
+  the certificate of that view (verified by ``check_store``), MAC mode ``supported`` = {digest: view} (Q_k).
   That is exactly the state the replica had before the crash: it executed the block only
   once the slot was view-committed in that view (TS: the certificate; MAC: nf matching
   SUPPORTs, or a no-op of that view's history). Each is reported through
   ``restored_executed`` (the PBFT baseline: committed-local, since it executed only at nf
   COMMITs of that view; the peers, past it, will not send them again). Then ``_progress``
   executes them as the normal case would (PROTOCOL.md §2.8);
+* MAC mode, the durable SUPPORTs above those blocks (digest, Q_k and the vote, without the
+  batch) and, the PBFT baseline, its durable COMMITs above them: the slot was prepared
+  when the COMMIT left, so it is prepared again (``restore_commit_votes``);
 * if the store says the replica had asked to leave that view (VC-REQUEST sent), it asks
   again through ``start_view_change`` instead of executing anything in it (§4.2): the
   restored slots are only reported in that VC-REQUEST (P_k / Q_k, or certificates).
