@@ -207,7 +207,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("client", "deadline_s", float, 30.0, "s",
       "give up on a client message after this long: outcome unknown", 0.01, 86400.0),
     S("client", "connect_timeout_s", float, 10.0, "s",
-      "how long a client waits for its connections to the replicas at start", 0.1, 3600.0),
+      "how long a client waits for its connections to the replicas at start (once nf "
+      "are up, the primary among them, it waits at most 1 s more for the rest)", 0.1,
+      3600.0),
 )
 del S
 

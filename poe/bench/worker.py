@@ -51,7 +51,8 @@ def run(assignment: dict) -> int:
                          outstanding_max=outstanding + 1)
     quorum = proof_quorum(proc.protocol)       # nf for PoE, f+1 for PBFT
     try:
-        connected = proc.wait_connected(config.n, config.client.connect_timeout_s)
+        connected = proc.wait_connected(config.n, config.client.connect_timeout_s,
+                                        quorum=config.cluster.nf)
         _emit({"event": "ready", "connected": connected, "clients": last - first + 1})
         line = sys.stdin.readline()
         if not line:

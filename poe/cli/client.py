@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     except (CryptoError, ValueError) as exc:
         raise CliError(str(exc)) from None
     try:
-        up = proc.wait_connected(config.n, config.client.connect_timeout_s)
+        up = proc.wait_connected(config.n, config.client.connect_timeout_s,
+                                 quorum=config.cluster.nf)
         if up < config.cluster.nf:
             print(f"poe client: only {up} of {config.n} replicas reachable; trying anyway")
         proc.submit(0, [op])

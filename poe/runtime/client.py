@@ -67,20 +67,35 @@ class ClientProcess:
 
     # ---------------------------------------------------------------- connecting
 
-    def wait_connected(self, need: int, timeout_s: float) -> int:
+    def wait_connected(self, need: int, timeout_s: float, quorum: int | None = None,
+                       grace_s: float = 1.0) -> int:
         """Process connection events until ``need`` replicas (the primary of view 0 among
-        them) are connected or ``timeout_s`` passes; returns how many are."""
-        deadline = time.monotonic() + timeout_s
+        them) are connected or ``timeout_s`` passes; returns how many are. With ``quorum``:
+        once that many are up (the primary among them), wait at most ``grace_s`` more for
+        the rest — a replica that is down (f may be) costs a second, not the timeout."""
+        now = time.monotonic()
+        deadline = now + timeout_s
+        enough_at = None
         t = self.transport
         primary = self.protocol.primary(0)
         while True:
             up = sum(t.up)
             if up >= need and t.up[primary]:
                 return up
-            left = deadline - time.monotonic()
+            if quorum is not None and up >= quorum and t.up[primary]:
+                if enough_at is None:
+                    enough_at = now
+                elif now - enough_at >= grace_s:
+                    return up
+            else:
+                enough_at = None
+            left = deadline - now
             if left <= 0:
                 return up
-            self.turn(min(left, 0.05))
+            if enough_at is not None:
+                left = min(left, enough_at + grace_s - now)
+            self.turn(max(0.0, min(left, 0.05)))
+            now = time.monotonic()
 
     # ---------------------------------------------------------------- requests
 
