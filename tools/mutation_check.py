@@ -16,11 +16,11 @@ import sys
 import time
 import traceback
 
+from poe.baselines.pbft import replica as pbft_mod
+from poe.protocol.actions import Transferred
 from poe.protocol.poe import client as client_mod
 from poe.protocol.poe import replica as replica_mod
-from poe.baselines.pbft import replica as pbft_mod
 from poe.protocol.poe import view_change as vc_mod
-from poe.protocol.actions import Transferred
 from poe.sim import swarm
 from poe.storage import restore as restore_mod
 from poe.storage import store as store_mod
