@@ -140,7 +140,7 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
         # the PBFT baseline: a COMMIT we sent says we had prepared that slot in this view
         # (nf matching PREPAREs); it is in our P again, so a view change after a
         # whole-cluster crash keeps what another replica executed at nf COMMITs
-        replica.restore_commit_votes(commits, now)
+        replica.restore_commit_votes(commits, now, report.vote_batches)
     top = max([k, *votes, *commits])
     if top > start:
         # never propose again where we voted (or proposed) in this view: those slots are

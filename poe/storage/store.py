@@ -10,6 +10,8 @@ written by the runtime as it carries out the protocol's actions (docs/storage.md
 * ``results``: per block, the kv results of its batch (INFORM bodies): a restarted replica
   answers a client's retry of an executed message from them, as it did from memory;
 * ``checkpoint``: the last stable checkpoint with its nf signatures and the kv snapshot;
+* ``vote_batches``: the PBFT baseline's batches of its COMMIT votes above the stable
+  checkpoint (a prepared batch must survive a power cut of the whole cluster);
 * ``votes``: every SUPPORT (a primary's PROPOSE included) and CHECKPOINT vote sent above the
   stable checkpoint;
 * ``meta``: format, genesis, replica id, the installed view and the last view left.
@@ -150,6 +152,8 @@ CREATE TABLE IF NOT EXISTS checkpoint (slot INTEGER PRIMARY KEY, seq INTEGER NOT
     chk BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS results (seq INTEGER PRIMARY KEY, view INTEGER NOT NULL,
     body BLOB NOT NULL, chk BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS vote_batches (seq INTEGER NOT NULL, digest BLOB NOT NULL,
+    body BLOB NOT NULL, chk BLOB NOT NULL, PRIMARY KEY (seq, digest));
 CREATE TABLE IF NOT EXISTS votes (kind TEXT NOT NULL, view INTEGER NOT NULL,
     seq INTEGER NOT NULL, digest BLOB NOT NULL, chk BLOB NOT NULL,
     PRIMARY KEY (kind, view, seq));
@@ -270,6 +274,27 @@ class Store:
                                                          digest)))
         self.dirty = True
         return True
+
+    def persist_vote_batch(self, seq: int, digest: bytes, body: bytes) -> None:
+        """The batch a durable vote (the PBFT baseline's COMMIT) is for: after a power cut
+        of the whole cluster a prepared batch may exist nowhere else."""
+        self.db.execute("INSERT OR IGNORE INTO vote_batches VALUES (?,?,?,?)",
+                        (seq, digest, body, _check(b"vote-batch", seq, digest, body)))
+        self.dirty = True
+
+    def vote_batches(self):
+        """(seq, digest, body) of every durable vote batch, each row checked."""
+        try:
+            cur = self.db.execute("SELECT * FROM vote_batches ORDER BY seq")
+            for seq, digest, body, chk in cur:
+                if type(seq) is not int or type(digest) is not bytes \
+                        or type(body) is not bytes or type(chk) is not bytes:
+                    raise StoreError(self.path, f"vote batch row {seq!r} is malformed")
+                if _check(b"vote-batch", seq, digest, body) != chk:
+                    raise StoreError(self.path, f"vote batch {seq} fails its row check")
+                yield seq, bytes(digest), bytes(body)
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, f"unreadable vote_batches table ({exc})") from None
 
     def votes(self):
         """Every durable vote as (kind, view, seq, digest), each row checked (a bad row raises
@@ -409,6 +434,7 @@ class Store:
         """The new stable checkpoint; votes at or below it are no longer needed."""
         self._set_checkpoint(_STABLE, proof, snapshot)
         self.db.execute("DELETE FROM votes WHERE seq<=?", (proof.seq,))
+        self.db.execute("DELETE FROM vote_batches WHERE seq<=?", (proof.seq,))
         if self.sync_policy == "checkpoint":
             # outside any transaction: a WAL checkpoint fsyncs the WAL and the database
             self.db.execute("COMMIT")

@@ -42,6 +42,8 @@ class Report:
     support_votes: dict[tuple[int, int], bytes] = field(default_factory=dict)
     # the PBFT baseline's durable COMMIT votes: (view, seq) -> digest
     commit_votes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    # and the batches they are for: (seq, digest) -> Batch (digest checked)
+    vote_batches: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +82,15 @@ def check_store(store: Store, suite, *, n: int, nf: int, ts: bool,
                 raise StoreError(store.path, f"{kind} vote ({view}, {seq}) is malformed")
             votes = report.support_votes if kind == "support" else report.commit_votes
             votes[view, seq] = digest
+    for seq, digest, body in store.vote_batches():
+        try:
+            batch = Batch.from_body(body)
+        except (WireError, ValueError) as exc:
+            raise StoreError(store.path, f"vote batch {seq}: does not decode ({exc})") \
+                from None
+        if batch_digest(batch) != digest:
+            raise StoreError(store.path, f"vote batch {seq}: does not hash to its digest")
+        report.vote_batches[seq, digest] = batch
     if suite is None:
         verify_cert = None                   # no keys: a block that needs them is not good
     else:

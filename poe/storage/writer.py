@@ -57,7 +57,11 @@ class LedgerWriter:
         kind = record[0]
         store = self.store
         if kind == "support" or kind == "commit":        # commit: the PBFT baseline's
-            return store.persist_vote(kind, record[1], record[2], record[3])
+            if not store.persist_vote(kind, record[1], record[2], record[3]):
+                return False
+            if len(record) > 4 and record[4] is not None:   # the batch the vote is for
+                store.persist_vote_batch(record[2], record[3], record[4])
+            return True
         if kind == "checkpoint":
             store.persist_vote("checkpoint", 0, record[1], record[2] + record[3])
         elif kind == "view-change":

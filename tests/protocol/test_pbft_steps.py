@@ -6,6 +6,8 @@ from collections import Counter
 import pytest
 
 from poe._core import codec
+from poe._core.codec import Batch
+from poe._core.digest import batch_digest
 from poe.baselines.pbft import PBFTClient, PBFTReplica
 from poe.protocol.actions import Executed, Persist, Reply
 from poe.protocol.config import ConfigError, ProtocolConfig
@@ -44,9 +46,11 @@ def test_prepared_sends_commit_to_all_but_does_not_execute(H):
     assert sorted(a.to for a in commits) == [0, 2, 3]
     m = codec.decode(commits[0].data)
     assert (m.kind, m.sender, m.view, m.seq, m.digest) == (codec.COMMIT, 1, 0, 1, h)
-    assert Persist(("commit", 0, 1, h)) in out
-    # the vote is persisted before any COMMIT leaves
-    assert out.index(Persist(("commit", 0, 1, h))) < out.index(commits[0])
+    # the vote, with its batch, is persisted before any COMMIT leaves
+    [vote] = [a for a in out if isinstance(a, Persist) and a.record[0] == "commit"]
+    assert vote.record[:4] == ("commit", 0, 1, h)
+    assert batch_digest(Batch.from_body(vote.record[4])) == h
+    assert out.index(vote) < out.index(commits[0])
     assert not H.of(out, Executed) and r1.k_exec == 0
 
 

@@ -90,8 +90,9 @@ def test_equivocating_primary_is_replaced_and_nothing_diverges():
 # seeds of the PBFT swarm run in CI (the full campaign is in docs/testing.md)
 PBFT_SEEDS = list(range(1, 13)) + [121]      # 121: a faulty INFORM moved the client's view
 # found with stores and whole-cluster power cuts: 295 (prepared slots forgotten by a
-# restart), 136 (a committed no-op cut from the end of a new history)
-PBFT_DURABLE_SEEDS = [136, 295]
+# restart), 136 (a committed no-op cut from the end of a new history), 905 (a prepared
+# batch stored nowhere)
+PBFT_DURABLE_SEEDS = [136, 295, 905]
 
 
 @pytest.mark.parametrize("seed", PBFT_SEEDS + PBFT_DURABLE_SEEDS)

@@ -251,3 +251,27 @@ def test_split_results_rejects_malformed_bytes(body):
 def test_split_results_marks_all_duplicate_messages():
     body = _results((1, [(5, 3, b""), (6, 3, b"")]), (2, [(9, 3, b""), (10, 0, b"a")]))
     assert [(c, t, d) for c, t, d, _ in split_results(body)] == [(1, 5, True), (2, 9, False)]
+
+
+def test_vote_batches_are_checked_and_dropped_at_the_stable_checkpoint(tmp_path):
+    from poe._core import codec
+    from poe._core.digest import batch_digest
+    message = codec.pack_client_message(0, [(1, 7, codec.OP_INSERT, b"v")]) + b"s" * 64
+    body = codec.Batch.from_messages([message]).body()
+    digest = batch_digest(codec.Batch.from_body(body))
+    s = _store(tmp_path)
+    assert list(s.vote_batches()) == []
+    s.persist_vote_batch(5, b"\7" * 32, body)                          # the wrong digest
+    with pytest.raises(StoreError, match="vote batch 5: does not hash to its digest"):
+        check_store(s, None, n=4, nf=3, ts=False)
+    s.db.execute("DELETE FROM vote_batches")
+    s.persist_vote_batch(5, digest, body)
+    s.persist_vote_batch(9, digest, body)
+    report = check_store(s, None, n=4, nf=3, ts=False)
+    assert set(report.vote_batches) == {(5, digest), (9, digest)}
+    s.db.execute("UPDATE vote_batches SET seq=6 WHERE seq=5")           # no new row check
+    with pytest.raises(StoreError, match="fails its row check"):
+        check_store(s, None, n=4, nf=3, ts=False)
+    s.db.execute("DELETE FROM vote_batches WHERE seq=6")
+    s.set_stable(CheckpointProof(9, b"\0" * 32, b"\0" * 32, ()), b"")
+    assert list(s.vote_batches()) == []

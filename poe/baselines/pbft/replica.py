@@ -99,7 +99,10 @@ class PBFTReplica(PoEReplica):
             digest = slot.digest
             frame = codec.encode_commit(self.id, view, k, digest)
             self._own_commits[k] = (view, frame)
-            out.append(Persist(("commit", view, k, digest)))   # the vote, before it leaves
+            # the vote, before it leaves, with its batch: after a power cut of the whole
+            # cluster a prepared batch may exist nowhere else (a no-op has none)
+            body = slot.batch.body() if slot.batch is not None else None
+            out.append(Persist(("commit", view, k, digest, body)))
             self._send_others(frame, out)
             window.vote(k, COMMIT_VOTES, self.id)
             self._count_early_commits(k, digest)
@@ -176,11 +179,13 @@ class PBFTReplica(PoEReplica):
 
     # ------------------------------------------------------------------ execution
 
-    def restore_commit_votes(self, commits: dict[int, bytes], now: float) -> None:
+    def restore_commit_votes(self, commits: dict[int, bytes], now: float,
+                             batches=None) -> None:
         """Recovery: our durable COMMITs of the current view above what we executed. Each
         says the slot was prepared here (nf matching PREPAREs of this view): it is prepared
-        again (P in a VIEW-CHANGE), with our COMMIT counted and sent again; its batch is
-        fetched like any other."""
+        again (P in a VIEW-CHANGE), with our COMMIT counted and sent again, and with its
+        batch (``batches``: (seq, digest) -> Batch, stored with the vote)."""
+        batches = batches or {}
         view = self.view
         window = self.window
         for k, digest in sorted(commits.items()):
@@ -190,6 +195,8 @@ class PBFTReplica(PoEReplica):
             if slot.digest is not None and slot.digest != digest:
                 continue                 # our restored PREPARE says otherwise: keep it
             slot.digest = digest
+            if slot.batch is None:
+                slot.batch = batches.get((k, digest))
             slot.committed = True
             slot.cert_view, slot.cert_digest = view, digest
             window.set_digest(k, digest)
