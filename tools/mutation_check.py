@@ -160,8 +160,8 @@ def votes_not_durable():
 def pbft_commits_not_restored():
     """A restarted PBFT replica forgets which slots it had prepared (its durable COMMITs
     are not read back): a view change after a power cut can drop a committed batch."""
-    return _patch(pbft_mod.PBFTReplica, "restore_commit_votes", lambda self, commits, now:
-                  None)
+    return _patch(pbft_mod.PBFTReplica, "restore_commit_votes",
+                  lambda self, commits, now, batches=None: None)
 
 
 MUTANTS = {                      # PoE (the default protocol)
