@@ -28,15 +28,7 @@ from poe._core import codec
 from poe.crypto.base import client as client_party
 from poe.crypto.base import replica as replica_party
 from poe.protocol.actions import (
-    Broadcast,
-    CancelTimer,
-    Executed,
-    Persist,
-    Reply,
-    RolledBack,
-    Send,
-    SetTimer,
-    Stable,
+    Broadcast, CancelTimer, Executed, Persist, Reply, RolledBack, Send, SetTimer, Stable,
     Transferred,
 )
 from poe.protocol.config import ProtocolConfig
