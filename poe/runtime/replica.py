@@ -122,7 +122,8 @@ class ReplicaRuntime:
             store.db.close()
             raise
         self.store = store
-        self.writer = LedgerWriter(store, self.replica, self.counters)
+        self.writer = LedgerWriter(store, self.replica, self.counters,
+                                   on_refused=self._vote_refused)
         self._report = report
         self.recovery = {"data_dir": str(self.data_dir()), "height": report.height,
                          "stable": report.stable.seq if report.stable else 0,
@@ -266,15 +267,10 @@ class ReplicaRuntime:
 
     def _apply(self, actions) -> None:
         out = self._out
-        writer = self.writer
-        skip_sends = False                  # a refused vote's frames end with its list
+        if self.writer is not None:
+            actions = self.writer.write_turn(actions)   # a refused vote's frames stay here
         for a in actions:
             t = type(a)
-            if skip_sends:
-                if t is Send or t is Broadcast:
-                    self.counters["equivocation-refused"] += 1
-                    continue
-                skip_sends = False
             if t is Send:
                 out[a.to].append(a.data)
             elif t is Reply:
@@ -290,24 +286,21 @@ class ReplicaRuntime:
                 self.timers.set((a.kind, a.key), a.at)
             elif t is CancelTimer:
                 self.timers.cancel((a.kind, a.key))
-            else:
-                if t is Executed:
-                    self.counters["executed-batches"] += 1
-                elif t is Persist:
-                    self.counters["persist-records"] += 1
-                elif t is Stable:
-                    self.log.debug("stable", checkpoint=a.seq,
-                                   state=a.state_digest.hex()[:16])
-                elif t is RolledBack:
-                    self.counters["rollbacks"] += 1
-                    self.log.warning("rolled-back", to=a.seq)
-                elif t is Transferred:
-                    self.counters["state-transfers"] += 1
-                    self.log.info("state-transferred", checkpoint=a.seq)
-                if writer is not None and not writer.write(a):
-                    skip_sends = True         # the SUPPORT frames that follow stay here
-                    self.log.warning("equivocation-refused", vote_view=a.record[1],
-                                     vote_seq=a.record[2])
+            elif t is Executed:
+                self.counters["executed-batches"] += 1
+            elif t is Persist:
+                self.counters["persist-records"] += 1
+            elif t is Stable:
+                self.log.debug("stable", checkpoint=a.seq, state=a.state_digest.hex()[:16])
+            elif t is RolledBack:
+                self.counters["rollbacks"] += 1
+                self.log.warning("rolled-back", to=a.seq)
+            elif t is Transferred:
+                self.counters["state-transfers"] += 1
+                self.log.info("state-transferred", checkpoint=a.seq)
+
+    def _vote_refused(self, record: tuple) -> None:
+        self.log.warning("equivocation-refused", vote_view=record[1], vote_seq=record[2])
 
     def _flush(self) -> None:
         transport = self.transport

@@ -153,15 +153,7 @@ class SafetyChecker:
                     self.unresolved[r][seq] = (
                         f"replica {r} rolled back to {a.seq}, below the proof-of-executed "
                         f"position {seq} (client {proof[0]}, message {proof[4]})")
-        for seq in [s for s in ledger if s > a.seq]:
-            del ledger[seq]
-        results_at = self.results_at[r]
-        for seq in [s for s in results_at if s > a.seq]:
-            del results_at[seq]
-        executed = self.executed[r]
-        for key in [k for k, s in executed.items() if s > a.seq]:
-            del executed[key]
-        self.last_exec[r] = a.seq
+        self._forget_above(r, a.seq)
         for seq, proofs in self.proofs.items():       # what is kept must still match
             if seq <= a.seq:
                 for proof in proofs:
@@ -209,11 +201,8 @@ class SafetyChecker:
     def restarted(self, r: int) -> None:
         """A crashed replica restarts from scratch: its history starts again."""
         self.crashed.discard(r)
-        self.ledgers[r].clear()
-        self.executed[r].clear()
-        self.results_at[r].clear()
         self.unresolved[r].clear()
-        self.last_exec[r] = 0
+        self._forget_above(r, 0)
         self.last_view[r] = 0
         self.stable_seq[r] = 0
 
@@ -230,14 +219,18 @@ class SafetyChecker:
             self.violation(f"replica {r} restarted in view {view}, below the view "
                            f"{self.last_view[r]} it had installed")
         self.unresolved[r].clear()
-        for table in (self.ledgers[r], self.results_at[r]):
-            for seq in [s for s in table if s > stable]:
-                del table[seq]
-        executed = self.executed[r]
-        for key in [k for k, s in executed.items() if s > stable]:
-            del executed[key]
-        self.last_exec[r] = stable
+        self._forget_above(r, stable)
         self.last_view[r] = view
+
+    def _forget_above(self, r: int, seq: int) -> None:
+        """Replica r no longer holds what it executed above ``seq``."""
+        for table in (self.ledgers[r], self.results_at[r]):
+            for k in [k for k in table if k > seq]:
+                del table[k]
+        executed = self.executed[r]
+        for key in [key for key, k in executed.items() if k > seq]:
+            del executed[key]
+        self.last_exec[r] = seq
 
     def dispatch(self, r: int, action) -> None:
         t = type(action)

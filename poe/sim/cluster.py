@@ -335,7 +335,9 @@ class SimCluster:
     def _apply(self, r: int, actions) -> None:
         writer = self.writers.get(r) if self.writers else None
         if writer is not None and r not in self.checker.byzantine:
-            actions = self._write(writer, actions)
+            # the runtime's turn: written (and committed) before anything is delivered
+            actions = writer.write_turn(actions)
+            writer.store.commit()
         n = self.n
         for a in actions:
             t = type(a)
@@ -360,26 +362,6 @@ class SimCluster:
                 self.checker.on_transferred(r, a)
             elif t is Persist:
                 self.result.persisted += 1
-
-    def _write(self, writer: LedgerWriter, actions) -> list:
-        """The runtime's turn: the store side of every action, committed before anything
-        of the turn is delivered; the frames after a refused vote are not sent."""
-        kept = []
-        skip = False
-        for a in actions:
-            t = type(a)
-            if t is Send or t is Broadcast:
-                if skip:
-                    self.store_counters["equivocation-refused"] += 1
-                    continue
-            else:
-                skip = False
-                if t is Executed or t is Persist or t is Stable or t is RolledBack \
-                        or t is Transferred:
-                    skip = not writer.write(a)
-            kept.append(a)
-        writer.store.commit()
-        return kept
 
     def _apply_client(self, j: int, actions) -> None:
         node = self.n + j

@@ -35,7 +35,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from poe._core.codec import CheckpointProof
+from poe._core.codec import ST_DUPLICATE, CheckpointProof
 from poe.crypto.base import Certificate
 
 FORMAT = b"poe-store/1"
@@ -71,7 +71,6 @@ def _check(tag: bytes, *fields) -> bytes:
 
 _CM = struct.Struct("<IIH")            # results of one client message: client, idx, count
 _OP = struct.Struct("<QBH")            # one operation: t, status, result length
-_DUPLICATE = 3                         # codec.ST_DUPLICATE
 
 
 def split_results(body: bytes) -> list[tuple[int, int, bool, bytes]]:
@@ -93,7 +92,7 @@ def split_results(body: bytes) -> list[tuple[int, int, bool, bytes]]:
             pos += _OP.size + rlen
             if first is None:
                 first = t
-            duplicate = duplicate and status == _DUPLICATE
+            duplicate = duplicate and status == ST_DUPLICATE
         if pos > end or first is None:
             raise ValueError(f"results of a client message at byte {start} are malformed")
         out.append((client, first, duplicate, body[start:pos]))

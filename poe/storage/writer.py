@@ -21,17 +21,45 @@ from __future__ import annotations
 from collections import Counter
 
 from poe._core.digest import block_hash
-from poe.protocol.actions import Executed, Persist, RolledBack, Stable, Transferred
+from poe.protocol.actions import (
+    Broadcast, Executed, Persist, RolledBack, Send, Stable, Transferred,
+)
 from poe.storage.store import Block, Store
+
+_FRAMES = (Send, Broadcast)
+_DURABLE = (Executed, Persist, Stable, RolledBack, Transferred)
 
 
 class LedgerWriter:
     """The store side of one replica's actions (see the module docstring)."""
 
-    def __init__(self, store: Store, replica, counters: Counter) -> None:
+    def __init__(self, store: Store, replica, counters: Counter, on_refused=None) -> None:
         self.store = store
         self.replica = replica
         self.counters = counters
+        self.on_refused = on_refused      # on_refused(record): a vote was not written
+
+    def write_turn(self, actions) -> list:
+        """Write the durable part of every action of one handler call, in order; returns
+        the actions to carry out. The frames that follow a refused vote (up to the next
+        action that is not a frame) are dropped and counted as ``equivocation-refused``:
+        they would contradict what this replica said before."""
+        kept = []
+        skip = False
+        for a in actions:
+            t = type(a)
+            if t in _FRAMES:
+                if skip:
+                    self.counters["equivocation-refused"] += 1
+                    continue
+            else:
+                skip = False
+                if t in _DURABLE and not self.write(a):
+                    skip = True
+                    if self.on_refused is not None:
+                        self.on_refused(a.record)
+            kept.append(a)
+        return kept
 
     def write(self, a) -> bool:
         """Write action ``a`` (others are ignored); False when a vote was refused."""
