@@ -49,13 +49,18 @@ from poe._core.codec import Batch
 from poe._core.kv import KVStore
 from poe.crypto.statements import checkpoint_statement
 from poe.protocol.poe.view_change import NOOP_DIGEST
-from poe.storage.store import Store, split_results
+from poe.storage.store import Store, StoreError, split_results
 from poe.storage.verify import Report
 
 
 def restore(replica, store: Store, report: Report, now: float) -> tuple[list, int]:
     """Returns (actions for the driver, number of blocks re-executed)."""
     out: list = []
+    # a quarantined store (poe ledger quarantine, docs/storage.md "Store corruption"): no
+    # vote until the stable checkpoint passes every position we may have voted on, and no
+    # NV-PROPOSE for a view we may have begun before
+    replica.abstain_through_seq = store.floor_seq
+    replica.nv_sent = max(replica.nv_sent, store.floor_view)
     stable = report.stable
     if stable is not None and stable.seq > 0:
         kv = KVStore.restore(report.snapshot, seed=replica.config.kv_seed,
@@ -88,6 +93,14 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
     view = store.view
     replica.view = view
     window = replica.window
+    _restore_evidence(replica, store, report)
+    nv = store.new_view()
+    if nv is not None and nv[0] == view and view > 0:
+        # we were inside ``view`` and know how it began: install it again (its history,
+        # re-certification, and as its primary the NV-PROPOSE to re-send) (§4.11)
+        if not replica.restore_new_view(nv[1], now, out):
+            raise StoreError(store.path, f"the stored NV-PROPOSE of view {view} does not "
+                             "verify")
     # our durable SUPPORT votes of this view inside the window (a primary: its PROPOSEs)
     votes = {seq: digest for (v, seq), digest in report.support_votes.items()
              if v == view and window.contains(seq)}
@@ -108,7 +121,6 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
         if replica.ts:
             slot.cert = b.cert
         else:
-            slot.supported = {b.digest: view}     # Q_k: we supported it in this view
             if votes.get(b.seq) == b.digest:
                 _own_vote(replica, slot, view, b.seq, b.digest)
         primary = replica.config.primary(view)
@@ -119,21 +131,25 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
         replica.restored_executed(b.seq)
         k = b.seq
     if not replica.ts:
-        # SUPPORTs we sent above what we executed: the vote and Q_k, not the batch (fetched
-        # again, and then counted with our vote like before the crash). A primary's vote is
-        # its PROPOSE: the slot is its proposal of this view again, so once it has fetched
-        # the batch back it answers FETCHes with its vote. A backup's slot is not marked
-        # proposed (``prop_view``): without the PROPOSE's bytes, a retransmitted copy would
-        # look like equivocation; the primary's PROPOSE is accepted (and supported) again.
+        # SUPPORTs we sent above what we executed: the vote, with the batch stored with it
+        # (a store written before votes carried their batch has none: it is fetched again,
+        # and then counted with our vote like before the crash). A primary's vote is its
+        # PROPOSE: the slot is its proposal of this view again (re-sent to replicas whose
+        # SUPPORT is missing), and it answers FETCHes with its vote. A backup's slot is not
+        # marked proposed (``prop_view``): the primary's retransmitted PROPOSE is accepted
+        # (and supported, with the same vote) again.
         primary = replica.config.primary(view) == replica.id
         for seq in sorted(s for s in votes if s > k):
             slot = replica._slot(seq, now)
+            digest = votes[seq]
+            slot.digest = digest
+            slot.batch = report.vote_batches.get((seq, digest))
             if primary:
                 slot.prop_view = view
-            slot.digest = votes[seq]
-            slot.supported = {votes[seq]: view}
-            window.set_digest(seq, votes[seq])
-            _own_vote(replica, slot, view, seq, votes[seq])
+                if slot.batch is not None:
+                    slot.proposal = codec.encode_propose(replica.id, view, seq, slot.batch)
+            window.set_digest(seq, digest)
+            _own_vote(replica, slot, view, seq, digest)
     commits = {seq: digest for (v, seq), digest in report.commit_votes.items()
                if v == view and seq > k and window.contains(seq)}
     if commits:
@@ -155,6 +171,34 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
     if k > start:
         replica._progress(now, out)
     return out, replica.k_exec - start
+
+
+def _restore_evidence(replica, store: Store, report: Report) -> None:
+    """Evidence per position from any view (PROTOCOL.md §4.11), above the stable checkpoint
+    and inside the window: a stored block is a certificate of its view (TS; verified by
+    ``check_store``) or P_k of its view (MAC: executed only once view-committed there), with
+    its body; a durable SUPPORT of any view is Q_k; the bodies stored with votes, or left by
+    a rollback, are bodies by (k, digest)."""
+    evidence = replica.evidence
+    window = replica.window
+    for b in store.blocks(above=replica.k_exec):
+        if b.seq > report.height or not window.contains(b.seq):
+            break
+        batch = Batch.from_body(b.body) if b.body is not None else None
+        if replica.ts:
+            if b.cert is not None:
+                evidence.certificate(b.seq, b.view, b.digest, b.cert, batch)
+        else:
+            evidence.prepared(b.seq, b.view, b.digest, batch)
+    for (view, seq), digest in sorted(report.support_votes.items()):
+        if window.contains(seq):
+            evidence.support(seq, view, digest, report.vote_batches.get((seq, digest)))
+    for (view, seq), digest in sorted(report.commit_votes.items()):
+        if window.contains(seq) and not replica.ts:
+            evidence.prepared(seq, view, digest, report.vote_batches.get((seq, digest)))
+    for (seq, digest), batch in report.vote_batches.items():
+        if window.contains(seq):
+            evidence.body(seq, digest, batch)
 
 
 def _restore_replies(replica, store: Store, upto: int) -> None:

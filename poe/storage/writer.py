@@ -88,14 +88,19 @@ class LedgerWriter:
             if not store.persist_vote(kind, record[1], record[2], record[3]):
                 return False
             if len(record) > 4 and record[4] is not None:   # the batch the vote is for
-                store.persist_vote_batch(record[2], record[3], record[4])
+                body = record[4]
+                store.persist_vote_batch(record[2], record[3],
+                                         body if type(body) is bytes else body.body())
             return True
         if kind == "checkpoint":
             store.persist_vote("checkpoint", 0, record[1], record[2] + record[3])
         elif kind == "view-change":
             store.set_left(record[1])
+            store.note_evidence(self.replica.max_seen)   # what its VC-REQUEST may report
         elif kind == "view":
             store.set_view(record[1])
+        elif kind == "nv-propose":
+            store.set_new_view(record[1], record[2])
         elif kind == "kept":
             self._kept(record[1], record[2], record[3])
         return True

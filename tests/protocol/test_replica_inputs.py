@@ -484,19 +484,37 @@ def _c_fetch_other_digest(H):
     return r1, H.fetch(2, 1, 1, H.digest(_msgs(H, 1, b"b"))), "fetch-unknown"
 
 
+def _asking(H, digest):
+    """Replica 1, having sent FETCH(1, digest): a reply binds only what it asked for."""
+    r1 = H.replica(1)
+    r1._fetch(1, digest, range(H.config.n), 0.0, [])
+    return r1
+
+
+def _c_fetch_reply_unsolicited(H):
+    return H.replica(1), H.fetch_reply(2, 1, 1, _msgs(H)), "fetch-reply-unsolicited"
+
+
+def _c_fetch_reply_not_asked(H):
+    r1 = _asking(H, H.digest(_msgs(H, 1, b"b")))
+    return r1, H.fetch_reply(2, 1, 1, _msgs(H)), "fetch-reply-unsolicited"
+
+
 def _c_fetch_reply_wrong_digest(H):
-    frame = H.fetch_reply(2, 1, 1, _msgs(H), digest=H.digest(_msgs(H, 1, b"b")))
-    return H.replica(1), frame, "fetch-reply-wrong-digest"
+    claimed = H.digest(_msgs(H, 1, b"b"))
+    frame = H.fetch_reply(2, 1, 1, _msgs(H), digest=claimed)
+    return _asking(H, claimed), frame, "fetch-reply-wrong-digest"
 
 
 def _c_fetch_reply_uncertified(H):
-    return H.replica(1), H.fetch_reply(2, 1, 1, _msgs(H)), "fetch-reply-uncertified"
+    r1 = _asking(H, H.digest(_msgs(H)))
+    return r1, H.fetch_reply(2, 1, 1, _msgs(H)), "fetch-reply-uncertified"
 
 
 def _c_fetch_reply_forged_certificate(H):
     forged = Certificate(H.bitmap([0, 2, 3]), bytes(96))
     frame = H.fetch_reply(2, 1, 1, _msgs(H), cert=forged)
-    return H.replica(1), frame, "fetch-reply-invalid-certificate"
+    return _asking(H, H.digest(_msgs(H))), frame, "fetch-reply-invalid-certificate"
 
 
 def _c_request_bad_signature_at_primary(H):
@@ -555,6 +573,8 @@ HOSTILE = {
     "CHECKPOINT not a checkpoint seq": (BOTH, _c_checkpoint_not_a_checkpoint),
     "FETCH unknown slot": (BOTH, _c_fetch_unknown_slot),
     "FETCH other digest": (BOTH, _c_fetch_other_digest),
+    "FETCH-REPLY unsolicited": (BOTH, _c_fetch_reply_unsolicited),
+    "FETCH-REPLY for a digest not asked": (BOTH, _c_fetch_reply_not_asked),
     "FETCH-REPLY wrong digest": (BOTH, _c_fetch_reply_wrong_digest),
     "FETCH-REPLY uncertified": (TS, _c_fetch_reply_uncertified),
     "FETCH-REPLY forged certificate": (TS, _c_fetch_reply_forged_certificate),
@@ -699,9 +719,10 @@ def test_certify_for_another_digest_adopts_the_certified_batch(ts):
     fetches = _fetches(ts, out)
     assert sorted(fetches) == [0, 2, 3] and {m.digest for m in fetches.values()} == {hb}
     assert not ts.of(out, Executed) and r1.stats["fetch-for-certificate"] == 1
-    # the batch it supported is not what was certified: not adopted
+    # the batch it supported is not what was certified, nor what it asked for: not
+    # adopted (a reply binds only a digest that was asked for, §4.11)
     assert r1.on_message(ts.fetch_reply(0, 1, 1, a), 0.2) == []
-    assert r1.drops["fetch-reply-uncertified"] == 1
+    assert r1.drops["fetch-reply-unsolicited"] == 1
     out = r1.on_message(ts.fetch_reply(2, 1, 1, b), 0.3)
     [e] = ts.of(out, Executed)
     assert e.digest == hb and [r.client for r in ts.of(out, Reply)] == [1]
@@ -724,23 +745,38 @@ def test_late_equivocating_propose_cannot_replace_an_adopted_certified_batch(ts)
 
 
 def test_mac_votes_for_a_fetched_batch_never_count_for_another_proposal(mac):
-    """Equivocating primary: replica 2 supported X, replica 1 fetched X and then gets
-    PROPOSE(Y). Counting 2's vote for Y would let 1 execute Y while 2 and 3 execute X."""
+    """Equivocating primary: replicas 2 and 3 supported X, replica 1 fetched X and then gets
+    PROPOSE(Y). Counting their votes for Y would let 1 execute Y while 2 and 3 execute X."""
+    r1 = mac.replica(1)
+    x = [mac.message(0, [ins(1, 10, b"X")])]
+    y = [mac.message(1, [ins(1, 10, b"Y")])]
+    assert r1.on_message(mac.support(2, 1, 1, mac.digest(x)), 0.0) == []
+    assert r1.on_message(mac.support(3, 1, 1, mac.digest(x)), 0.0) == []
+    out = r1.on_timeout("tick", 0, 1.0) + r1.on_timeout("tick", 0, 2.0)
+    assert {m.digest for m in _fetches(mac, out).values()} == {b"\0" * 32}
+    r1.on_message(mac.fetch_reply(2, 1, 1, x), 2.1)     # f+1 SUPPORTed X: bound
+    out = r1.on_message(mac.propose(1, 1, y), 2.2)
+    assert not mac.of(out, Executed) and not mac.sends(out, codec.SUPPORT)
+    assert r1.drops == Counter({"propose-conflicts-held-batch": 1}) and r1.k_exec == 0
+    # X itself still commits here on nf genuine votes for X (2, 3 and the primary's)
+    out = r1.on_message(mac.support(0, 1, 1, mac.digest(x)), 2.4)
+    assert [e.digest for e in mac.of(out, Executed)] == [mac.digest(x)]
+
+
+def test_mac_fetched_batch_one_replica_vouches_for_binds_nothing(mac):
+    """A FETCH for "whatever you hold" answered by one replica (maybe faulty) with a batch
+    nobody else SUPPORTed binds nothing (§4.11): the primary's PROPOSE is still accepted."""
     r1 = mac.replica(1)
     x = [mac.message(0, [ins(1, 10, b"X")])]
     y = [mac.message(1, [ins(1, 10, b"Y")])]
     assert r1.on_message(mac.support(2, 1, 1, mac.digest(x)), 0.0) == []
     out = r1.on_timeout("tick", 0, 1.0) + r1.on_timeout("tick", 0, 2.0)
     assert {m.digest for m in _fetches(mac, out).values()} == {b"\0" * 32}
-    r1.on_message(mac.fetch_reply(2, 1, 1, x), 2.1)
+    assert r1.on_message(mac.fetch_reply(2, 1, 1, x), 2.1) == []
+    assert r1.drops == Counter({"fetch-reply-unsolicited": 1})
     out = r1.on_message(mac.propose(1, 1, y), 2.2)
-    assert not mac.of(out, Executed) and not mac.sends(out, codec.SUPPORT)
-    assert r1.drops == Counter({"propose-conflicts-held-batch": 1}) and r1.k_exec == 0
-    # X itself still commits here on nf genuine votes for X (2, 3 and the primary's)
-    out = r1.on_message(mac.support(3, 1, 1, mac.digest(x)), 2.3)
-    assert not mac.of(out, Executed)                     # 2 votes for X: not yet nf
-    out = r1.on_message(mac.support(0, 1, 1, mac.digest(x)), 2.4)
-    assert [e.digest for e in mac.of(out, Executed)] == [mac.digest(x)]
+    assert mac.sends(out, codec.SUPPORT) and not mac.of(out, Executed)
+    assert r1.window.count(1, 0) == 2                    # its own and the PROPOSE; not 2's
 
 
 # =============================================================================== exactly once

@@ -151,7 +151,8 @@ def test_mac_blocks_of_the_current_view_come_back_committed_and_executed(keys, t
         assert slot.committed and slot.executed
         assert (slot.prop_view, slot.cert_view, slot.digest, slot.cert_digest) == \
             (0, 0, digests[k], digests[k])
-        assert slot.supported == {digests[k]: 0}
+        assert r.evidence.get(k).supported == {digests[k]: 0}     # Q_k
+        assert (r.evidence.get(k).p_view, r.evidence.get(k).p_digest) == (0, digests[k])
     assert r.next_k == 7
     # a view change now reports them as view-committed (P_k) and supported (Q_k) in view 0
     out: list = []
@@ -227,7 +228,7 @@ def test_a_retransmitted_propose_of_a_restored_slot_is_answered_with_the_same_su
     assert node.replica.status == VIEW_CHANGE               # is equivocation
 
 
-def test_a_support_sent_but_not_executed_is_counted_again_once_the_batch_is_fetched(
+def test_a_support_sent_but_not_executed_comes_back_with_its_batch_and_is_counted_again(
         keys, tmp_path):
     node = Node(keys, tmp_path, "mac", 1)
     _backup_executes(node, 6)
@@ -238,12 +239,12 @@ def test_a_support_sent_but_not_executed_is_counted_again_once_the_batch_is_fetc
     node.restart()
     r = node.replica
     slot = r.window.payload(7)
-    assert (slot.batch, slot.digest, slot.supported, slot.committed) == (None, d7, {d7: 0},
-                                                                         False)
+    # the batch came back from the store with the vote (§4.11: bodies by (k, digest))
+    assert (bytes(slot.batch.message(0)), slot.digest, slot.committed) == (msg, d7, False)
+    assert r.evidence.get(7).supported == {d7: 0}
     assert r.max_seen == 7 and r.k_exec == 6
-    # the batch comes back by FETCH with one more SUPPORT: ours + 2's + 3's = nf
-    reply = node.sealed(2, codec.encode_fetch_reply(2, 7, d7, [msg]))
-    node.turn(reply, node.support(2, 7, d7))
+    # one more SUPPORT: ours + 2's + 3's = nf
+    node.turn(node.support(2, 7, d7))
     assert r.k_exec == 6                                    # ours and 2's: not yet nf
     node.turn(node.support(3, 7, d7))
     assert r.k_exec == 7
@@ -322,8 +323,9 @@ def test_a_restarted_primary_continues_after_its_own_proposals(keys, tmp_path, m
         out = node.turn(codec.encode_request(msgs[k]))
         sends = [a for a in out if isinstance(a, Send) and codec.peek(a.data)[0] == codec.PROPOSE]
         assert {codec.peek(a.data)[3] for a in sends} == {k}
-        vote = Persist(("support", 0, k, _digest(msgs[k])))
-        assert out.index(vote) < out.index(sends[0])          # durable before it leaves
+        [vote] = [i for i, a in enumerate(out) if isinstance(a, Persist)
+                  and a.record[:4] == ("support", 0, k, _digest(msgs[k]))]
+        assert vote < out.index(sends[0])                     # durable before it leaves
         proposals[k] = sends
     # only 1 is view-committed (and executed) before the crash
     node.turn(node.support(1, 1, _digest(msgs[1])), node.support(2, 1, _digest(msgs[1])))
@@ -340,7 +342,7 @@ def test_a_restarted_primary_continues_after_its_own_proposals(keys, tmp_path, m
     assert node.rt.counters["equivocation-refused"] == 0
 
 
-def test_a_restarted_primary_answers_with_its_vote_once_it_has_its_batch_back(keys, tmp_path):
+def test_a_restarted_primary_gets_its_batch_back_and_answers_with_its_vote(keys, tmp_path):
     node = Node(keys, tmp_path, "mac", 0)
     msgs = {k: node.message(k) for k in (1, 2)}
     digests = {k: _digest(m) for k, m in msgs.items()}
@@ -348,19 +350,21 @@ def test_a_restarted_primary_answers_with_its_vote_once_it_has_its_batch_back(ke
         node.turn(codec.encode_request(msgs[k]))
     node.turn(node.support(1, 1, digests[1]), node.support(2, 1, digests[1]))
     assert node.replica.k_exec == 1
-    node.restart()                            # its batch for 2 is gone; its vote is not
+    node.restart()                            # its vote for 2 comes back with its batch
     r = node.replica
     slot = r.window.payload(2)
-    assert (slot.prop_view, slot.batch, slot.digest) == (0, None, digests[2])
-    reply = node.sealed(1, codec.encode_fetch_reply(1, 2, digests[2], [msgs[2]]))
-    node.turn(reply, node.support(1, 2, digests[2]))
+    assert (slot.prop_view, bytes(slot.batch.message(0)), slot.digest) == \
+        (0, msgs[2], digests[2])
+    node.turn(node.support(1, 2, digests[2]))
     assert r.k_exec == 1                      # its own vote and 1's
     node.turn(node.support(2, 2, digests[2]))
     assert r.k_exec == 2
     out = node.turn(node.sealed(3, codec.encode_fetch(3, 2, digests[2])))
     answers = {codec.decode(a.data).kind: codec.decode(a.data) for a in out
                if isinstance(a, Send) and a.to == 3}
-    assert set(answers) == {codec.FETCH_REPLY, codec.SUPPORT}
+    # its PROPOSE again (rebuilt from the stored batch: the same bytes), the batch, its vote
+    assert set(answers) == {codec.PROPOSE, codec.FETCH_REPLY, codec.SUPPORT}
+    assert bytes(answers[codec.PROPOSE].batch.message(0)) == msgs[2]
     vote = answers[codec.SUPPORT]
     assert (vote.sender, vote.view, vote.seq, vote.digest) == (0, 0, 2, digests[2])
 

@@ -83,7 +83,8 @@ class PBFTReplica(PoEReplica):
 
     def _flush_commits(self, out: list[Action]) -> None:
         """COMMIT(v, k, h) to all for every slot prepared since the last flush."""
-        if not self._prepared:
+        if not self._prepared or self.abstaining():
+            self._prepared = []
             return
         prepared, self._prepared = self._prepared, []
         view = self.view
@@ -127,6 +128,7 @@ class PBFTReplica(PoEReplica):
                         and not slot.committed:
                     slot.committed = True
                     slot.cert_view, slot.cert_digest = self.view, NOOP_DIGEST
+                    self.evidence.prepared(k, self.view, NOOP_DIGEST)   # P (§4.11)
                     self._prepared.append(k)
             self._flush_commits(out)
         super()._advance_recertified(now, out)
@@ -199,6 +201,7 @@ class PBFTReplica(PoEReplica):
                 slot.batch = batches.get((k, digest))
             slot.committed = True
             slot.cert_view, slot.cert_digest = view, digest
+            self.evidence.prepared(k, view, digest, slot.batch)       # P (§4.11)
             window.set_digest(k, digest)
             self._own_commits[k] = (view, codec.encode_commit(self.id, view, k, digest))
             window.vote(k, COMMIT_VOTES, self.id)

@@ -34,6 +34,7 @@ from poe.protocol.actions import (
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.checkpoint import CheckpointTracker
 from poe.protocol.poe.clients import PendingSet, ReplyCache, first_bad_client_signature
+from poe.protocol.poe.evidence import EvidenceLog
 from poe.protocol.poe.state_transfer import StateTransferMixin
 from poe.protocol.poe.view_change import (
     NOOP_DIGEST, NORMAL, TIMER_NEW_VIEW, TIMER_PROGRESS, VIEW_CHANGE, ViewChangeMixin,
@@ -48,6 +49,7 @@ TIMER_TICK = "tick"          # retransmit proposals, fetch missing slots, resend
 SUPPORT_VOTES = 0            # window vote kind: SUPPORTs (MAC mode)
 CLIENT_RETRIES_BEFORE_SUSPECT = 3   # retries of an answered message that make us suspect
 FETCH_AHEAD = 32             # slots a lagging replica asks for at once
+FETCH_WANTED_MAX = 4         # digests a slot remembers having FETCHed
 ZERO_DIGEST = b"\0" * 32     # FETCH for "whatever you hold at k"
 
 # authentication each kind must carry (CERTIFY may come either way: it verifies itself)
@@ -75,7 +77,7 @@ class Slot:
         "shares", "bad",                           # primary, TS mode: shares by replica
         "own_support", "early",                    # own SUPPORT frame; SUPPORTs before PROPOSE
         "proposal", "proposed_at", "fetched_at", "seen_at",
-        "supported", "results",                    # MAC view change: Q_k; kept results
+        "results", "wanted",                       # kept results; digests we FETCHed
     )
 
     def __init__(self) -> None:
@@ -95,8 +97,8 @@ class Slot:
         self.proposed_at = 0.0
         self.fetched_at = -1e18
         self.seen_at = 0.0                          # when we first heard of this slot
-        self.supported: dict[bytes, int] | None = None   # digest -> latest view supported
         self.results = None                         # kv results while executed
+        self.wanted: set[bytes] | None = None       # digests asked for by FETCH (§4.11)
 
 
 class PoEReplica(ViewChangeMixin, StateTransferMixin):
@@ -104,6 +106,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
 
     _auth = _AUTH                # message kinds this protocol takes, and their authentication
     vote_kinds = 1               # window vote kinds (SUPPORT); the PBFT baseline adds COMMIT
+    abstain_through_seq = 0      # quarantined store: no vote until stable reaches it (restore)
 
     def __init__(self, config: ProtocolConfig, replica_id: int, crypto: CryptoSuite,
                  kv: KVStore | None = None) -> None:
@@ -150,6 +153,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.tick_armed = False
         self.last_progress = 0.0
         self.max_seen = 0                # highest k with any evidence (proposal, cert)
+        self.evidence = EvidenceLog()    # per position, outlives views (§4.11)
+        self.diverged = False            # our executed prefix is not the agreed one (§4.6)
 
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -162,6 +167,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self._ahead: dict[tuple[int, int, int], object] = {}
         self._ahead_view = 0
         self._unserved_view = -1          # the view we last suspected for unserved clients
+        self._fetch_served: dict[tuple[int, int, bytes], float] = {}   # FETCH answers
         self.now = 0.0                   # time of the input being handled
 
     # ------------------------------------------------------------------ small helpers
@@ -185,6 +191,16 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
     def _drop(self, reason: str) -> list[Action]:
         self.drops[reason] += 1
         return []
+
+    def abstaining(self) -> bool:
+        """Our store was quarantined (docs/storage.md, "Store corruption"): we may have voted
+        on positions up to ``abstain_through_seq`` and cannot prove how, so we send no vote
+        (SUPPORT, PROPOSE, COMMIT, CHECKPOINT, VC-REQUEST) until a stable checkpoint passes
+        them (PROTOCOL.md §4.11)."""
+        if self.checkpoints.stable.seq >= self.abstain_through_seq:
+            return False
+        self.stats["abstained"] += 1
+        return True
 
     def _sealed_for(self, frame: bytes, to: int) -> bytes:
         return seal(frame, self._macs.mac(self._replicas[to], frame))
@@ -353,6 +369,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         batch = m.batch
         key = (cid, batch.first_request_id(0))
         cached = self.replies.get(key)
+        if cached is not None and self.diverged:
+            # our executed prefix is not the agreed one: no INFORM from it (§4.6 step 1)
+            return self._drop("request-while-diverged")
         if cached is not None:
             self.stats["reply-from-cache"] += 1
             if cached[1] <= self.checkpoints.stable.seq and self.status == NORMAL \
@@ -436,6 +455,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
 
     def _propose_ready(self, now: float, out: list[Action]) -> None:
         """Propose closed batches while the window has room (a full window holds us)."""
+        if self.abstaining():
+            return
         if self.next_k <= self.window.low:
             # positions up to the stable checkpoint are decided (we caught up to it by
             # state transfer, or restarted): the next proposal goes right above it
@@ -456,7 +477,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         slot.proposal, slot.proposed_at = frame, now
         self.window.set_digest(k, h)
         self.max_seen = max(self.max_seen, k)
-        out.append(Persist(("support", self.view, k, h)))   # our vote, before the PROPOSE leaves
+        # our vote, before the PROPOSE leaves, with its batch (a body by (k, digest), §4.11)
+        out.append(Persist(("support", self.view, k, h, batch)))
         self._send_others(frame, out)
         self.stats["proposed"] += 1
         if self.ts:
@@ -465,7 +487,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             slot.bad = set()
         else:
             self.window.vote(k, SUPPORT_VOTES, self.id)
-            slot.supported = {h: self.view}      # the PROPOSE is our SUPPORT: Q_k (§3.4)
+        self.evidence.support(k, self.view, h, batch)   # the PROPOSE is our SUPPORT: Q_k
         self._arm_tick(now, out)
 
     # ------------------------------------------------------------------ any replica: PROPOSE
@@ -537,6 +559,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
 
     def support(self, k: int, slot: Slot, out: list[Action]) -> None:
         """SUPPORT(v, k, h): a threshold share to the primary (TS) or a vote to all (MAC)."""
+        if self.abstaining():
+            return
         if self.ts:
             share = self.crypto.threshold_signer.share_sign(
                 support_statement(self.view, k, slot.digest))
@@ -544,12 +568,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         else:
             slot.own_support = codec.encode_support(self.id, self.view, k, slot.digest)
             self.window.vote(k, SUPPORT_VOTES, self.id)
-            supported = slot.supported
-            if supported is None:
-                supported = slot.supported = {}
-            if len(supported) < self.n:
-                supported[slot.digest] = self.view       # Q_k of a MAC VC-REQUEST (§3.4)
-        out.append(Persist(("support", self.view, k, slot.digest)))   # the vote, before it leaves
+        # Q_k of a VC-REQUEST (§3.4), and the body a FETCH may ask us for in any view (§4.11)
+        self.evidence.support(k, self.view, slot.digest, slot.batch)
+        # the vote, before it leaves, with its batch (a body by (k, digest), §4.11)
+        out.append(Persist(("support", self.view, k, slot.digest, slot.batch)))
         self._send_support(k, slot, out)
 
     def _send_support(self, k: int, slot: Slot, out: list[Action], to: int = -1) -> None:
@@ -611,7 +633,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                                      cert.signature)
         out.append(Broadcast(frame))
         self.stats["certified"] += 1
-        self._record_cert(slot, self.view, slot.digest, cert)
+        self._record_cert(k, slot, self.view, slot.digest, cert)
         if slot.batch is not None:
             slot.committed = True
         else:
@@ -645,6 +667,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 and self.window.count(k, SUPPORT_VOTES) >= self.nf:
             slot.committed = True
             slot.cert_view, slot.cert_digest = self.view, slot.digest
+            self.evidence.prepared(k, self.view, slot.digest, slot.batch)   # P_k (§3.4)
             return True
         return False
 
@@ -673,7 +696,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             if m.sender == self.primary:
                 self.suspect("invalid-certify", now, out)
             return out
-        self._record_cert(slot, v, m.digest, cert)
+        self._record_cert(k, slot, v, m.digest, cert)
         self.max_seen = max(self.max_seen, k)
         if slot.batch is not None and slot.digest == m.digest:
             slot.committed = True
@@ -685,15 +708,27 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self._arm_tick(now, out)
         return out
 
-    def _record_cert(self, slot: Slot, view: int, digest: bytes, cert: Certificate) -> None:
+    def _record_cert(self, k: int, slot: Slot, view: int, digest: bytes,
+                     cert: Certificate) -> None:
         if view > slot.cert_view:
             slot.cert_view, slot.cert_digest, slot.cert = view, digest, cert
+        self.evidence.certificate(k, view, digest, cert,
+                                  slot.batch if slot.digest == digest else None)
 
     # ------------------------------------------------------------------ FETCH
 
     def _fetch(self, k: int, digest: bytes, targets, now: float, out: list[Action]) -> None:
+        """FETCH(k, digest) from ``targets`` (and the primary). The digest is remembered in
+        the slot: a reply binds only a body that hashes to a digest we asked for (§4.11)."""
         slot = self._slot(k, now)
         slot.fetched_at = now
+        wanted = slot.wanted
+        if wanted is None:
+            wanted = slot.wanted = set()
+        if digest not in wanted:
+            if len(wanted) >= FETCH_WANTED_MAX:
+                wanted.clear()
+            wanted.add(digest)
         frame = codec.encode_fetch(self.id, k, digest)
         sent = set()
         for r in [self.primary, *targets]:
@@ -702,7 +737,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 out.append(Send(r, self._sealed_for(frame, r)))
 
     def on_fetch(self, m: codec.Fetch, now: float) -> list[Action]:
-        """Answer with the batch we hold for k (and our certificate / our SUPPORT)."""
+        """Answer with the body we hold for (k, digest) in any view (§4.11), with our
+        certificate for it (TS) or our SUPPORT of this view (MAC); at most once per
+        retransmission timeout per (requester, k, digest) (§4.13)."""
         k = m.seq
         if not self.window.contains(k):
             if k <= self.window.low:
@@ -713,34 +750,65 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                                               "fetch-outside-window")
             return self._drop("fetch-outside-window")
         slot = self.window.payload(k)
-        if slot is None or slot.batch is None:
-            return self._drop("fetch-unknown")
         want = m.digest
-        if want != ZERO_DIGEST and want != slot.digest:
+        batch = digest = None
+        if slot is not None and slot.batch is not None \
+                and (want == ZERO_DIGEST or want == slot.digest):
+            batch, digest = slot.batch, slot.digest
+        elif want != ZERO_DIGEST:
+            batch, digest = self._body_for(k, want), want
+        if batch is None:
             return self._drop("fetch-unknown")
+        if not self._once_per_timeout(self._fetch_served, (m.sender, k, digest), now):
+            return self._drop("fetch-too-frequent")
+        if len(self._fetch_served) > 4 * self.n * self.config.window:
+            self._fetch_served.clear()
         out: list[Action] = []
-        if self.is_primary and slot.proposal is not None and slot.prop_view == self.view:
+        current = slot is not None and slot.digest == digest and slot.prop_view == self.view
+        if current and self.is_primary and slot.proposal is not None:
             # our PROPOSE was lost on the way: send it again (it is also our SUPPORT in MAC
             # mode, and lets the requester support it itself)
             out.append(Send(m.sender, self._sealed_for(slot.proposal, m.sender)))
-        if slot.cert is not None and slot.cert_digest == slot.digest:
-            frame = codec.encode_fetch_reply(self.id, k, slot.digest, slot.batch, slot.cert_view,
-                                             slot.cert.bitmap, slot.cert.signature)
+        cert_view, cert = -1, None
+        if slot is not None and slot.cert is not None and slot.cert_digest == digest:
+            cert_view, cert = slot.cert_view, slot.cert
+        held = self.evidence.get(k)
+        if held is not None and held.cert is not None and held.cert_digest == digest \
+                and held.cert_view > cert_view:
+            cert_view, cert = held.cert_view, held.cert
+        if cert is not None:
+            frame = codec.encode_fetch_reply(self.id, k, digest, batch, cert_view,
+                                             cert.bitmap, cert.signature)
         else:
-            frame = codec.encode_fetch_reply(self.id, k, slot.digest, slot.batch)
+            frame = codec.encode_fetch_reply(self.id, k, digest, batch)
         out.append(Send(m.sender, self._sealed_for(frame, m.sender)))
-        if not self.ts and slot.own_support is not None and slot.prop_view == self.view:
+        if current and not self.ts and slot.own_support is not None:
             self._send_support(k, slot, out, to=m.sender)
         self.stats["fetch-served"] += 1
         return out
 
+    def _body_for(self, k: int, digest: bytes):
+        """The body of (k, digest) from the evidence log: kept in any view (§4.11)."""
+        return self.evidence.body_for(k, digest)
+
     def on_fetch_reply(self, m: codec.FetchReply, now: float) -> list[Action]:
-        """Adopt a fetched batch whose digest matches what we need (§2.7 step 3)."""
+        """Adopt a fetched batch that hashes to a digest we asked for (§2.7 step 3, §4.11)."""
         k = m.seq
         recertifying = self.history is not None and self.h_next <= k <= self.k_exec
         if self.status != NORMAL or not self.window.contains(k) \
                 or (k <= self.k_exec and not recertifying):
             return self._drop("fetch-reply-unneeded")
+        slot = self.window.payload(k)
+        wanted = slot.wanted if slot is not None else None
+        # a reply carrying a certificate of this view proves its digest itself (it is a
+        # CERTIFY with the body); anything else binds only a digest we asked for (§4.11):
+        # for "whatever you hold", TS needs that certificate, MAC a digest f+1 replicas
+        # SUPPORTed (one correct replica accepted its PROPOSE)
+        certified = self.ts and m.bitmap and m.cert_view == self.view \
+            and (slot is None or slot.cert_view < self.view)
+        if not certified and (wanted is None or m.digest not in wanted and (
+                ZERO_DIGEST not in wanted or not self.ts and not self._backed(slot, m.digest))):
+            return self._drop("fetch-reply-unsolicited")
         slot = self._slot(k, now)
         if slot.committed and slot.batch is not None and slot.digest == slot.cert_digest:
             return self._drop("fetch-reply-unneeded")
@@ -754,11 +822,19 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 if popcount(m.bitmap) < self.nf or not self.crypto.threshold.verify_cert(
                         cert, support_statement(self.view, k, m.digest)):
                     return self._drop("fetch-reply-invalid-certificate")
-                self._record_cert(slot, self.view, m.digest, cert)
+                self._record_cert(k, slot, self.view, m.digest, cert)
+            if slot.prop_view == self.view and slot.digest == m.digest and slot.batch is None:
+                # the body of the digest this view fixed for k (e.g. by the NV-PROPOSE)
+                slot.batch = batch
+                self.evidence.body(k, m.digest, batch)
             if slot.cert_view != self.view or slot.cert_digest != m.digest:
+                if slot.batch is not None and slot.digest == m.digest:
+                    self.stats["fetch-adopted"] += 1
+                    return out
                 return self._drop("fetch-reply-uncertified")
             # certified: nf replicas (f+1 correct) checked its client signatures
             slot.batch, slot.digest = batch, m.digest
+            self.evidence.body(k, m.digest, batch)
             slot.committed = True
         else:
             if slot.digest is not None and slot.digest != m.digest:
@@ -767,6 +843,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 if not self._client_signatures_ok(batch):
                     return self._drop("fetch-reply-bad-client-signature")
                 slot.batch, slot.digest = batch, m.digest
+                self.evidence.body(k, m.digest, batch)
                 self.window.set_digest(k, m.digest)
                 if slot.early:
                     for sender, digest in slot.early.items():
@@ -780,6 +857,11 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self._fetch_missing(now, out)          # keep the catch-up pipeline full
         return out
 
+    def _backed(self, slot: Slot, digest: bytes) -> bool:
+        """f+1 replicas SUPPORTed ``digest`` at this slot (early votes, MAC mode)."""
+        early = slot.early
+        return early is not None and sum(1 for d in early.values() if d == digest) > self.f
+
     # ------------------------------------------------------------------ execute and INFORM
 
     def _progress(self, now: float, out: list[Action]) -> None:
@@ -791,8 +873,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
 
     def _try_execute(self, now: float, out: list[Action]) -> None:
         """Execute view-committed batches strictly in order (§2.8)."""
-        if self.status != NORMAL:
-            return
+        if self.status != NORMAL or self.diverged:
+            return                  # §4.2 / §4.6 step 1: nothing executes, nothing INFORMs
         window = self.window
         history = self.history
         while True:
@@ -808,6 +890,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 break
             if not self._may_execute(k, slot):
                 break
+            # §4.6 step 5: in view v only under view-v certificates for the whole prefix
+            assert slot.cert_view == self.view and (history is None or k < self.h_next), \
+                f"§4.6 step 5: executing {k} in view {self.view} without its certificate"
             self.execute(k, slot, out)
             self.last_progress = now
             self.vc_attempts = 0                 # progress in this view: reset T_nv backoff
@@ -874,6 +959,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
 
     def checkpoint(self, k: int, out: list[Action]) -> None:
         """Signed CHECKPOINT(k, d_state, d_chain) to all, only in the normal case (§5.1)."""
+        if self.abstaining():
+            return
         state = self.kv.state_digest()
         signature = self.crypto.signer.sign(checkpoint_statement(k, state, self.head))
         frame = codec.encode_checkpoint(self.id, k, state, self.head, signature)
@@ -924,8 +1011,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.need_state(proof, self.now, out)
             return
         if self.block_hashes.get(k) != proof.chain_digest:
-            # nf replicas executed another prefix than ours: take theirs
+            # nf replicas executed another prefix than ours: stop executing and informing
+            # on it at once, and take theirs (the snapshot discards our suffix)
             self.drops["checkpoint-chain-mismatch"] += 1
+            self.diverged = True
             self.behind = proof
             self.need_state(proof, self.now, out)
             return
@@ -933,6 +1022,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.transfer = None                 # caught up by executing
         self.checkpoints.make_stable(proof)
         self.window.advance(k)
+        self.evidence.collect(k)                 # final: evidence at or below k is moot
         self.kv.finalize(k)
         for old in [j for j in self.block_hashes if j < k]:
             del self.block_hashes[old]
@@ -969,9 +1059,13 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             if now - slot.seen_at < timeout or now - slot.fetched_at < timeout:
                 continue
             self.stats["fetch-for-gap"] += 1
-            want = slot.cert_digest if slot.cert_digest is not None else ZERO_DIGEST
-            targets = slot.cert.signers() if slot.cert is not None else range(self.n)
-            self._fetch(k, want, targets, now, out)
+            # the digest we know k must hold; asked of every replica: any that holds the
+            # body answers, in any view (§4.11)
+            if slot.cert_view == self.view or slot.digest is None:
+                want = slot.cert_digest or ZERO_DIGEST
+            else:
+                want = slot.digest
+            self._fetch(k, want, range(self.n), now, out)
 
     def _tick(self, now: float) -> list[Action]:
         """Retransmit what peers may have lost; fetch what we may have missed."""

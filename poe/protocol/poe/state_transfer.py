@@ -217,6 +217,7 @@ class StateTransferMixin:
         for seq in [seq for seq in self._targets if seq <= self.k_exec]:
             del self._targets[seq]
         self.stats["state-transfers-replayed"] += 1
+        self.diverged = False                    # replayed from our head to an agreed chain
         if self.transfer is not None and self.transfer.seq <= self.k_exec:
             self.transfer = None
         elif self.transfer is not None:
@@ -245,9 +246,11 @@ class StateTransferMixin:
         if proof.seq > self.window.low:
             self.window.advance(proof.seq)
         self.checkpoints.make_stable(proof)
+        self.evidence.collect(proof.seq)
         self.snapshots = {proof.seq: store.snapshot()}
         self.transfer = None
         self.behind = None
+        self.diverged = False                    # the agreed prefix is ours now
         self.max_seen = max(self.max_seen, proof.seq)
         self.stats["state-transfers"] += 1
         out.append(Transferred(proof.seq, proof.state_digest, proof.chain_digest, proof))

@@ -254,23 +254,26 @@ class ViewChangeMixin:
     # ------------------------------------------------------------------ VC-REQUEST
 
     def _vc_entries(self, leaving: int) -> list[VcEntry]:
+        """E of a VC-REQUEST: the evidence we hold per position above our stable checkpoint,
+        from any view (§4.11): TS the highest-view certificate, MAC P_k and Q_k."""
         low = self.checkpoints.stable.seq
+        high = low + self.config.window
         entries = []
-        for k in range(max(low, self.window.low) + 1, self.window.high + 1):
-            slot = self.window.payload(k)
-            if slot is None:
+        by_seq = self.evidence.by_seq
+        for k in sorted(by_seq):
+            if not low < k <= high:
                 continue
+            e = by_seq[k]
             if self.ts:
-                if slot.cert is not None and 0 <= slot.cert_view <= leaving:
-                    entries.append(VcEntry(codec.ENTRY_CERT, k, slot.cert_view,
-                                           slot.cert_digest, slot.cert.bitmap,
-                                           slot.cert.signature))
+                if e.cert is not None and 0 <= e.cert_view <= leaving:
+                    entries.append(VcEntry(codec.ENTRY_CERT, k, e.cert_view, e.cert_digest,
+                                           e.cert.bitmap, e.cert.signature))
                 continue
-            if slot.committed and 0 <= slot.cert_view <= leaving:
-                entries.append(VcEntry(codec.ENTRY_PREPARED, k, slot.cert_view,
-                                       slot.cert_digest))
-            for digest, view in (slot.supported or {}).items():
-                entries.append(VcEntry(codec.ENTRY_SUPPORTED, k, view, digest))
+            if e.p_digest is not None and 0 <= e.p_view <= leaving:
+                entries.append(VcEntry(codec.ENTRY_PREPARED, k, e.p_view, e.p_digest))
+            for digest, view in e.supported.items():
+                if view <= leaving:
+                    entries.append(VcEntry(codec.ENTRY_SUPPORTED, k, view, digest))
         return entries
 
     def start_view_change(self, leaving: int, now: float, out: list) -> None:
@@ -278,7 +281,7 @@ class ViewChangeMixin:
         it) and broadcast a signed VC-REQUEST(leaving, C, E) (§4.2, §4.3)."""
         if self.status == VIEW_CHANGE and self.vc_view >= leaving:
             return
-        if leaving < self.view:
+        if leaving < self.view or self.abstaining():
             return
         self.status = VIEW_CHANGE
         self.vc_view = leaving
@@ -406,9 +409,11 @@ class ViewChangeMixin:
                 self.stats["nv-propose-undecided"] += 1
                 return                          # wait for more VC-REQUESTs (§3.4)
         self.nv_sent = new_view
-        frame = codec.encode_nv_propose(self.id, new_view, [bytes(r.frame) for r in chosen])
+        frames = [bytes(r.frame) for r in chosen]
+        frame = codec.encode_nv_propose(self.id, new_view, frames)
         self.nv_frame = frame
         self.stats["nv-proposed"] += 1
+        self._persist_new_view(new_view, self.id, frames, out)   # before it leaves (§4.11)
         self._send_others(frame, out)
         self.install_view(new_view, history, now, out)
 
@@ -458,8 +463,49 @@ class ViewChangeMixin:
         if history is None:
             return self._drop("nv-propose-undecidable")
         out = []
+        # durable before anything of the new view is acted on or revealed (§4.11)
+        self._persist_new_view(new_view, m.sender, [bytes(r.frame) for r in requests], out)
         self.install_view(new_view, history, now, out)
         return out
+
+    def _persist_new_view(self, new_view: int, sender: int, frames: list, out: list) -> None:
+        """Persist how ``new_view`` began: its NV-PROPOSE (unauthenticated: the nf signed
+        VC-REQUESTs verify themselves), so a restart inside it installs it again."""
+        out.append(Persist(("nv-propose", new_view, codec.encode_nv_propose(
+            sender, new_view, frames, auth=codec.AUTH_NONE))))
+
+    def restore_new_view(self, data: bytes, now: float, out: list) -> bool:
+        """Recovery: install again the view whose NV-PROPOSE the store holds (the replica's
+        view is that view's predecessor, nothing executed above its stable checkpoint).
+        The VC-REQUESTs are checked again: a file's bytes are not trusted. As that view's
+        primary, the NV-PROPOSE is ours again to re-send to replicas that ask."""
+        try:
+            m = codec.decode(data)
+        except codec.WireError:
+            return False
+        new_view = m.view
+        if m.kind != codec.NV_PROPOSE or new_view == 0:
+            return False
+        senders: set[int] = set()
+        for r in m.requests:
+            if r.view != new_view - 1 or r.sender in senders or r.sender >= self.n \
+                    or self._check_vc_once(r) is not None:
+                return False
+            senders.add(r.sender)
+        if len(senders) < self.nf:
+            return False
+        history = new_history_ts(m.requests) if self.ts else \
+            new_history_mac(m.requests, self.f, self.nf)
+        if history is None:
+            return False
+        self.view, self.status, self.vc_view = new_view - 1, VIEW_CHANGE, new_view - 1
+        self.install_view(new_view, history, now, out)
+        if self.config.primary(new_view) == self.id:
+            self.nv_sent = new_view
+            self.nv_frame = codec.encode_nv_propose(self.id, new_view,
+                                                    [bytes(r.frame) for r in m.requests])
+        self.stats["new-view-restored"] += 1
+        return True
 
     # ------------------------------------------------------------------ the new view
 
@@ -468,9 +514,15 @@ class ViewChangeMixin:
         re-certify, then re-execute once certified in the new view."""
         base = history.base
         stable = self.checkpoints.stable.seq
-        if base.seq > self.k_exec or (base.seq >= stable and base.seq in self.block_hashes
-                                      and self.block_hashes[base.seq] != base.chain_digest):
-            # we are behind the base, or diverged below it: state transfer (§5.5)
+        if stable < base.seq <= self.k_exec \
+                and self.block_hashes.get(base.seq) != base.chain_digest:
+            # our prefix below the base is not the agreed one (§4.6 step 1): stop executing
+            # and informing on it now, back to our own stable checkpoint, then transfer
+            self.stats["view-diverged-below-base"] += 1
+            self.diverged = True
+            self.rollback(stable, history, now, out)
+        if base.seq > self.k_exec:
+            # we are behind the base: state transfer (§5.5)
             self.stats["view-behind-base"] += 1
             self.behind = base
             self.max_seen = max(self.max_seen, base.seq)
@@ -531,20 +583,24 @@ class ViewChangeMixin:
         slot = window.payload(k)
         if slot is not None and slot.prop_view == self.view and slot.digest == entry.digest:
             return slot                              # already taken in this view
+        # §4.6 step 2: a kept position's digest never changes without a rollback below it
+        assert slot is None or not slot.executed or slot.digest == entry.digest, \
+            f"§4.6: position {k} executed with another digest than the new history's"
         if slot is None:
             slot = self._slot(k, now)
         elif not slot.executed or slot.digest != entry.digest:
             batch = slot.batch if slot.digest == entry.digest else None
             cert = (slot.cert_view, slot.cert_digest, slot.cert)
-            supported = slot.supported
             window.reset(k)
             slot = self._slot(k, now)
             slot.batch = batch
             slot.cert_view, slot.cert_digest, slot.cert = cert
-            slot.supported = supported
         else:
             window.reset(k)
             window.set_payload(k, slot)
+        if slot.batch is None and entry.digest != NOOP_DIGEST:
+            # the body may be held from any earlier view, by (k, digest) (§4.11)
+            slot.batch = self._body_for(k, entry.digest)
         slot.prop_view, slot.digest = self.view, entry.digest
         slot.committed = False
         slot.shares, slot.bad, slot.own_support, slot.early = None, None, None, None
@@ -595,10 +651,7 @@ class ViewChangeMixin:
                 # nothing to support, but we hold the no-op of this view's history: report it
                 # as Q_k so a later MAC view change can keep it (A2 of §3.4)
                 if not self.ts:
-                    supported = slot.supported
-                    if supported is None:
-                        supported = slot.supported = {}
-                    supported[NOOP_DIGEST] = self.view
+                    self.evidence.support(k, self.view, NOOP_DIGEST)
                 continue
             if self.is_primary and self.ts:
                 if slot.shares is None:
@@ -634,6 +687,7 @@ class ViewChangeMixin:
             if slot is not None and slot.digest == NOOP_DIGEST:
                 slot.committed = True
                 slot.cert_view, slot.cert_digest = self.view, NOOP_DIGEST
+                self.evidence.prepared(k, self.view, NOOP_DIGEST)     # P_k (§3.4, §4.11)
             elif slot is None or slot.cert_view != self.view or not slot.committed:
                 if k <= self.k_exec and slot is not None and slot.cert_view == self.view:
                     pass                      # certified, kept: fall through
