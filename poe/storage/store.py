@@ -257,6 +257,21 @@ class Store:
         if view > self.left_view:
             self._meta_set("left", view.to_bytes(8, "little", signed=True))
 
+    def set_new_view(self, view: int, frame: bytes) -> None:
+        """The NV-PROPOSE that began ``view`` (sent as its primary, or accepted), as an
+        unauthenticated frame: its content (nf signed VC-REQUESTs) verifies itself. A
+        replica restarted inside ``view`` knows how it began (PROTOCOL.md §4.11)."""
+        self._meta_set("nv", view.to_bytes(8, "little", signed=True) + bytes(frame))
+
+    def new_view(self) -> tuple[int, bytes] | None:
+        """(view, NV-PROPOSE frame) of the newest view whose beginning is stored."""
+        value = self._meta_get("nv")
+        if value is None:
+            return None
+        if len(value) < 8:
+            raise StoreError(self.path, "the stored NV-PROPOSE is malformed")
+        return int.from_bytes(value[:8], "little", signed=True), value[8:]
+
     # ---------------------------------------------------------------- votes
 
     def persist_vote(self, kind: str, view: int, seq: int, digest: bytes) -> bool:
@@ -356,6 +371,13 @@ class Store:
         return True
 
     def truncate_above(self, seq: int) -> None:
+        """A rollback: the blocks above ``seq`` leave the ledger, their bodies stay as
+        evidence bodies (``vote_batches``) until a stable checkpoint passes them: a later
+        view may still select their certificate, and a FETCH must find them (§4.11)."""
+        rows = self.db.execute("SELECT seq, digest, body FROM blocks WHERE seq>? AND "
+                               "body IS NOT NULL", (seq,)).fetchall()
+        for k, digest, body in rows:
+            self.persist_vote_batch(k, bytes(digest), bytes(body))
         self.db.execute("DELETE FROM blocks WHERE seq>?", (seq,))
         self.db.execute("DELETE FROM results WHERE seq>?", (seq,))
         self.dirty = True
