@@ -637,7 +637,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if slot.batch is not None:
             slot.committed = True
         else:
-            self._fetch(k, slot.digest, cert.signers(), now, out)
+            self._fetch(k, slot.digest, self._holders(k, slot.digest, cert), now, out)
         self._progress(now, out)
 
     def _on_support_vote(self, m: codec.Support, k: int, now: float) -> list[Action]:
@@ -704,7 +704,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         else:
             # no PROPOSE, or a different one (the primary equivocated): ask the signers
             self.stats["fetch-for-certificate"] += 1
-            self._fetch(k, m.digest, cert.signers(), now, out)
+            self._fetch(k, m.digest, self._holders(k, m.digest, cert), now, out)
         self._arm_tick(now, out)
         return out
 
@@ -716,6 +716,16 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                                   slot.batch if slot.digest == digest else None)
 
     # ------------------------------------------------------------------ FETCH
+
+    def _holders(self, k: int, digest: bytes, cert: Certificate) -> list[int]:
+        """Replicas that accepted a proposal with ``digest`` at k: the certificate's signers,
+        and, for a position of the new view's history, the signers of the older certificate
+        it was chosen by (re-certification supports by digest, without the body)."""
+        holders = list(cert.signers())
+        entry = self.history.entries.get(k) if self.history is not None else None
+        if entry is not None and entry.digest == digest and entry.cert is not None:
+            holders += [r for r in entry.cert.signers() if r not in holders]
+        return holders
 
     def _fetch(self, k: int, digest: bytes, targets, now: float, out: list[Action]) -> None:
         """FETCH(k, digest) from ``targets`` (and the primary). The digest is remembered in

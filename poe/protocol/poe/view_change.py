@@ -209,6 +209,7 @@ class ViewChangeMixin:
         self.forwarded: dict[tuple[int, int], float] = {}
         self._vc_verified: set[bytes] = set()   # VC-REQUEST frames already checked
         self._nv_served: dict[int, float] = {}  # replica -> when we last sent it our NV-PROPOSE
+        self._reported: dict[int, int] = {}     # k -> highest evidence view we reported
 
     # ------------------------------------------------------------------ detection
 
@@ -260,10 +261,19 @@ class ViewChangeMixin:
         high = low + self.config.window
         entries = []
         by_seq = self.evidence.by_seq
+        reported = self._reported
+        for k in [k for k in reported if k <= low]:
+            del reported[k]
         for k in sorted(by_seq):
             if not low < k <= high:
                 continue
             e = by_seq[k]
+            view = max(e.cert_view, e.p_view, max(e.supported.values(), default=-1))
+            # §4.11: evidence is only superseded (higher view) or collected (stable
+            # checkpoint): what we report for k never falls below what we reported before
+            assert view >= reported.get(k, -1), \
+                f"§4.11: evidence for {k} fell from view {reported.get(k)} to {view}"
+            reported[k] = view
             if self.ts:
                 if e.cert is not None and 0 <= e.cert_view <= leaving:
                     entries.append(VcEntry(codec.ENTRY_CERT, k, e.cert_view, e.cert_digest,
@@ -274,6 +284,8 @@ class ViewChangeMixin:
             for digest, view in e.supported.items():
                 if view <= leaving:
                     entries.append(VcEntry(codec.ENTRY_SUPPORTED, k, view, digest))
+        lost = [k for k in reported if k not in by_seq]
+        assert not lost, f"§4.11: evidence for {lost} vanished before a stable checkpoint"
         return entries
 
     def start_view_change(self, leaving: int, now: float, out: list) -> None:
