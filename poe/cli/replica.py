@@ -5,7 +5,7 @@ and the keys first: any problem is one line on stderr and exit status 2; a port 
 be bound is exit status 1. Logs JSON lines on stderr (or ``--log FILE``).
 
 A damaged store (``replica.data_dir``) is one line naming what is wrong and the repair
-(wipe the data directory and restart: state transfer), exit status 2.
+(``poe ledger quarantine``, then restart: it abstains until a state transfer), exit status 2.
 
 Must never: start with a configuration or key problem or on a damaged store, use fake crypto without
 ``--insecure-bench``, or print a secret.

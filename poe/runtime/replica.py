@@ -128,6 +128,9 @@ class ReplicaRuntime:
         self.recovery = {"data_dir": str(self.data_dir()), "height": report.height,
                          "stable": report.stable.seq if report.stable else 0,
                          "view": store.view, "sync_policy": store.sync_policy}
+        if store.floor_seq:
+            # a quarantined store: no vote until a stable checkpoint reaches it
+            self.recovery["abstain_through"] = store.floor_seq
 
     def _recover(self) -> None:
         if self.store is None:

@@ -37,12 +37,15 @@ from pathlib import Path
 
 from poe._core.codec import ST_DUPLICATE, CheckpointProof
 from poe.crypto.base import Certificate
+from poe.storage import hwm
 
 FORMAT = b"poe-store/1"
 DB_FILE = "ledger.db"
 SYNC_POLICIES = ("batch", "checkpoint", "none")
-REPAIR = ("repair: stop this replica, move its data directory aside (or delete it) and "
-          "start it again: it rejoins from its peers by state transfer")
+HWM_FILE = "votes.hwm"
+REPAIR = ("it restarts empty and abstains from every vote until a state transfer carries it "
+          "past every position it may have voted on (never delete votes.hwm: without it the "
+          "replica could vote again where it already voted)")
 _SYNC_PRAGMA = {"batch": "FULL", "checkpoint": "NORMAL", "none": "OFF"}
 _SIG_MAX = 4096
 
@@ -52,7 +55,13 @@ class StoreError(Exception):
 
     def __init__(self, path: str | os.PathLike[str], what: str) -> None:
         self.what = what
-        super().__init__(f"{path}: {what}; {REPAIR}")
+        super().__init__(f"{path}: {what}; {repair(Path(path).parent)}")
+
+
+def repair(directory: str | os.PathLike[str]) -> str:
+    """The safe repair of a damaged store in ``directory`` (docs/storage.md)."""
+    return (f"repair: stop this replica and run `poe ledger quarantine --data {directory}` "
+            f"(moves ledger.db aside, keeps {HWM_FILE}); {REPAIR}")
 
 
 def _check(tag: bytes, *fields) -> bytes:
@@ -173,6 +182,13 @@ class Store:
         self.genesis = genesis
         self.dirty = False
         self.writes = 0
+        # the vote high-water mark (votes.hwm, poe/storage/hwm.py): checked against the
+        # database's commit counter at every open
+        self.hwm_path = self.dir / HWM_FILE
+        self.commits = 0
+        self.hwm_seq = self.hwm_view = 0
+        self.floor_seq = self.floor_view = 0
+        self._hwm: hwm.Writer | None = None
         try:
             if readonly:
                 if not self.path.is_file():
@@ -190,6 +206,7 @@ class Store:
             if not readonly:
                 self.db.executescript(_SCHEMA)
             self._check_meta(replica_id, readonly)
+            self._check_hwm(readonly)
         except sqlite3.Error as exc:
             raise StoreError(self.path, f"unreadable database ({exc})") from None
         if not readonly:
@@ -251,9 +268,11 @@ class Store:
         return self._meta_int("left", -1)
 
     def set_view(self, view: int) -> None:
+        self.hwm_view = max(self.hwm_view, view)
         self._meta_set("view", view.to_bytes(8, "little", signed=True))
 
     def set_left(self, view: int) -> None:
+        self.hwm_view = max(self.hwm_view, view)
         if view > self.left_view:
             self._meta_set("left", view.to_bytes(8, "little", signed=True))
 
@@ -272,11 +291,70 @@ class Store:
             raise StoreError(self.path, "the stored NV-PROPOSE is malformed")
         return int.from_bytes(value[:8], "little", signed=True), value[8:]
 
+    # ---------------------------------------------------------------- vote high-water mark
+
+    def _check_hwm(self, readonly: bool) -> None:
+        """The database must hold every commit ``votes.hwm`` says was made (docs/storage.md,
+        "Store corruption"): else a torn or corrupted write-ahead log (or an older copy of
+        ledger.db) lost committed transactions, and with them votes the replica may have
+        sent. Read before the database's counter: a record is written after its commit."""
+        try:
+            mark, damaged, exists = hwm.read(self.hwm_path)
+        except OSError as exc:
+            raise StoreError(self.hwm_path, f"unreadable ({exc.strerror})") from None
+        self.commits = self._meta_int("commits", 0)
+        if not exists:
+            if self.commits > 0:
+                raise StoreError(self.path, f"{HWM_FILE} is missing but the store made "
+                                 f"{self.commits} commits: what it voted cannot be proven")
+            mark = hwm.Mark()                 # a new store (or one from before votes.hwm)
+        elif mark is None:
+            raise StoreError(self.hwm_path, "no record passes its check: the highest "
+                             "position this replica voted on is unknown")
+        elif self.commits < hwm.required_commit(mark, damaged):
+            raise StoreError(self.path, (
+                f"holds {self.commits} commits but {HWM_FILE} records "
+                f"{hwm.required_commit(mark, damaged)}: committed transactions were lost (a "
+                f"torn or corrupted {DB_FILE}-wal, or an older copy of {DB_FILE}), so it "
+                f"cannot prove what it voted up to sequence {mark.seq} (view {mark.view})"))
+        seq, view = self._db_hwm()
+        self.hwm_seq, self.hwm_view = max(mark.seq, seq), max(mark.view, view)
+        self.floor_seq, self.floor_view = mark.floor_seq, mark.floor_view
+        if readonly:
+            return
+        if not exists or damaged:
+            hwm.replace(self.hwm_path, self._mark())
+        self._hwm = hwm.Writer(self.hwm_path)
+
+    def _db_hwm(self) -> tuple[int, int]:
+        """(highest sequence number, highest view) the database holds anything for."""
+        seq = 0
+        for table in ("votes", "checkpoint", "blocks"):
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,))\
+                    .fetchone() is not None:
+                top = self.db.execute(f"SELECT max(seq) FROM {table}").fetchone()[0]
+                if type(top) is int:
+                    seq = max(seq, top)
+        if not self._has_meta():
+            return seq, 0
+        return seq, max(self.view, self.left_view, 0)
+
+    def _mark(self) -> hwm.Mark:
+        return hwm.Mark(self.commits, self.hwm_seq, self.hwm_view, self.floor_seq,
+                        self.floor_view)
+
+    def note_evidence(self, seq: int) -> None:
+        """A VC-REQUEST is about to report evidence up to ``seq`` (the replica's max_seen)."""
+        if seq > self.hwm_seq:
+            self.hwm_seq = seq
+            self.dirty = True
+
     # ---------------------------------------------------------------- votes
 
     def persist_vote(self, kind: str, view: int, seq: int, digest: bytes) -> bool:
         """Record a vote; False (and nothing written) if a different one is already durable
         for (kind, view, seq): sending it would be equivocation."""
+        self.hwm_seq = max(self.hwm_seq, seq)
         row = self.db.execute("SELECT digest, chk FROM votes WHERE kind=? AND view=? AND seq=?",
                               (kind, view, seq)).fetchone()
         if row is not None:
@@ -458,11 +536,7 @@ class Store:
         self.db.execute("DELETE FROM vote_batches WHERE seq<=?", (proof.seq,))
         if self.sync_policy == "checkpoint":
             # outside any transaction: a WAL checkpoint fsyncs the WAL and the database
-            self.db.execute("COMMIT")
-            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self.db.execute("BEGIN")
-            self.dirty = False
-            self.writes += 1
+            self._commit(wal_checkpoint=True)
 
     def stable(self) -> StableRecord | None:
         return self._get_checkpoint(_STABLE)
@@ -486,14 +560,29 @@ class Store:
     def commit(self) -> None:
         """Close the open transaction (fsynced as the sync policy says) and open the next."""
         if self.dirty:
-            self.db.execute("COMMIT")
-            self.db.execute("BEGIN")
-            self.dirty = False
-            self.writes += 1
+            self._commit()
+
+    def _commit(self, wal_checkpoint: bool = False) -> None:
+        """COMMIT with the next commit counter, then its votes.hwm record (fsynced when the
+        database was: ``batch`` at every commit, ``checkpoint`` at its WAL checkpoints)."""
+        self.commits += 1
+        self._meta_set("commits", self.commits.to_bytes(8, "little", signed=True))
+        self.db.execute("COMMIT")
+        if wal_checkpoint:
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if self._hwm is not None:
+            self._hwm.write(self._mark(), self.sync_policy == "batch" or wal_checkpoint)
+        self.db.execute("BEGIN")
+        self.dirty = False
+        self.writes += 1
 
     def close(self) -> None:
         try:
+            if self.dirty and self.db.in_transaction:
+                self._commit()
             if self.db.in_transaction:
                 self.db.execute("COMMIT")
         finally:
             self.db.close()
+            if self._hwm is not None:
+                self._hwm.close()
