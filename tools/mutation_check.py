@@ -8,6 +8,10 @@ For each mutant the swarm runs seeds start, start+1, ... with primary faults all
 view changes happen) until one reports a violation (or a protocol exception) that the
 unmutated code does not report for that seed. A mutant not caught within ``--seeds`` seeds
 makes the tool exit 1. Mutations are monkeypatches applied in this process only.
+
+A mutant listed in ``MUTANT_TESTS`` is about a fault the swarm does not inject (a corrupted
+store file): it is caught by a named test instead, run in this process with the mutant
+applied (it must fail) and without it (it must pass).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import argparse
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from poe.baselines.pbft import replica as pbft_mod
 from poe.protocol.actions import Transferred
@@ -164,6 +169,21 @@ def pbft_commits_not_restored():
                   lambda self, commits, now, batches=None: None)
 
 
+def corruption_check_skipped():
+    """The start-up check of votes.hwm against the database's commit counter is skipped: a
+    store whose write-ahead log lost committed transactions (and the votes in them) opens
+    silently, shorter (issue 13, class 5)."""
+    return _patch(store_mod.Store, "_check_hwm", lambda self, readonly: None)
+
+
+_CORRUPTION_TEST = ("tests/storage/test_corruption.py::"
+                    "test_a_flipped_byte_in_the_wal_stops_the_replica_naming_the_file_and_the_repair")
+# mutant -> {protocol: the test (pytest node id, from the repository root) that must catch it}
+MUTANT_TESTS = {
+    "corruption-check-skipped": {"poe": _CORRUPTION_TEST + "[4-mac-poe]",
+                                 "pbft": _CORRUPTION_TEST + "[4-mac-pbft]"},
+}
+
 MUTANTS = {                      # PoE (the default protocol)
     "client-f+1": client_accepts_f_plus_1,
     "quorum-2f": certificate_from_2f,
@@ -175,6 +195,7 @@ MUTANTS = {                      # PoE (the default protocol)
     "replies-not-durable": replies_not_durable,
     "base-from-replica": base_from_replica,
     "votes-not-durable": votes_not_durable,
+    "corruption-check-skipped": corruption_check_skipped,
 }
 PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-client-f": pbft_client_accepts_f,
@@ -184,6 +205,7 @@ PBFT_MUTANTS = {                 # --protocol pbft
     "watermark-off-by-one": watermark_off_by_one,
     "pbft-commits-not-restored": pbft_commits_not_restored,
     "stable-not-durable": stable_not_durable,
+    "corruption-check-skipped": corruption_check_skipped,
 }
 # not in the PBFT list: replies-not-durable (shared restore code, caught under PoE; PBFT's
 # f+1 clients have their answers before a power cut in the first 500 seeds)
@@ -198,6 +220,28 @@ def outcome(seed: int, protocol: str = "poe") -> tuple[bool, str]:
     if result.violations:
         return True, result.violations[0]
     return False, ""
+
+
+def test_fails(node: str) -> bool:
+    """Run one named test in this process (the mutant, if any, applied): did it fail?"""
+    import pytest
+
+    root = Path(__file__).resolve().parent.parent
+    return pytest.main([str(root / node), "-q", "-p", "no:cacheprovider",
+                        "--no-header", "--tb=line", "-W", "ignore"]) != 0
+
+
+def caught_by_test(name: str, mutants, protocol: str):
+    """(1, 0, problem) if the mutant's named test fails with it and passes without it."""
+    node = MUTANT_TESTS[name][protocol]
+    undo = mutants[name]()
+    try:
+        failed = test_fails(node)
+    finally:
+        undo()
+    if failed and not test_fails(node):
+        return (1, 0, f"{node.split('::')[-1]} fails")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     started = time.perf_counter()
     for name in names:
+        if name in MUTANT_TESTS:
+            caught = caught_by_test(name, mutants, args.protocol)
+            rows.append((name, caught))
+            status = f"caught by a named test: {caught[2][:90]}" if caught \
+                else "NOT caught by its named test"
+            print(f"{name:26s} {status}", flush=True)
+            continue
         undo = mutants[name]()
         caught = None
         try:
