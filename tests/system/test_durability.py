@@ -249,11 +249,12 @@ def test_a_damaged_ledger_stops_that_replica_while_the_others_serve(tmp_path, du
                    *[a for s in SETTINGS for a in ("--set", s)], timeout=120)
     assert done.returncode == 2
     line = done.stderr.strip().splitlines()[-1]
-    assert str(db) in line and "delete it" in line and "state transfer" in line
+    assert str(db) in line and "poe ledger quarantine" in line and "state transfer" in line
     _put(tmp_path, config, 31, "served-by-the-others")
-    # the repair: wipe the data directory and restart; it rejoins by state transfer
-    for f in db.parent.iterdir():
-        f.unlink()
+    # the repair: quarantine the database (votes.hwm kept) and restart; it abstains until a
+    # state transfer carries it past what it voted on, and rejoins
+    assert run_poe(tmp_path, "ledger", "quarantine", "--data", str(db.parent),
+                   timeout=60).returncode == 0
     cluster.start(2)
     cluster.wait_ready(2)
     bench = _start_load(tmp_path, config, 4)
