@@ -176,6 +176,47 @@ def corruption_check_skipped():
     return _patch(store_mod.Store, "_check_hwm", lambda self, readonly: None)
 
 
+def evidence_cleared_on_new_view():
+    """Taking a position from an NV-PROPOSE clears its evidence (the old code's cause of
+    class 1: P_k was read from the slot's committed flag, which the new view cleared)."""
+    take = vc_mod.ViewChangeMixin._take_position
+
+    def patched(self, k, entry, now):
+        slot = take(self, k, entry, now)
+        held = self.evidence.by_seq.get(k)
+        if held is not None:
+            held.cert_view, held.cert_digest, held.cert = -1, None, None
+            held.p_view, held.p_digest = -1, None
+            held.supported.clear()
+        self._reported.pop(k, None)          # the invariant would name it at once
+        return slot
+    return _patch(vc_mod.ViewChangeMixin, "_take_position", patched)
+
+
+def bodies_of_dropped_positions_discarded():
+    """A new view drops the bodies of the positions it does not keep (class 2)."""
+    install = vc_mod.ViewChangeMixin.install_view
+
+    def patched(self, new_view, history, now, out):
+        install(self, new_view, history, now, out)
+        for k, held in self.evidence.by_seq.items():
+            if k > history.k_max:
+                held.bodies.clear()
+    return _patch(vc_mod.ViewChangeMixin, "install_view", patched)
+
+
+def fetch_only_from_current_slot():
+    """FETCH is answered only from the slot of the current view, not from the bodies kept
+    by (k, digest) (class 2)."""
+    return _patch(replica_mod.PoEReplica, "_body_for", lambda self, k, digest: None)
+
+
+def nv_propose_not_persisted():
+    """The NV-PROPOSE (sent or accepted) is not persisted (class 4)."""
+    return _patch(vc_mod.ViewChangeMixin, "_persist_new_view",
+                  lambda self, new_view, sender, frames, out: None)
+
+
 _CORRUPTION_TEST = ("tests/storage/test_corruption.py::"
                     "test_a_flipped_byte_in_the_wal_stops_the_replica_naming_the_file_and_the_repair")
 # mutant -> {protocol: the test (pytest node id, from the repository root) that must catch it}
