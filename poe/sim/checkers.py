@@ -12,8 +12,9 @@ violation (a line of text) for:
 * proof-of-execution preservation (PROTOCOL.md §4.1 goal 1): a client's ``Completed`` (nf
   matching INFORMs) names (seq, index, results); every correct replica whose ledger holds
   ``seq`` must hold there a batch whose message ``index`` is that client's, with exactly
-  those results, checked when the proof arrives, whenever a correct replica executes
-  ``seq``, after every rollback and at the end; a correct replica that held it must never
+  those results (never a no-op), checked when the proof arrives, whenever a correct replica
+  executes ``seq`` in any later view, after every rollback and at the end (so a rollback
+  after the second, third, ... view change is seen); a correct replica that held it must never
   roll back below it, unless a state transfer then gives it a stable checkpoint at or above
   it (§4.6 step 1, §5.5: the rollback to its own stable checkpoint that precedes one);
 * linearizability per key: completed operations, placed at (seq, index, op), respect
@@ -41,6 +42,7 @@ from poe._core.codec import (
 from poe.protocol.actions import Executed, RolledBack, Stable
 
 MAX_VIOLATIONS = 100
+NOOP = "no-op"         # results_at of a position a replica executed as a no-op
 
 
 def _norm(results) -> tuple:
@@ -117,6 +119,13 @@ class SafetyChecker:
             self.violation(f"replicas {seen[1]} and {r} executed different batches at "
                            f"view {a.view} seq {a.seq}")
         self.ledgers[r][a.seq] = (a.view, a.digest, a.block_hash)
+        if self.check_requests and a.batch is None:
+            # a no-op (a position a MAC new view decided empty): never where a client holds
+            # a proof, in any later view (§4.1 goal 1)
+            self.results_at[r][a.seq] = NOOP
+            for proof in self.proofs.get(a.seq, ()):
+                self._check_proof(r, a.seq, proof)
+            return
         if not self.check_requests or a.batch is None or a.results is None:
             return
         self.batches.setdefault((a.seq, a.digest), a.batch)
@@ -289,6 +298,8 @@ class SafetyChecker:
         results = self.results_at[r].get(seq)
         if entry is None or results is None:
             return None
+        if results is NOOP:
+            return "holds a no-op there"
         batch = self.batches.get((seq, entry[1]))
         client, index, expected = proof[:3]
         if batch is None or index >= len(batch) or batch.client(index) != client:

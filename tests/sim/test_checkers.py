@@ -180,6 +180,45 @@ def test_proof_moved_after_a_rollback():
     assert any("correct replica 2 holds another batch" in v for v in h.c.violations)
 
 
+def _noop(h, replica, seq, view):
+    """Replica ``replica`` executes a no-op at ``seq`` (a MAC new view decided it empty)."""
+    results = h.kv[replica].execute_noop(seq)
+    h.c.on_executed(replica, Executed(seq, view, b"\0" * 32, bytes(32), 0, None, results))
+
+
+@pytest.mark.parametrize("views", [2, 3])
+def test_a_rollback_after_a_later_view_change_is_reported(views):
+    """Issue 13, class 1 as the checker sees it: batches proven in view 0 (replicas 0-2
+    executed them, replica 3 lagged), kept silently by view 1 (and 2), become no-ops of
+    view ``views``: the replicas that held them roll back and execute the no-ops, the
+    laggard executes the no-ops without ever holding the batches. Both are reported."""
+    h = History()
+    h.submit(0, 1, WRITE, at=0.0)
+    res = h.execute(1, Batch.from_messages([message(0, WRITE)]), replicas=[0, 1, 2])
+    h.complete(0, 1, 1, 0, res[0].ops(0), at=0.1)
+    for r in (0, 1, 2):
+        h.c.on_view(r, views)
+        h.c.on_rolled_back(r, RolledBack(0))
+        h.kv[r].rollback_to(0)
+        _noop(h, r, 1, views)
+    h.c.on_view(3, views)
+    _noop(h, 3, 1, views)
+    violations = h.finish()
+    for r in (0, 1, 2):
+        assert ("replica %d rolled back to 0, below the proof-of-executed position 1 "
+                "(client 0, message 1)" % r) in violations
+    for r in (0, 1, 2, 3):
+        assert ("client 0 holds a proof of execution for seq 1 index 0, but correct "
+                "replica %d holds a no-op there" % r) in violations
+
+
+def test_a_no_op_at_a_position_without_a_proof_is_fine():
+    h = honest_history()
+    _noop(h, 0, 3, 1)
+    _noop(h, 1, 3, 1)
+    assert h.finish() == []
+
+
 def test_byzantine_replicas_are_not_checked():
     h = History()
     h.c.byzantine.add(3)
