@@ -219,10 +219,22 @@ def nv_propose_not_persisted():
 
 _CORRUPTION_TEST = ("tests/storage/test_corruption.py::"
                     "test_a_flipped_byte_in_the_wal_stops_the_replica_naming_the_file_and_the_repair")
-# mutant -> {protocol: the test (pytest node id, from the repository root) that must catch it}
+_SURVIVE = "tests/sim/test_proofs_survive.py::"
+_CLASS1 = _SURVIVE + "test_a_proven_batch_survives_a_view_whose_votes_are_lost"
+_CLASS2 = _SURVIVE + "test_a_revived_old_certificate_finds_its_batch_body"
+_CLASS4A = _SURVIVE + "test_a_new_primary_restarted_from_its_store_still_knows_its_nv_propose"
+_CLASS4B = _SURVIVE + "test_a_power_cut_just_after_the_nv_propose_reached_one_replica"
+# mutant -> {protocol: the tests (pytest node ids, from the repository root) of which one
+# must fail with it, all passing without it}
 MUTANT_TESTS = {
-    "corruption-check-skipped": {"poe": _CORRUPTION_TEST + "[4-mac-poe]",
-                                 "pbft": _CORRUPTION_TEST + "[4-mac-pbft]"},
+    "corruption-check-skipped": {"poe": (_CORRUPTION_TEST + "[4-mac-poe]",),
+                                 "pbft": (_CORRUPTION_TEST + "[4-mac-pbft]",)},
+    "evidence-cleared-on-new-view": {"poe": (_CLASS1 + "[mac-poe-4-lost]",),
+                                     "pbft": (_CLASS1 + "[mac-pbft-4-lost]",)},
+    "bodies-of-dropped-positions-discarded": {"poe": (_CLASS2 + "[4]",)},
+    "fetch-only-from-current-slot": {"poe": (_CLASS2 + "[4]",)},
+    "nv-propose-not-persisted": {"poe": (_CLASS4A + "[ts-poe-4]", _CLASS4B + "[mac-poe-4]"),
+                                 "pbft": (_CLASS4A + "[mac-pbft-4]",)},
 }
 
 MUTANTS = {                      # PoE (the default protocol)
@@ -237,6 +249,10 @@ MUTANTS = {                      # PoE (the default protocol)
     "base-from-replica": base_from_replica,
     "votes-not-durable": votes_not_durable,
     "corruption-check-skipped": corruption_check_skipped,
+    "evidence-cleared-on-new-view": evidence_cleared_on_new_view,
+    "bodies-of-dropped-positions-discarded": bodies_of_dropped_positions_discarded,
+    "fetch-only-from-current-slot": fetch_only_from_current_slot,
+    "nv-propose-not-persisted": nv_propose_not_persisted,
 }
 PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-client-f": pbft_client_accepts_f,
@@ -247,6 +263,8 @@ PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-commits-not-restored": pbft_commits_not_restored,
     "stable-not-durable": stable_not_durable,
     "corruption-check-skipped": corruption_check_skipped,
+    "evidence-cleared-on-new-view": evidence_cleared_on_new_view,
+    "nv-propose-not-persisted": nv_propose_not_persisted,
 }
 # not in the PBFT list: replies-not-durable (shared restore code, caught under PoE; PBFT's
 # f+1 clients have their answers before a power cut in the first 500 seeds)
@@ -263,25 +281,25 @@ def outcome(seed: int, protocol: str = "poe") -> tuple[bool, str]:
     return False, ""
 
 
-def test_fails(node: str) -> bool:
-    """Run one named test in this process (the mutant, if any, applied): did it fail?"""
+def test_fails(nodes) -> bool:
+    """Run the named tests in this process (the mutant, if any, applied): did one fail?"""
     import pytest
 
     root = Path(__file__).resolve().parent.parent
-    return pytest.main([str(root / node), "-q", "-p", "no:cacheprovider",
+    return pytest.main([*(str(root / node) for node in nodes), "-q", "-p", "no:cacheprovider",
                         "--no-header", "--tb=line", "-W", "ignore"]) != 0
 
 
 def caught_by_test(name: str, mutants, protocol: str):
     """(1, 0, problem) if the mutant's named test fails with it and passes without it."""
-    node = MUTANT_TESTS[name][protocol]
+    nodes = MUTANT_TESTS[name][protocol]
     undo = mutants[name]()
     try:
-        failed = test_fails(node)
+        failed = test_fails(nodes)
     finally:
         undo()
-    if failed and not test_fails(node):
-        return (1, 0, f"{node.split('::')[-1]} fails")
+    if failed and not test_fails(nodes):
+        return (1, 0, " or ".join(node.split("::")[-1] for node in nodes) + " fails")
     return None
 
 
