@@ -32,37 +32,59 @@ def msgs(H, k):
 
 def _proof(H, k, state, chain):
     statement = checkpoint_statement(k, state, chain)
+    signers = [i for i in range(H.n) if i != 2][:H.config.nf]
     return CheckpointProof(k, state, chain,
-                           [(i, H.suite(replica(i)).signer.sign(statement)) for i in (0, 1, 3)])
+                           [(i, H.suite(replica(i)).signer.sign(statement)) for i in signers])
 
 
+def _commit(H, r, k, messages, v=0):
+    """Backup ``r`` accepts PROPOSE(v, k) (from primary v) and view-commits it: certificate
+    (TS), nf SUPPORTs (MAC), then nf COMMITs (PBFT)."""
+    primary = v % H.n
+    others = [i for i in range(H.n) if i not in (r.id, primary)][:H.config.nf - 2]
+    d = H.digest(messages)
+    out = r.on_message(H.propose(r.id, k, messages, v=v, sender=primary), 0.0)
+    if H.mode == "ts":
+        signers = [primary, *others, r.id][:H.config.nf]
+        return out + r.on_message(H.certify(k, d, v=v, signers=signers), 0.0)
+    for i in others:
+        out += r.on_message(H.support(i, r.id, k, d, v=v), 0.0)
+    if H.config.protocol == "pbft":
+        for i in [primary, *others][:H.config.nf - 1]:
+            out += r.on_message(H.commit_vote(i, r.id, k, d, v=v), 0.0)
+    return out
+
+
+@pytest.mark.parametrize("n", [4, 7])
 @pytest.mark.parametrize("mode,protocol", [("ts", "poe"), ("mac", "poe"), ("mac", "pbft")])
-def test_a_replica_diverged_below_the_base_informs_nothing(cluster, mode, protocol):
-    H = cluster(mode, protocol=protocol, batch_size=4, checkpoint_period=64, window=128)
+def test_a_replica_diverged_below_the_base_informs_nothing(cluster, mode, protocol, n):
+    H = cluster(mode, n=n, protocol=protocol, batch_size=4, checkpoint_period=64, window=128)
     r = H.replica(2)
     batches = {k: msgs(H, k) for k in (1, 2, 3)}
     for k, m in batches.items():
-        out = H.commit(r, k, m)
-        if protocol == "pbft":             # committed-local: nf COMMITs of view 0
-            for sender in (0, 1):
-                out += r.on_message(H.commit_vote(sender, 2, k, H.digest(m)), 0.0)
+        _commit(H, r, k, m)
     assert r.k_exec == 3
     out: list = []
     r.start_view_change(0, 1.0, out)
     # nf replicas executed another batch at 2: the base's chain digest is not ours
     base = _proof(H, 2, b"\1" * 32, b"\2" * 32)
     d3 = H.digest(batches[3])
-    entry = HistoryEntry(3, d3, 0, H.cert(0, 3, d3) if mode == "ts" else None)
+    entry = HistoryEntry(3, d3, 0, H.cert(0, 3, d3, signers=range(H.config.nf))
+                         if mode == "ts" else None)
     installed: list = []
     r.install_view(1, NewHistory(base, {3: entry}, 3), 1.0, installed)
     # position 3 is re-certified in view 1: nothing executes or INFORMs on our prefix
     if mode == "ts":
-        out = r.on_message(H.certify(3, d3, v=1, signers=(0, 1, 3)), 1.1)
+        signers = [i for i in range(n) if i != 2][:H.config.nf]
+        out = r.on_message(H.certify(3, d3, v=1, signers=signers), 1.1)
     else:
-        out = r.on_message(H.support(3, 2, 3, d3, v=1), 1.1)
+        voters = [i for i in range(n) if i not in (1, 2)][:H.config.nf - 2]
+        out = []
+        for i in voters:
+            out += r.on_message(H.support(i, 2, 3, d3, v=1), 1.1)
         if protocol == "pbft":
-            for sender in (1, 3):
-                out += r.on_message(H.commit_vote(sender, 2, 3, d3, v=1), 1.1)
+            for i in [1, *voters][:H.config.nf - 1]:
+                out += r.on_message(H.commit_vote(i, 2, 3, d3, v=1), 1.1)
     assert not H.of(out, Reply), "Reply sent for position 3 on a diverged prefix"
     assert not H.of(out, Executed), "executed on a diverged prefix"
     # it went back to its own stable checkpoint at once and asks for the agreed state
@@ -75,13 +97,14 @@ def test_a_replica_diverged_below_the_base_informs_nothing(cluster, mode, protoc
     assert not H.of(r.on_message(retry, 1.2), Reply)
 
 
+@pytest.mark.parametrize("n", [4, 7])
 @pytest.mark.parametrize("protocol", ["poe", "pbft"])
-def test_a_late_fetch_reply_from_an_older_view_binds_nothing(cluster, protocol):
-    H = cluster("mac", protocol=protocol, batch_size=4)
+def test_a_late_fetch_reply_from_an_older_view_binds_nothing(cluster, protocol, n):
+    H = cluster("mac", n=n, protocol=protocol, batch_size=4)
     r = H.replica(2)
     x = [H.message(0, [ins(1, 10, b"X")])]
     y = [H.message(1, [ins(1, 10, b"Y")])]
-    r._fetch(1, H.digest(x), range(4), 0.0, [])         # asked in view 0
+    r._fetch(1, H.digest(x), range(n), 0.0, [])         # asked in view 0
     out: list = []
     r.start_view_change(0, 1.0, out)
     genesis = CheckpointProof(0, b"\0" * 32, H.config.genesis, ())
