@@ -7,7 +7,14 @@ partitions that heal, crashes and Byzantine replicas (together at most f) and By
 clients; about a third of the seeds are durable (every correct replica writes a store and a
 crashed one restarts from it, poe/storage) and most of those also cut the power of the
 whole cluster once or twice (every correct replica crashes at once and restarts from its
-store); ``run_case`` runs a safety phase with the faults, then stops every fault
+store); about half of the seeds get a **view-change storm** (issue 13): at a drawn time
+every correct replica is made to leave its view (as if its timer fired), the votes of the
+next ``count - 1`` views (2 <= count <= f + 1) are lost so that many view changes follow in
+a row, and the view-change messages and votes of the newer views are lost or delayed with a
+drawn probability and jitter; in durable seeds the storm may also crash the incoming
+primary right after it sends its NV-PROPOSE (it restarts from its store) and cut the power
+of the whole cluster a moment after an NV-PROPOSE left. ``run_case`` runs a safety phase
+with the faults (longer by the storm's own span), then stops every fault
 (``SimCluster.stop_faults``) and runs a liveness phase in which every client message must
 complete within a bound. ``swarm`` runs a range of seeds and sums their figures; a failing
 seed is reported with the command line that reruns it alone.
@@ -26,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from poe._core import codec
+from poe._core.codec import WireError
 from poe.protocol.config import ProtocolConfig
 from poe.sim import adversary
 from poe.sim.cluster import SimCluster, Workload
@@ -36,9 +44,44 @@ from poe.sim.network import LinkFaults
 PRIMARY_FAULTS = True
 
 LIVENESS_BOUND_S = 30.0          # virtual seconds a message may take once faults stop
+STORM_FRACTION = 0.5             # seeds with a view-change storm (primary faults allowed)
 PRIMARY_ONLY = {k for k, (_, primary_only) in adversary.REPLICA_ADVERSARIES.items()
                 if primary_only}
 BACKUP_KINDS = sorted(k for k in adversary.REPLICA_ADVERSARIES if k not in PRIMARY_ONLY)
+
+
+@dataclass(frozen=True)
+class ViewChangeStorm:
+    """View changes in a row (issue 13). At ``at`` every correct replica leaves its view
+    ``base`` (the highest among them then) as if its progress timer fired; every SUPPORT,
+    CERTIFY and COMMIT of views base+1 .. base+count-1 is lost, so ``count`` view changes
+    follow in a row; until ``at + span_s`` the VC-REQUESTs, NV-PROPOSEs and votes of views
+    above ``base`` are also lost with probability ``vote_loss`` or delayed by up to
+    ``vote_jitter_s``. Durable seeds only: the primary of view base+``nv_index`` crashes
+    right after it sends its NV-PROPOSE and restarts from its store ``crash_back_s`` later
+    (``crash_incoming``); ``power_cut`` = (delay, back): ``delay`` after that NV-PROPOSE left,
+    every correct replica loses power, and restarts from its store ``back`` later."""
+
+    at: float
+    count: int
+    span_s: float
+    vote_loss: float = 0.0
+    vote_jitter_s: float = 0.0
+    nv_index: int = 1
+    crash_incoming: float | None = None
+    power_cut: tuple[float, float] | None = None
+
+    def describe(self) -> str:
+        text = (f"view-change storm {self.at:.2f}-{self.at + self.span_s:.2f}s "
+                f"x{self.count} vote loss={self.vote_loss} jitter={self.vote_jitter_s}")
+        if self.crash_incoming is not None or self.power_cut is not None:
+            text += f" at NV-PROPOSE {self.nv_index}:"
+        if self.crash_incoming is not None:
+            text += f" incoming primary crash back +{self.crash_incoming:.2f}s"
+        if self.power_cut is not None:
+            text += (f" power cut +{self.power_cut[0] * 1000:.1f}ms back "
+                     f"+{self.power_cut[1]:.2f}s")
+        return text
 
 
 @dataclass
@@ -61,6 +104,11 @@ class Case:
     # replicas write stores and restart from them (a crash above restarts from the store)
     durable: bool = False
     cluster_crashes: list = field(default_factory=list)  # (at, back): every correct replica
+    vc_storms: list = field(default_factory=list)        # ViewChangeStorm (at most one)
+
+    def fault_phase_s(self) -> float:
+        """How long the faults last: the safety phase, longer if a storm needs it."""
+        return max([self.safety_s] + [s.at + s.span_s for s in self.vc_storms])
 
     def describe(self) -> str:
         c = self.config
@@ -77,6 +125,7 @@ class Case:
         if self.durable:
             parts.append("durable")
         parts += [f"cluster crash {a:.2f}-{b:.2f}s" for a, b in self.cluster_crashes]
+        parts += [storm.describe() for storm in self.vc_storms]
         parts += [f"byzantine r{r} {k} {p}" for r, k, p in self.adversaries]
         parts += [f"byzantine client {k} {p}" for k, p in self.client_adversaries]
         return "; ".join(parts)
@@ -94,6 +143,13 @@ class Case:
         out["restart"] += sum(1 for c in self.crashes if c[2])
         out["durable"] += self.durable
         out["cluster-crash"] += len(self.cluster_crashes)
+        for storm in self.vc_storms:
+            out["vc-storm"] += 1
+            out[f"vc-storm:{storm.count}-in-a-row"] += 1
+            out["vc-vote-loss"] += storm.vote_loss > 0
+            out["vc-vote-jitter"] += storm.vote_jitter_s > 0
+            out["vc-incoming-primary-crash"] += storm.crash_incoming is not None
+            out["vc-power-cut"] += storm.power_cut is not None
         for _, kind, _ in self.adversaries:
             out[f"byzantine:{kind}"] += 1
         for kind, _ in self.client_adversaries:
@@ -203,12 +259,37 @@ def draw(seed: int, allow_primary_faults: bool | None = None, protocol: str = "p
             at = later.uniform(0, safety_s)
             case.cluster_crashes.append((at, min(safety_s, at + later.uniform(0.01, 0.5))))
         case.cluster_crashes.sort()
+    # view-change storms (issue 13): a generator of their own as well
+    storms = random.Random(seed * 3_000_017 + 13)
+    if allow_primary_faults and storms.random() < STORM_FRACTION:
+        count = storms.randint(2, f + 1)
+        at = storms.uniform(0.05, safety_s / 2)
+        # at most: each failed view lasts a progress timeout or two and a T_nv; the storm
+        # ends earlier, once every correct replica is in view base+count (``_Storm``)
+        span = count * (2 * config.view_change_timeout_s + config.new_view_timeout_s) + 1.0
+        loss = storms.choice((0.0, 0.05, 0.2))
+        jitter = storms.choice((0.0, 0.002, 0.02))
+        nv_index = storms.randint(1, count)
+        crash_incoming = power_cut = None
+        if case.durable:
+            if storms.random() < 0.5:
+                crash_incoming = storms.uniform(0.01, 0.3)
+            if storms.random() < 0.4:
+                power_cut = (storms.uniform(0.0, 0.003), storms.uniform(0.01, 0.3))
+        case.vc_storms.append(ViewChangeStorm(at, count, span, loss, jitter, nv_index,
+                                              crash_incoming, power_cut))
     return case
 
 
 def without_stores(case: Case) -> Case:
-    """``case`` as drawn before stores existed (the regression seeds found then)."""
-    return dataclasses.replace(case, durable=False, cluster_crashes=[])
+    """``case`` as drawn before stores existed (the regression seeds found then; storms
+    came later still)."""
+    return dataclasses.replace(case, durable=False, cluster_crashes=[], vc_storms=[])
+
+
+def without_storms(case: Case) -> Case:
+    """``case`` as drawn before view-change storms existed (issue 13)."""
+    return dataclasses.replace(case, vc_storms=[])
 
 
 def _params(kind: str, rng: random.Random, r: int, n: int, f: int,
@@ -256,7 +337,127 @@ def build(case: Case) -> tuple[SimCluster, list]:
         sim.at(end, lambda _: sim.net.heal())
     for at, back in case.cluster_crashes:
         sim.at(at, lambda _, back=back: _cluster_crash(sim, back))
+    for i, storm in enumerate(case.vc_storms):
+        actors.append(_Storm(sim, storm, case.seed * 41 + i, case.fault_phase_s()))
     return sim, actors
+
+
+class _Storm:
+    """A ViewChangeStorm at work: it owns ``sim.filter`` from ``at`` until it stops (at the
+    end of the fault phase at the latest)."""
+
+    VOTES = (codec.SUPPORT, codec.CERTIFY, codec.COMMIT)
+
+    def __init__(self, sim: SimCluster, storm: ViewChangeStorm, seed: int,
+                 until: float) -> None:
+        self.sim = sim
+        self.storm = storm
+        self.rng = random.Random(seed)
+        self.until = until
+        self.base = -1
+        self.active = False
+        self.crashed_incoming = False
+        self.cut = False
+        self.counters: Counter = Counter()
+        sim.at(storm.at, self._start)
+        sim.at(min(until, storm.at + storm.span_s), lambda _: self.stop())
+
+    def _correct_up(self) -> list[int]:
+        sim = self.sim
+        return [r for r in range(sim.n)
+                if r not in sim.crashed and r not in sim.checker.byzantine]
+
+    def _start(self, _) -> None:
+        sim = self.sim
+        correct = self._correct_up()
+        if not correct:                   # a power cut: start once the power is back
+            if sim.loop.now + 0.05 < min(self.until, self.storm.at + self.storm.span_s):
+                sim.at(sim.loop.now + 0.05, self._start)
+            return
+        self.base = max(sim.replicas[r].view for r in correct)
+        self.active = True
+        sim.filter = self.filter
+        now = sim.loop.now
+        for r in correct:                 # as if every progress timer fired now
+            out: list = []
+            sim.replicas[r].start_view_change(self.base, now, out)
+            sim._apply(r, out)
+        self.counters["forced"] += 1
+        sim.at(now + 0.25, self._watch)
+
+    def _watch(self, _) -> None:
+        """Done once every correct replica that is up works in view base+count: the votes
+        of that view stay lossy and late for half a second more, then the storm ends."""
+        if not self.active:
+            return
+        sim = self.sim
+        target = self.base + self.storm.count
+        up = self._correct_up()
+        if up and all(sim.replicas[r].view >= target and sim.replicas[r].status == "normal"
+                      for r in up):
+            sim.at(sim.loop.now + 0.5, lambda _: self.stop())
+            return
+        sim.at(sim.loop.now + 0.25, self._watch)
+
+    def stop(self) -> None:
+        self.active = False
+        if self.sim.filter == self.filter:
+            self.sim.filter = None
+
+    def filter(self, src: int, dst: int, data: bytes) -> bool:
+        n = self.sim.n
+        if not self.active or src >= n or dst >= n:
+            return False
+        try:
+            kind, _, view, _ = codec.peek(data)
+        except WireError:
+            return False
+        base, storm = self.base, self.storm
+        if kind in self.VOTES:
+            if view <= base:
+                return False
+            if view < base + storm.count:
+                self.counters["votes-lost"] += 1
+                return True               # this view must fail: its votes never arrive
+        elif kind == codec.NV_PROPOSE:
+            if view <= base:
+                return False
+            if view >= base + storm.nv_index:
+                self._nv_propose(src)
+        elif kind != codec.VC_REQUEST or view < base:
+            return False
+        if storm.vote_loss and self.rng.random() < storm.vote_loss:
+            self.counters["lost"] += 1
+            return True
+        if storm.vote_jitter_s:
+            extra = self.rng.uniform(0.0, storm.vote_jitter_s)
+            sim = self.sim
+            now = sim.loop.now
+            for delay in sim.net.delays(src, dst, len(data)):
+                sim.loop.at(now + delay + extra, sim._deliver, (dst, data))
+            self.counters["delayed"] += 1
+            return True
+        return False
+
+    def _nv_propose(self, src: int) -> None:
+        """An NV-PROPOSE of view base+nv_index or later leaves ``src``: the first one from a
+        correct replica crashes its sender, the first one cuts the power (once each)."""
+        sim, storm = self.sim, self.storm
+        now = sim.loop.now
+        if storm.crash_incoming is not None and not self.crashed_incoming \
+                and src in self._correct_up():
+            self.crashed_incoming = True
+            back = max(now, min(now + storm.crash_incoming, self.until))
+            sim.at(now, lambda _: sim.crash(src))     # after the whole broadcast
+            sim.at(back, lambda _: sim.restart(src) if src in sim.crashed else None)
+            self.counters["incoming-primary-crashed"] += 1
+        if storm.power_cut is not None and not self.cut:
+            self.cut = True
+            delay, back = storm.power_cut
+            cut = now + delay
+            if cut < self.until:
+                sim.at(cut, lambda _: _cluster_crash(sim, min(cut + back, self.until)))
+                self.counters["power-cut"] += 1
 
 
 def _cluster_crash(sim: SimCluster, back: float) -> None:
@@ -273,9 +474,14 @@ def _cluster_crash(sim: SimCluster, back: float) -> None:
 def run_case(case: Case) -> CaseResult:
     """Safety phase with the faults, then the liveness phase without them."""
     wall = time.perf_counter()
-    sim, _ = build(case)
+    sim, actors = build(case)
     sim.start(case.requests)
     sim.run_for(case.safety_s)
+    storms = [a for a in actors if isinstance(a, _Storm)]
+    while any(a.active for a in storms) and sim.loop.now < case.fault_phase_s():
+        sim.run_for(min(0.25, case.fault_phase_s() - sim.loop.now))
+    for storm in storms:
+        storm.stop()
     sim.stop_faults(case.liveness_bound_s)
     sim.start(case.extra_requests)
     sim.loop.run(sim.loop.now + case.liveness_bound_s + 1.0, stop=sim.done)

@@ -4,6 +4,7 @@ clean under every checker, and a failing seed is reported with the command that 
 """
 import argparse
 import dataclasses
+from collections import Counter
 
 import pytest
 
@@ -17,6 +18,9 @@ FIXED_SEEDS = [1, 3, 11, 13, 17, 21, 22, 35, 41, 44, 46, 53, 62, 65, 73, 80, 83,
 # they run as drawn when they were found, before stores (``swarm.without_stores``)
 # durable seeds with whole-cluster power cuts: 88 and 95 found recovery bugs (docs/storage.md)
 DURABLE_SEEDS = [5, 14, 51, 72, 88, 95, 124]
+# view-change storms (issue 13): durable seeds with an incoming-primary crash or a power cut
+# mid view change, and plain ones
+STORM_SEEDS = [5, 13, 47, 65]
 SAMPLE_START, SAMPLE_SEEDS, SAMPLE_BUDGET_S = 19, 60, 10.0
 DRAW = swarm.draw
 
@@ -91,7 +95,7 @@ def test_fixed_seeds_run_clean(seed):
 
 @pytest.mark.parametrize("seed", DURABLE_SEEDS)
 def test_durable_seeds_with_power_cuts_run_clean(seed):
-    case = swarm.draw(seed)
+    case = swarm.without_storms(swarm.draw(seed))      # as drawn when they were found
     assert case.durable and case.cluster_crashes
     result = swarm.run_case(case)
     assert result.violations == [], (result.description, result.violations,
@@ -153,3 +157,85 @@ def test_rerun_command_carries_non_default_switches():
     assert swarm.rerun_command(5, swarm.PRIMARY_FAULTS) == "poe sim --swarm --seeds 1 --start 5"
     flipped = swarm.rerun_command(5, not swarm.PRIMARY_FAULTS, 3.0)
     assert "-primary-faults" in flipped and "--liveness-bound 3.0" in flipped
+
+
+# the draws of four seeds before view-change storms existed (issue 13): storms come from a
+# generator of their own, so the rest of every draw is unchanged
+BEFORE_STORMS = {
+    5: "n=4 mode=mac batch=4 window=48 K=16 rto=0.05; clients=6x2 ops/msg=1 requests=992; "
+       "loss=0.1 dup=0.02 jitter=0.0002; crash r2 at 0.50s; durable; cluster crash "
+       "1.21-1.24s; cluster crash 1.27-1.40s",
+    88: "n=7 mode=ts batch=1 window=24 K=8 rto=0.05; clients=4x3 ops/msg=1 requests=823; "
+        "loss=0.01 dup=0.0 jitter=0.0002; durable; cluster crash 0.74-0.91s; cluster crash "
+        "2.31-2.59s; byzantine r5 withhold {'silent_to': [2], 'kinds': [8], 'clients': False}",
+    124: "n=10 mode=mac batch=1 window=96 K=32 rto=0.3; clients=6x4 ops/msg=1 requests=390; "
+         "loss=0.0 dup=0.0 jitter=0.01; crash r1 at 0.62s; crash r4 at 0.09s restart 1.32s; "
+         "durable; cluster crash 0.09-0.34s; cluster crash 0.61-0.76s; byzantine r9 mutate "
+         "{'p': 0.1}; byzantine client double-payload {'start': 0.23050818174701512}",
+    300: "n=10 mode=ts batch=64 window=8 K=2 rto=0.02; clients=5x2 ops/msg=1 requests=1164; "
+         "loss=0.05 dup=0.0 jitter=0.002; byzantine r2 mutate {'p': 0.1}; byzantine r6 "
+         "forge-view-change {}; byzantine r4 corrupt {'p': 1.0, 'parts': ['cert', 'mac', "
+         "'share']}",
+}
+
+
+def test_the_swarm_draws_view_change_storms_by_default():
+    """Issue 13's schedules: two to f+1 view changes in a row, loss and jitter of votes
+    during view changes, crashes of the incoming primary and power cuts of the whole
+    cluster mid view change (durable seeds), drawn by default without changing the rest
+    of any draw."""
+    for seed, text in BEFORE_STORMS.items():
+        assert swarm.without_storms(swarm.draw(seed)).describe() == text
+    kinds = Counter()
+    counts = set()
+    for seed in range(1, 401):
+        case = swarm.draw(seed)
+        f = case.config.f
+        assert len(case.vc_storms) <= 1
+        assert swarm.without_storms(case).fault_phase_s() == case.safety_s
+        for storm in case.vc_storms:
+            assert 2 <= storm.count <= f + 1 and 1 <= storm.nv_index <= storm.count
+            assert 0 < storm.at <= case.safety_s
+            assert case.fault_phase_s() == max(case.safety_s, storm.at + storm.span_s)
+            if not case.durable:        # restarts and power cuts need stores
+                assert storm.crash_incoming is None and storm.power_cut is None
+            counts.add((case.config.n, storm.count))
+            assert storm.describe() in case.describe()
+        kinds.update(case.fault_kinds())
+        assert not swarm.draw(seed, allow_primary_faults=False).vc_storms
+        assert not swarm.without_stores(case).vc_storms
+    assert 120 <= kinds["vc-storm"] <= 280
+    for kind in ("vc-vote-loss", "vc-vote-jitter", "vc-incoming-primary-crash",
+                 "vc-power-cut"):
+        assert kinds[kind] >= 10, kinds
+    # every count from 2 to f + 1 for n = 4, 7, 10
+    assert counts == {(4, 2), (7, 2), (7, 3), (10, 2), (10, 3), (10, 4)}
+
+
+def test_a_storm_makes_view_changes_in_a_row():
+    """A storm really forces its view changes, loses its votes and, in a durable seed,
+    crashes the incoming primary or cuts the power mid view change; the run is clean."""
+    seen = Counter()
+    for seed in STORM_SEEDS:
+        case = swarm.draw(seed)
+        (storm,) = case.vc_storms
+        sim, actors = swarm.build(case)
+        sim.start(case.requests)
+        (actor,) = [a for a in actors if isinstance(a, swarm._Storm)]
+        sim.run_for(case.safety_s)
+        while actor.active and sim.loop.now < case.fault_phase_s():
+            sim.run_for(0.25)
+        assert actor.counters["forced"] == 1 and actor.counters["votes-lost"] > 0
+        views = max(sim.replicas[r].view for r in range(case.config.n)
+                    if r not in sim.checker.byzantine)
+        assert views >= actor.base + storm.count, (seed, views, actor.base, storm)
+        seen.update(actor.counters)
+    assert seen["incoming-primary-crashed"] >= 1 and seen["power-cut"] >= 1
+
+
+@pytest.mark.parametrize("seed", STORM_SEEDS)
+def test_storm_seeds_run_clean(seed):
+    result = swarm.run_case(swarm.draw(seed))
+    assert result.violations == [], (result.description, result.violations,
+                                     swarm.rerun_command(seed, swarm.PRIMARY_FAULTS))
+    assert result.requests > 0
