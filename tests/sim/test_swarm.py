@@ -222,9 +222,11 @@ def test_a_storm_makes_view_changes_in_a_row():
         sim, actors = swarm.build(case)
         sim.start(case.requests)
         (actor,) = [a for a in actors if isinstance(a, swarm._Storm)]
-        sim.run_for(case.safety_s)
-        while actor.active and sim.loop.now < case.fault_phase_s():
-            sim.run_for(0.25)
+        until = case.safety_s
+        sim.loop.run(until)
+        while actor.active and until < case.fault_phase_s():
+            until += 0.25
+            sim.loop.run(until)
         assert actor.counters["forced"] == 1 and actor.counters["votes-lost"] > 0
         views = max(sim.replicas[r].view for r in range(case.config.n)
                     if r not in sim.checker.byzantine)
