@@ -19,8 +19,9 @@ FIXED_SEEDS = [1, 3, 11, 13, 17, 21, 22, 35, 41, 44, 46, 53, 62, 65, 73, 80, 83,
 # durable seeds with whole-cluster power cuts: 88 and 95 found recovery bugs (docs/storage.md)
 DURABLE_SEEDS = [5, 14, 51, 72, 88, 95, 124]
 # view-change storms (issue 13): durable seeds with an incoming-primary crash or a power cut
-# mid view change, and plain ones
-STORM_SEEDS = [5, 13, 47, 65]
+# mid view change, and plain ones; 5, 8, 9 (MAC, a proven batch rolled back), 56 (MAC,
+# liveness), 89, 121, 160 (TS, durable) failed on 92d3ca5 with the storms as drawn here
+STORM_SEEDS = [5, 8, 9, 13, 47, 56, 65, 89, 121, 160]
 SAMPLE_START, SAMPLE_SEEDS, SAMPLE_BUDGET_S = 19, 60, 10.0
 DRAW = swarm.draw
 
