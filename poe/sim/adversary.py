@@ -326,7 +326,7 @@ class HiddenCertifier(ByzantineReplica):
         if kind == codec.CERTIFY:
             _, _, view, seq = codec.peek(frame)
             if (view, seq) not in self.held:
-                self.held[(view, seq)] = (now, frame)
+                self.held[(view, seq)] = (now, unsealed(frame))   # sealed per receiver
                 self.counters["certify-hidden"] += 1
             return ()
         if kind == codec.FETCH_REPLY:
@@ -347,7 +347,7 @@ class HiddenCertifier(ByzantineReplica):
                 continue
             del self.held[key]
             self.counters["certify-revealed"] += 1
-            self.to_all(lambda dst: frame, out)
+            self.to_all(lambda dst, frame=frame: self.reseal(frame, dst), out)
         return out
 
 
@@ -390,11 +390,14 @@ class Corrupter(ByzantineReplica):
             bad = self.reseal(codec.encode_support(self.id, m.view, m.seq, m.digest,
                                                    flip_byte(m.share, rng)), dst)
         elif what == "cert":
-            bad = codec.encode_certify(self.id, m.view, m.seq, m.digest, m.bitmap,
-                                       flip_byte(m.signature, rng))
+            bad = self.reseal(codec.encode_certify(self.id, m.view, m.seq, m.digest, m.bitmap,
+                                                   flip_byte(m.signature, rng),
+                                                   codec.AUTH_MAC), dst)
         else:
-            bad = codec.encode_checkpoint(self.id, m.seq, m.state_digest, m.chain_digest,
-                                          flip_byte(m.signature, rng))
+            bad = self.reseal(codec.encode_checkpoint(self.id, m.seq, m.state_digest,
+                                                      m.chain_digest,
+                                                      flip_byte(m.signature, rng),
+                                                      codec.AUTH_MAC), dst)
         return ((dst, bad),)
 
 
@@ -599,7 +602,8 @@ class Mutator(ByzantineReplica):
             k = seq + (1 if rng.random() < 0.5 else self.inner.config.checkpoint_period)
             sig = self.suite.signer.sign(checkpoint_statement(k, m.state_digest, m.chain_digest))
             self.counters["mutated-checkpoint"] += 1
-            return codec.encode_checkpoint(self.id, k, m.state_digest, m.chain_digest, sig)
+            return self.reseal(codec.encode_checkpoint(self.id, k, m.state_digest,
+                                                       m.chain_digest, sig, codec.AUTH_MAC), dst)
         out = with_header(unsealed(frame), view=v, seq=k)
         if what == "digest":
             out = out[:32] + self._other_digest(seq) + out[64:]

@@ -79,7 +79,8 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
         # signed state digest), to answer a peer that still lacks it, as before the crash
         statement = checkpoint_statement(stable.seq, stable.state_digest, stable.chain_digest)
         frame = codec.encode_checkpoint(replica.id, stable.seq, stable.state_digest,
-                                        stable.chain_digest, replica.crypto.signer.sign(statement))
+                                        stable.chain_digest, replica.crypto.signer.sign(statement),
+                                        codec.AUTH_MAC)
         replica.own_checkpoint = frame
         replica.own_checkpoints = {stable.seq: frame}
         # the blocks of the last window up to it, as executed ones are kept: a peer less

@@ -96,17 +96,23 @@ class Harness:
         return self.mac(sender, to, codec.encode_support(sender, v, k, digest, share))
 
     def certify(self, k: int, digest: bytes, *, v: int = 0, signers=(0, 1, 2),
-                cert=None, sender: int = 0) -> bytes:
+                cert=None, sender: int | None = None, to: int = 1) -> bytes:
+        """CERTIFY of the primary of view ``v`` (or ``sender``), MAC-sealed for ``to``."""
         cert = cert if cert is not None else self.cert(v, k, digest, signers)
-        return codec.encode_certify(sender, v, k, digest, cert.bitmap, cert.signature)
+        sender = v % self.n if sender is None else sender
+        return self.mac(sender, to, codec.encode_certify(sender, v, k, digest, cert.bitmap,
+                                                         cert.signature, codec.AUTH_MAC))
 
     def commit_vote(self, sender: int, to: int, k: int, digest: bytes, *, v: int = 0) -> bytes:
         """COMMIT(v, k, h) of the PBFT baseline, MAC-sealed for ``to``."""
         return self.mac(sender, to, codec.encode_commit(sender, v, k, digest))
 
-    def checkpoint(self, sender: int, k: int, state: bytes, chain: bytes) -> bytes:
+    def checkpoint(self, sender: int, k: int, state: bytes, chain: bytes, *,
+                   to: int = 1) -> bytes:
+        """Signed CHECKPOINT of ``sender``, MAC-sealed for ``to``."""
         sig = self.suite(replica(sender)).signer.sign(checkpoint_statement(k, state, chain))
-        return codec.encode_checkpoint(sender, k, state, chain, sig)
+        return self.mac(sender, to, codec.encode_checkpoint(sender, k, state, chain, sig,
+                                                            codec.AUTH_MAC))
 
     def fetch(self, sender: int, to: int, k: int, digest: bytes) -> bytes:
         return self.mac(sender, to, codec.encode_fetch(sender, k, digest))
@@ -137,7 +143,7 @@ class Harness:
         certificate (TS) or with the SUPPORT of one more backup (MAC: PROPOSE + own + 1)."""
         out = r.on_message(self.propose(r.id, k, messages), now)
         if self.mode == "ts":
-            return out + r.on_message(self.certify(k, self.digest(messages)), now)
+            return out + r.on_message(self.certify(k, self.digest(messages), to=r.id), now)
         other = 2 if r.id != 2 else 3
         return out + r.on_message(self.support(other, r.id, k, self.digest(messages)), now)
 
@@ -151,6 +157,20 @@ class Harness:
     def sends(out, msg_kind=None) -> list:
         return [a for a in out if isinstance(a, Send)
                 and (msg_kind is None or codec.peek(a.data)[0] == msg_kind)]
+
+    def to_all(self, out, msg_kind, sender: int) -> list:
+        """The one ``msg_kind`` message ``sender`` sent every other replica, each copy
+        MAC-sealed for its receiver (CERTIFY, CHECKPOINT): [decoded], or [] if none."""
+        sends = self.sends(out, msg_kind)
+        if not sends:
+            return []
+        assert sorted(s.to for s in sends) == [i for i in range(self.n) if i != sender]
+        frames = [codec.decode(s.data) for s in sends]
+        for s, m in zip(sends, frames):
+            assert m.auth_kind == codec.AUTH_MAC and self.suite(replica(s.to)).macs.verify(
+                replica(sender), m.signed, m.auth)
+        assert len({bytes(m.signed) for m in frames}) == 1
+        return frames[:1]
 
     @staticmethod
     def broadcasts(out, msg_kind=None) -> list:

@@ -46,7 +46,7 @@ def _commit(H, r, k, messages, v=0):
     out = r.on_message(H.propose(r.id, k, messages, v=v, sender=primary), 0.0)
     if H.mode == "ts":
         signers = [primary, *others, r.id][:H.config.nf]
-        return out + r.on_message(H.certify(k, d, v=v, signers=signers), 0.0)
+        return out + r.on_message(H.certify(k, d, v=v, signers=signers, to=r.id), 0.0)
     for i in others:
         out += r.on_message(H.support(i, r.id, k, d, v=v), 0.0)
     if H.config.protocol == "pbft":
@@ -76,7 +76,7 @@ def test_a_replica_diverged_below_the_base_informs_nothing(cluster, mode, protoc
     # position 3 is re-certified in view 1: nothing executes or INFORMs on our prefix
     if mode == "ts":
         signers = [i for i in range(n) if i != 2][:H.config.nf]
-        out = r.on_message(H.certify(3, d3, v=1, signers=signers), 1.1)
+        out = r.on_message(H.certify(3, d3, v=1, signers=signers, to=2), 1.1)
     else:
         voters = [i for i in range(n) if i not in (1, 2)][:H.config.nf - 2]
         out = []

@@ -135,7 +135,7 @@ def test_mac_primary_counts_its_propose_as_its_support(mac):
     out = r0.on_message(mac.support(2, 0, 1, h), 0.2)
     assert [e.seq for e in mac.of(out, Executed)] == [1]
     assert [r.client for r in mac.of(out, Reply)] == [0]
-    assert not mac.broadcasts(out, codec.CERTIFY)          # no certificates in MAC mode
+    assert not mac.sends(out, codec.CERTIFY)               # no certificates in MAC mode
 
 
 # =============================================================================== primary
@@ -196,9 +196,8 @@ def test_primary_certifies_after_nf_shares_and_broadcasts_certify(ts):
     r0, msg, h, _ = primary_with_proposal(ts)
     assert r0.on_message(ts.support(1, 0, 1, h), 0.1) == []
     out = r0.on_message(ts.support(2, 0, 1, h), 0.2)
-    [b] = ts.broadcasts(out, codec.CERTIFY)
-    m = codec.decode(b.data)
-    assert (m.view, m.seq, m.digest, m.auth_kind) == (0, 1, h, codec.AUTH_NONE)
+    [m] = ts.to_all(out, codec.CERTIFY, 0)               # a MAC per receiver (§4.12)
+    assert (m.view, m.seq, m.digest, m.auth_kind) == (0, 1, h, codec.AUTH_MAC)
     cert = Certificate(m.bitmap, m.signature)
     assert ts.public.threshold.verify_cert(cert, support_statement(0, 1, h))
     assert cert.signers() == [0, 1, 2]
@@ -217,10 +216,9 @@ def test_primary_excludes_a_bad_share_and_certifies_with_good_ones(ts, bad):
              "other-signer": ts.share(3, 0, 1, h)}[bad]
     assert r0.on_message(ts.support(1, 0, 1, h, share=share), 0.1) == []
     out = r0.on_message(ts.support(2, 0, 1, h), 0.2)
-    assert not ts.broadcasts(out) and r0.drops == Counter({"support-bad-share": 1})
+    assert not ts.sends(out, codec.CERTIFY) and r0.drops == Counter({"support-bad-share": 1})
     out = r0.on_message(ts.support(3, 0, 1, h), 0.3)
-    [b] = ts.broadcasts(out, codec.CERTIFY)
-    m = codec.decode(b.data)
+    [m] = ts.to_all(out, codec.CERTIFY, 0)
     cert = Certificate(m.bitmap, m.signature)
     assert cert.signers() == [0, 2, 3]
     assert ts.public.threshold.verify_cert(cert, support_statement(0, 1, h))
@@ -249,7 +247,7 @@ def _backup_with_a(H):
 def _certified_primary(H):
     r0, msg, h, _ = primary_with_proposal(H)
     r0.on_message(H.support(1, 0, 1, h), 0.0)
-    assert H.broadcasts(r0.on_message(H.support(2, 0, 1, h), 0.0), codec.CERTIFY)
+    assert H.to_all(r0.on_message(H.support(2, 0, 1, h), 0.0), codec.CERTIFY, 0)
     return r0, h
 
 
@@ -261,9 +259,10 @@ def _ts_cert(H, h):
     return H.fc.suite(None).threshold.combine(shares, stmt)
 
 
-def _ts_certify(H, h):
+def _ts_certify(H, h, to=1):
     cert = _ts_cert(H, h)
-    return codec.encode_certify(0, 0, 1, h, cert.bitmap, cert.signature)
+    return H.mac(0, to, codec.encode_certify(0, 0, 1, h, cert.bitmap, cert.signature,
+                                             codec.AUTH_MAC))
 
 
 def _c_garbage(H):
@@ -410,14 +409,27 @@ def _c_support_other_view(H):
 def _c_certify_too_few(H):
     h = H.digest(_msgs(H))
     good = H.cert(0, 1, h)
-    frame = codec.encode_certify(0, 0, 1, h, H.bitmap([0, 2]), good.signature)
-    return H.replica(1), frame, "certify-too-few-signers"
+    frame = codec.encode_certify(0, 0, 1, h, H.bitmap([0, 2]), good.signature, codec.AUTH_MAC)
+    return H.replica(1), H.mac(0, 1, frame), "certify-too-few-signers"
 
 
 def _c_certify_forged(H):
     h = H.digest(_msgs(H))
+    frame = codec.encode_certify(0, 0, 1, h, H.bitmap([0, 2, 3]), bytes(96), codec.AUTH_MAC)
+    return H.replica(1), H.mac(0, 1, frame), "certify-invalid"
+
+
+def _c_certify_unauthenticated(H):
+    """A keyless party's CERTIFY naming the primary, with a bad signature: no MAC, so
+    nothing (no pairing, and never suspicion of the primary, §4.12)."""
+    h = H.digest(_msgs(H))
     frame = codec.encode_certify(0, 0, 1, h, H.bitmap([0, 2, 3]), bytes(96))
-    return H.replica(1), frame, "certify-invalid"
+    return H.replica(1), frame, "wrong-auth"
+
+
+def _c_certify_from_a_backup(H):
+    h = H.digest(_msgs(H))
+    return H.replica(1), H.certify(1, h, sender=2), "certify-not-primary"
 
 
 def _c_certify_other_seq(H):
@@ -437,7 +449,7 @@ def _c_certify_other_view(H):
 
 def _c_certify_frame_other_view(H):
     h = H.digest(_msgs(H))
-    return H.replica(1), H.certify(1, h, v=1), "certify-wrong-view"
+    return H.replica(1), H.certify(1, h, v=1, sender=0), "certify-wrong-view"
 
 
 def _c_certify_outside_window(H):
@@ -459,15 +471,23 @@ def _c_inform_to_replica(H):
 
 def _c_checkpoint_bad_signature(H):
     k = H.config.checkpoint_period
-    frame = codec.encode_checkpoint(2, k, b"\1" * 32, b"\2" * 32, b"\3" * 64)
-    return H.replica(1), frame, "checkpoint-bad-signature"
+    frame = codec.encode_checkpoint(2, k, b"\1" * 32, b"\2" * 32, b"\3" * 64, codec.AUTH_MAC)
+    return H.replica(1), H.mac(2, 1, frame), "checkpoint-bad-signature"
 
 
 def _c_checkpoint_signed_by_another(H):
     k = H.config.checkpoint_period
     sig = H.suite(replica(3)).signer.sign(checkpoint_statement(k, b"\1" * 32, b"\2" * 32))
-    frame = codec.encode_checkpoint(2, k, b"\1" * 32, b"\2" * 32, sig)   # claims replica 2
-    return H.replica(1), frame, "checkpoint-bad-signature"
+    frame = codec.encode_checkpoint(2, k, b"\1" * 32, b"\2" * 32, sig, codec.AUTH_MAC)
+    return H.replica(1), H.mac(2, 1, frame), "checkpoint-bad-signature"   # claims replica 2
+
+
+def _c_checkpoint_unauthenticated(H):
+    """Validly signed by replica 2, but without a MAC: not taken from whoever sends it."""
+    k = H.config.checkpoint_period
+    sig = H.suite(replica(2)).signer.sign(checkpoint_statement(k, b"\1" * 32, b"\2" * 32))
+    return H.replica(1), codec.encode_checkpoint(2, k, b"\1" * 32, b"\2" * 32, sig), \
+        "wrong-auth"
 
 
 def _c_checkpoint_not_a_checkpoint(H):
@@ -567,9 +587,12 @@ HOSTILE = {
     "CERTIFY for another view": (TS, _c_certify_frame_other_view),
     "CERTIFY outside the window": (TS, _c_certify_outside_window),
     "CERTIFY in MAC mode": (MAC, _c_certify_in_mac_mode),
+    "CERTIFY without a MAC naming the primary": (TS, _c_certify_unauthenticated),
+    "CERTIFY from a backup": (TS, _c_certify_from_a_backup),
     "INFORM sent to a replica": (BOTH, _c_inform_to_replica),
     "CHECKPOINT bad signature": (BOTH, _c_checkpoint_bad_signature),
     "CHECKPOINT signed by another": (BOTH, _c_checkpoint_signed_by_another),
+    "CHECKPOINT without a MAC": (BOTH, _c_checkpoint_unauthenticated),
     "CHECKPOINT not a checkpoint seq": (BOTH, _c_checkpoint_not_a_checkpoint),
     "FETCH unknown slot": (BOTH, _c_fetch_unknown_slot),
     "FETCH other digest": (BOTH, _c_fetch_other_digest),
@@ -769,9 +792,14 @@ def test_mac_fetched_batch_one_replica_vouches_for_binds_nothing(mac):
     r1 = mac.replica(1)
     x = [mac.message(0, [ins(1, 10, b"X")])]
     y = [mac.message(1, [ins(1, 10, b"Y")])]
+    z = [mac.message(2, [ins(1, 11, b"Z")])]
     assert r1.on_message(mac.support(2, 1, 1, mac.digest(x)), 0.0) == []
+    assert r1.max_seen == 0            # one replica's early vote: nothing owed yet (§4.12)
+    r1.on_message(mac.propose(1, 2, z), 0.0)      # the primary's PROPOSE for 2: 1 is owed
     out = r1.on_timeout("tick", 0, 1.0) + r1.on_timeout("tick", 0, 2.0)
-    assert {m.digest for m in _fetches(mac, out).values()} == {b"\0" * 32}
+    fetches = {(m.seq, m.digest) for m in map(codec.decode, (s.data for s in
+                                                          mac.sends(out, codec.FETCH)))}
+    assert (1, b"\0" * 32) in fetches                       # "whatever you hold" at 1
     assert r1.on_message(mac.fetch_reply(2, 1, 1, x), 2.1) == []
     assert r1.drops == Counter({"fetch-reply-unsolicited": 1})
     out = r1.on_message(mac.propose(1, 1, y), 2.2)
@@ -846,9 +874,8 @@ def _run_to(H, r, last, first=1):
 def test_checkpoint_after_k_batches_with_a_valid_signature(cluster, mode):
     H = cluster(mode, checkpoint_period=2, window=4)
     r1 = H.replica(1)
-    assert not H.broadcasts(_run_to(H, r1, 1), codec.CHECKPOINT)
-    [b] = H.broadcasts(_run_to(H, r1, 2, first=2), codec.CHECKPOINT)
-    m = codec.decode(b.data)
+    assert not H.sends(_run_to(H, r1, 1), codec.CHECKPOINT)
+    [m] = H.to_all(_run_to(H, r1, 2, first=2), codec.CHECKPOINT, 1)
     assert (m.sender, m.seq) == (1, 2)
     assert (m.state_digest, m.chain_digest) == (r1.kv.state_digest(), r1.head)
     assert H.public.verifier.verify(
@@ -894,7 +921,7 @@ def test_next_window_messages_are_kept_and_replayed(cluster, mode):
         assert r1.on_message(frame, 0.1) == []
     assert r1.stats["kept-ahead"] == 2 and r1.drops == Counter({"ahead-duplicate": 1})
     assert r1.k_exec == 4
-    ck = codec.decode(r1.own_checkpoints[2])
+    ck = codec.decode(H.mac(1, 2, r1.own_checkpoints[2]))     # kept unsealed, sealed per peer
     r1.on_message(H.checkpoint(2, 2, ck.state_digest, ck.chain_digest), 0.2)
     out = r1.on_message(H.checkpoint(3, 2, ck.state_digest, ck.chain_digest), 0.2)
     assert out[0] == Stable(2, ck.state_digest, ck.chain_digest)
@@ -919,7 +946,8 @@ def test_conflicting_checkpoint_vote_is_counted_not_double_counted(cluster):
     good, bad = (r1.kv.state_digest(), r1.head), (b"\7" * 32, r1.head)
     assert r1.on_message(H.checkpoint(2, 2, *good), 0.1) == []
     assert r1.on_message(H.checkpoint(2, 2, *bad), 0.2) == []
-    assert r1.drops == Counter({"checkpoint-conflict": 1})
+    # one vote per replica and checkpoint: a second is dropped before its signature check
+    assert r1.drops == Counter({"checkpoint-duplicate": 1})
     assert r1.on_message(H.checkpoint(2, 2, *good), 0.3) == []     # a repeat: no second vote
     # had replica 2's conflicting vote counted, these two would complete nf for `bad`
     assert r1.on_message(H.checkpoint(0, 2, *bad), 0.4) == []
@@ -971,11 +999,11 @@ def test_primary_holds_batches_while_the_window_is_full(cluster, mode):
     out = _drive_primary(H, r0, frames, [1, 2, 3, 4], 0.1)
     assert r0.k_exec == 4 and not proposal_frames(H, out)
     own = {codec.peek(b.data)[3]: codec.decode(b.data)
-           for b in H.broadcasts(out, codec.CHECKPOINT)}
+           for b in H.sends(out, codec.CHECKPOINT) if b.to == 1}
     assert sorted(own) == [2, 4]
     state, chain = own[2].state_digest, own[2].chain_digest
-    assert r0.on_message(H.checkpoint(1, 2, state, chain), 0.2) == []
-    out = r0.on_message(H.checkpoint(2, 2, state, chain), 0.3)
+    assert r0.on_message(H.checkpoint(1, 2, state, chain, to=0), 0.2) == []
+    out = r0.on_message(H.checkpoint(2, 2, state, chain, to=0), 0.3)
     assert H.of(out, Stable) == [Stable(2, state, chain)] and r0.window.low == 2
     assert sorted(proposal_frames(H, out)) == [5] and not r0.ready and r0.next_k == 6
 
@@ -998,8 +1026,9 @@ def test_mac_primary_proposes_held_batches_when_its_own_checkpoint_completes(clu
         for k in (1, 2):
             d = H.digest(codec.decode(frames[k][b.id]).batch.messages())
             other = 3 - b.id
-            checkpoints += H.broadcasts(b.on_message(H.support(other, b.id, k, d), 0.0),
-                                        codec.CHECKPOINT)
+            checkpoints += [s for s in H.sends(b.on_message(H.support(other, b.id, k, d),
+                                                            0.0), codec.CHECKPOINT)
+                            if s.to == 0]
     assert len(checkpoints) == 2
     for c in checkpoints:
         assert r0.on_message(c.data, 0.1) == []
@@ -1238,7 +1267,7 @@ def test_a_retry_of_a_stable_position_gets_a_final_inform_that_f_plus_1_prove(cl
         state, chain = r.kv.state_digest(), r.head
         for s in (1, 2, 3):
             if s != r.id:
-                r.on_message(H.checkpoint(s, 2, state, chain), 0.5)
+                r.on_message(H.checkpoint(s, 2, state, chain, to=r.id), 0.5)
         assert r.checkpoints.stable.seq == 2
     done = []
     for r in replicas[:2]:                              # f + 1 = 2 answers to the retry

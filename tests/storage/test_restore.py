@@ -103,7 +103,8 @@ class Node:
 
     def checkpoint(self, sender: int, k: int, state: bytes, chain: bytes) -> bytes:
         sig = self.suite("replica", sender).signer.sign(checkpoint_statement(k, state, chain))
-        return codec.encode_checkpoint(sender, k, state, chain, sig)
+        return self.sealed(sender, codec.encode_checkpoint(sender, k, state, chain, sig,
+                                                           codec.AUTH_MAC))
 
 
 def _digest(msg: bytes) -> bytes:
@@ -125,7 +126,7 @@ def _backup_executes(node: Node, last: int) -> dict[int, bytes]:
         out = node.turn(*frames)
         assert node.replica.k_exec == k, node.replica.drops
         if k == PERIOD:
-            own = [codec.decode(a.data) for a in out if isinstance(a, Broadcast)
+            own = [codec.decode(a.data) for a in out if isinstance(a, Send)
                    and codec.peek(a.data)[0] == codec.CHECKPOINT]
             state, chain = own[0].state_digest, own[0].chain_digest
             node.turn(node.checkpoint(0, k, state, chain), node.checkpoint(2, k, state, chain))

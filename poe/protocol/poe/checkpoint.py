@@ -23,6 +23,10 @@ class CheckpointTracker:
         self._voted: dict[tuple[int, int], tuple[bytes, bytes]] = {}   # (k, replica) -> digests
         self.stable = CheckpointProof(0, b"\0" * 32, genesis, ())
 
+    def voted(self, seq: int, sender: int) -> bool:
+        """``sender``'s vote for ``seq`` is held (a copy needs no second signature check)."""
+        return (seq, sender) in self._voted
+
     def add(self, seq: int, state_digest: bytes, chain_digest: bytes, sender: int,
             signature: bytes) -> CheckpointProof | None | str:
         """Record a verified vote; return the new stable proof when this vote completes nf

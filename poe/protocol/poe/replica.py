@@ -52,12 +52,14 @@ FETCH_AHEAD = 32             # slots a lagging replica asks for at once
 FETCH_WANTED_MAX = 4         # digests a slot remembers having FETCHed
 ZERO_DIGEST = b"\0" * 32     # FETCH for "whatever you hold at k"
 
-# authentication each kind must carry (CERTIFY may come either way: it verifies itself)
+# authentication each kind must carry: every replica-to-replica frame is MAC-authenticated
+# before anything expensive happens (PROTOCOL.md §4.12, §4.13), CERTIFY and CHECKPOINT too:
+# a frame that merely names a replica proves nothing about it
 _AUTH = {
     codec.PROPOSE: (codec.AUTH_MAC,),
     codec.SUPPORT: (codec.AUTH_MAC,),
-    codec.CERTIFY: (codec.AUTH_NONE, codec.AUTH_MAC),
-    codec.CHECKPOINT: (codec.AUTH_NONE, codec.AUTH_MAC),
+    codec.CERTIFY: (codec.AUTH_MAC,),
+    codec.CHECKPOINT: (codec.AUTH_MAC,),
     codec.FETCH: (codec.AUTH_MAC,),
     codec.FETCH_REPLY: (codec.AUTH_MAC,),
     codec.VC_REQUEST: (codec.AUTH_SIG,),
@@ -240,7 +242,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         frame = self.own_checkpoints.get(k)
         if frame is None or not self._once_per_timeout(self._ckpt_served, sender, now):
             return []
-        return [Send(sender, frame)]
+        return [Send(sender, self._sealed_for(frame, sender))]
 
     def _window_moved(self, now: float, out: list[Action]) -> None:
         """The low watermark moved (a stable checkpoint, a state transfer): batches waiting
@@ -378,7 +380,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                     and (cached[0] != self.view or not cached[2][4] & codec.FLAG_FINAL):
                 cached = self._refresh_final_reply(key, cid, cached)
             out: list[Action] = [Reply(cid, cached[2])]
-            if self.status == NORMAL and cached[0] == self.view and not self.is_primary:
+            if self.status == NORMAL and cached[0] == self.view and not self.is_primary \
+                    and self._client_signatures_ok(batch):
+                # only a retry its client really signed counts (§4.12: unauthenticated
+                # traffic is never grounds for suspicion); the answer itself needs no check
                 # the client keeps retrying, for longer than a view-change timeout, a message
                 # we executed and answered in this view: fewer than nf replicas serve it
                 # (a correct replica may be stuck in a view change alone while a faulty one
@@ -398,7 +403,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             return self._drop("request-during-view-change")
         if not self.is_primary:
             # a client retry reached a backup: hand it to the primary (PROTOCOL.md §4.2),
-            # but only what its client really signed (forged requests are not relayed)
+            # but only what the primary may order (§4.12: a request failing a check the
+            # primary applies is never grounds for suspicion) and its client really signed
+            if batch.nops > self.config.batch_size:
+                return self._drop("request-too-large")
             if not self._client_signatures_ok(batch):
                 return self._drop("bad-client-signature")
             self.stats["request-forwarded"] += 1
@@ -501,6 +509,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if m.sender != self.primary:
             return self._drop("propose-not-primary")
         if not self.window.contains(k) or k <= self.kstart:
+            # cheap checks before anything is kept (§4.13): no batch above batch_size waits
+            if m.batch.nops > self.config.batch_size:
+                return self._drop("propose-batch-too-large")
             if self._stash_ahead(m, k):
                 return []
             return self._drop("propose-outside-window")
@@ -628,10 +639,11 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
 
     def certify(self, k: int, slot: Slot, cert: Certificate, now: float,
                 out: list[Action]) -> None:
-        """CERTIFY(v, k, h, sigma) to all (self-verifying, no MAC) and process it locally."""
+        """CERTIFY(v, k, h, sigma) to all (a MAC per receiver: suspicion must be earned,
+        §4.12) and process it locally."""
         frame = codec.encode_certify(self.id, self.view, k, slot.digest, cert.bitmap,
-                                     cert.signature)
-        out.append(Broadcast(frame))
+                                     cert.signature, codec.AUTH_MAC)
+        self._send_others(frame, out)
         self.stats["certified"] += 1
         self._record_cert(k, slot, self.view, slot.digest, cert)
         if slot.batch is not None:
@@ -650,7 +662,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             if m.sender in early:
                 return self._drop("support-duplicate")
             early[m.sender] = m.digest      # at most one per replica: bounded by n
-            self.max_seen = max(self.max_seen, k)
+            if self._backed(slot, m.digest):
+                # f+1 SUPPORTs: a correct replica accepted a PROPOSE for k, so k is owed
+                # (one early vote of a faulty replica is not progress owed, §4.12)
+                self.max_seen = max(self.max_seen, k)
             return []
         if self.window.has_voted(k, SUPPORT_VOTES, m.sender):
             return self._drop("support-duplicate")      # counted once, like the early ones
@@ -680,6 +695,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             return self._drop("certify-in-mac-mode")
         if v != self.view or self.status != NORMAL:
             return self._drop("certify-wrong-view")
+        if m.sender != self.primary:
+            # only the primary certifies; a body with another replica's certificate comes
+            # by FETCH-REPLY, which we asked for (no pairing for a frame nobody owed us)
+            return self._drop("certify-not-primary")
         if not self.window.contains(k):
             if self._stash_ahead(m, k):
                 return []
@@ -692,9 +711,9 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         cert = Certificate(m.bitmap, m.signature)
         out: list[Action] = []
         if not self.crypto.threshold.verify_cert(cert, support_statement(v, k, m.digest)):
+            # MAC-authenticated as the primary's (checked on arrival): its own misbehaviour
             self._drop("certify-invalid")
-            if m.sender == self.primary:
-                self.suspect("invalid-certify", now, out)
+            self.suspect("invalid-certify", now, out)
             return out
         self._record_cert(k, slot, v, m.digest, cert)
         self.max_seen = max(self.max_seen, k)
@@ -973,13 +992,15 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             return
         state = self.kv.state_digest()
         signature = self.crypto.signer.sign(checkpoint_statement(k, state, self.head))
-        frame = codec.encode_checkpoint(self.id, k, state, self.head, signature)
+        # signed (a transferable proof) and MAC-sealed per receiver (§4.12)
+        frame = codec.encode_checkpoint(self.id, k, state, self.head, signature,
+                                        codec.AUTH_MAC)
         self.own_checkpoint = frame
         self.own_checkpoints[k] = frame
         for old in [j for j in self.own_checkpoints if j < self.checkpoints.stable.seq]:
             del self.own_checkpoints[old]
         out.append(Persist(("checkpoint", k, state, self.head)))
-        out.append(Broadcast(frame))
+        self._send_others(frame, out)
         self._count_checkpoint(k, state, self.head, self.id, signature, out)
 
     def on_checkpoint(self, m: codec.Checkpoint, now: float) -> list[Action]:
@@ -989,6 +1010,13 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if k <= self.window.low:
             # stable here, not yet at the sender
             return self._offer_checkpoint(k, m.sender, now, "checkpoint-old")
+        # cheap checks before the signature (§4.13): a vote we hold, a far one not newer
+        if k > self.window.high:
+            held = self._far.get(m.sender)
+            if held is not None and held[0] >= k:
+                return self._drop("checkpoint-far-not-newer")
+        elif self.checkpoints.voted(k, m.sender):
+            return self._drop("checkpoint-duplicate")
         if not self.crypto.verifier.verify(
                 self._replicas[m.sender],
                 checkpoint_statement(k, m.state_digest, m.chain_digest), m.signature):
@@ -1114,10 +1142,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                     out.append(Send(r, self._sealed_for(slot.proposal, r)))
         if self.max_seen > self.k_exec or self.history is not None:
             self._fetch_missing(now, out)
-        checkpoint_unstable = self.own_checkpoint is not None \
-            and codec.peek(self.own_checkpoint)[3] > self.checkpoints.stable.seq
+        checkpoint_unstable = self.own_checkpoint is not None and self.own_checkpoints \
+            and max(self.own_checkpoints) > self.checkpoints.stable.seq
         if checkpoint_unstable:
-            out.append(Broadcast(self.own_checkpoint))
+            self._send_others(self.own_checkpoint, out)
         if self.k_exec < max(self.max_seen, self.next_k - 1) or self.ready \
                 or self.open_messages or self.behind is not None or self.history is not None \
                 or self.transfer is not None or checkpoint_unstable:

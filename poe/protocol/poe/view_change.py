@@ -20,6 +20,7 @@ from poe.crypto.base import Certificate, CryptoSuite
 from poe.crypto.base import replica as replica_party
 from poe.crypto.statements import checkpoint_statement, support_statement, vc_request_statement
 from poe.protocol.actions import Broadcast, CancelTimer, Persist, RolledBack, Send, SetTimer
+from poe.protocol.poe.evidence import SUPPORTED_PER_SEQ
 from poe.protocol.quorum import popcount
 
 Slot = object          # the replica's slot record (poe.protocol.poe.replica.Slot)
@@ -75,6 +76,10 @@ def check_vc_request(m: VcRequest, *, n: int, nf: int, window: int, ts: bool,
     if not checkpoint_proof_ok(proof, nf, n, crypto, genesis):
         return "vc-request-bad-checkpoint"
     low, high = proof.seq, proof.seq + window
+    # §4.13: bounded per message — TS one certificate per position, MAC one P_k and at
+    # most SUPPORTED_PER_SEQ digests of Q_k per position (what a correct replica reports)
+    if len(m.entries) > window * (1 if ts else 1 + SUPPORTED_PER_SEQ):
+        return "vc-request-too-many-entries"
     seen: set[int] = set()
     for e in m.entries:
         if not low < e.seq <= high or e.view > m.view:
