@@ -32,6 +32,7 @@ from poe.protocol.actions import (
     Action, Broadcast, Executed, Persist, Reply, SetTimer, Send, Stable,
 )
 from poe.protocol.config import ProtocolConfig
+from poe.protocol.pacemaker import Pacemaker
 from poe.protocol.poe.checkpoint import CheckpointTracker
 from poe.protocol.poe.clients import PendingSet, ReplyCache, first_bad_client_signature
 from poe.protocol.poe.evidence import EvidenceLog
@@ -156,6 +157,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.last_progress = 0.0
         self.max_seen = 0                # highest k with any evidence (proposal, cert)
         self.evidence = EvidenceLog()    # per position, outlives views (§4.11)
+        self.pacemaker = Pacemaker(config.view_change_timeout_s)   # T_exec / T_req (§4.12)
         self.diverged = False            # our executed prefix is not the agreed one (§4.6)
 
         self.drops: Counter[str] = Counter()
@@ -394,7 +396,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                     self._retries.clear()
                 self._retries[key] = (first, retries + 1)
                 if retries + 1 >= CLIENT_RETRIES_BEFORE_SUSPECT \
-                        and now - first >= self.config.view_change_timeout_s \
+                        and now - first >= self.pacemaker.timeout_s \
                         and self._unserved_view != self.view:
                     self._unserved_view = self.view
                     self.suspect("client-unserved", now, out)
@@ -923,6 +925,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             assert slot.cert_view == self.view and (history is None or k < self.h_next), \
                 f"§4.6 step 5: executing {k} in view {self.view} without its certificate"
             self.execute(k, slot, out)
+            self.pacemaker.executed(now - slot.seen_at)
             self.last_progress = now
             self.vc_attempts = 0                 # progress in this view: reset T_nv backoff
 
@@ -1061,6 +1064,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.checkpoints.make_stable(proof)
         self.window.advance(k)
         self.evidence.collect(k)                 # final: evidence at or below k is moot
+        self.pacemaker.stable()                  # sustained progress: the timeout may decay
         self.kv.finalize(k)
         for old in [j for j in self.block_hashes if j < k]:
             del self.block_hashes[old]

@@ -223,7 +223,7 @@ class ViewChangeMixin:
         if not self.progress_armed and self.status == NORMAL:
             self.progress_armed = True
             self.progress_mark = self.k_exec + self.h_next   # execution or re-certification
-            out.append(SetTimer(TIMER_PROGRESS, 0, now + self.config.view_change_timeout_s))
+            out.append(SetTimer(TIMER_PROGRESS, 0, now + self.pacemaker.timeout_s))
 
     def _on_progress_timeout(self, now: float) -> list:
         self.progress_armed = False
@@ -239,16 +239,17 @@ class ViewChangeMixin:
             return out
         nxt = self.window.payload(self.k_exec + 1) if self.window.contains(self.k_exec + 1) \
             else None
-        if nxt is not None and now - nxt.seen_at < self.config.view_change_timeout_s \
+        if nxt is not None and now - nxt.seen_at < self.pacemaker.timeout_s \
                 and not self.forwarded_expired(now):
             self._arm_progress(now, out)        # what we wait for is younger than a timeout
             return out
         self.stats["suspect-timeout"] += 1
+        self.pacemaker.fired()
         self.start_view_change(self.view, now, out)
         return out
 
     def forwarded_expired(self, now: float) -> bool:
-        timeout = self.config.view_change_timeout_s
+        timeout = self.pacemaker.timeout_s
         return any(now - t >= timeout for t in self.forwarded.values())
 
     def suspect(self, reason: str, now: float, out: list) -> None:
@@ -300,6 +301,8 @@ class ViewChangeMixin:
             return
         if leaving < self.view or self.abstaining():
             return
+        if self.status == NORMAL:
+            self.pacemaker.leaving_view(self.k_exec)   # no progress in it: wait longer (§4.12)
         self.status = VIEW_CHANGE
         self.vc_view = leaving
         self.stats["view-changes-started"] += 1
@@ -584,6 +587,7 @@ class ViewChangeMixin:
         self.h_next = base.seq + 1 if history.entries else history.k_max + 1
         # evidence from old views above the new history is void (those slots were reset)
         self.max_seen = max(history.k_max, base.seq, self.k_exec)
+        self.pacemaker.view_installed(self.k_exec)
         if self.is_primary:
             self.next_k = max(history.k_max, base.seq, window.low) + 1
         self._recertify(now, out, only_missing=False)
