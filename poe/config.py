@@ -132,7 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
       "the primary re-sends PROPOSEs and backups FETCH missing slots after this long",
       0.001, 600.0),
     S("protocol", "view_change_timeout_s", float, 1.0, "s",
-      "T_exec / T_req: suspect the primary when nothing executes for this long", 0.01, 3600.0),
+      "T_exec / T_req base: suspect the primary when nothing executes for this long (adapts:"
+      " see Timers below)", 0.01, 3600.0),
     S("protocol", "new_view_timeout_s", float, 2.0, "s",
       "T_nv base: a view change that does not finish in this long moves on (doubles each "
       "time)", 0.01, 3600.0),
@@ -518,7 +519,31 @@ def reference_markdown() -> str:
                 lines.append(f"| `{s.name}` | {s.kind.__name__} | `{_toml_value(s.default)}` "
                              f"| {s.unit} | {meaning} |")
         lines.append("")
+    lines += TIMERS_DOC
     return "\n".join(lines)
+
+
+TIMERS_DOC = [
+    "## Timers",
+    "",
+    "`protocol.view_change_timeout_s` is the *base* of the progress timeout (T_exec, and",
+    "T_req for a client retry a backup forwarded; PROTOCOL.md §4.12). Each replica doubles",
+    "it when it leaves a view in which nothing executed or in which its own progress timer",
+    "fired (once per view, at most 2^6 times the base), and halves it again after a",
+    "checkpoint interval in which every position executed in under a quarter of the current",
+    "timeout (`poe/protocol/pacemaker.py`). The new-view timer T_nv is",
+    "`protocol.new_view_timeout_s` x 2^a, `a` counting consecutive view changes that did not",
+    "complete, reset by the first execution in a new view (§4.7). `retransmit_timeout_s`",
+    "paces retransmissions only; it never leads to suspicion.",
+    "",
+    "With a synchronous but slow network (one-way delay d close to the base) a replica",
+    "changes views at most about log2(batch latency / base) + 2 times — until its timeout",
+    "exceeds the time a batch takes (3 one-way delays for PoE-TS, 2 for PoE-MAC, 3 for PBFT)",
+    "— and then not again while the network stays as it is: at d = 0.9 x base, n = 4 and 7,",
+    "PoE-TS changed views twice, PoE-MAC never, PBFT at most four times in 120 simulated",
+    "seconds (`tests/sim/test_slow_network.py`).",
+    "",
+]
 
 
 def write_config(path: str | os.PathLike[str], values: dict[str, Any] | None = None,
