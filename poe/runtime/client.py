@@ -3,7 +3,8 @@ load generator's workers.
 
 What it is for: ``ClientProcess(config, first, last)`` builds one ``PoEClient`` per client
 id ``first..last`` (each with its own keys) and one DEALER per replica shared by all of
-them (identity ``c<first>-<last>``, poe.transport.zmq). ``submit(index, operations)`` signs
+them (a fresh identity per connection, announced by a HELLO with a MAC per client, by which
+the replicas route INFORMs to it: poe.transport.zmq). ``submit(index, operations)`` signs
 and sends a client message; ``turn(max_wait_s)`` polls, hands every INFORM to the client it
 names, fires retry timers, sends what the clients asked for (coalesced per replica) and
 returns the decisions: ``(index, Completed)`` and ``(index, OutcomeUnknown)``.
@@ -45,6 +46,7 @@ class ClientProcess:
         self.protocol = config.protocol_config()
         c = config.client
         self.clients: list[PoEClient] = []
+        macs = []
         start_t = time.time_ns() // 1000
         for j in range(first, last + 1):
             secret = load_secret(config.secret_path("client", j), cluster)
@@ -56,9 +58,11 @@ class ClientProcess:
                                  deadline_s=c.deadline_s, outstanding_max=outstanding_max)
             client.next_t = start_t
             self.clients.append(client)
+            macs.append(suite.macs)
         self.settings = Settings(config.transport)
         self.ctx = zmq.Context()
-        self.transport = ClientTransport(self.ctx, cluster, first, last, self.settings)
+        self.transport = ClientTransport(self.ctx, cluster, first, last, self.settings,
+                                         macs)
         self.timers = Timers()
         self.n = cluster.n
         self._out: list[list[bytes]] = [[] for _ in range(cluster.n)]
@@ -152,8 +156,9 @@ class ClientProcess:
                                 self._apply(index, actions)
                             continue
                     t.stats["unexpected-frame"] += 1
-            else:
+            elif sock in t.monitor_of:
                 t.monitor_events(sock)
+            # else: a socket reopened earlier in this turn (its connection went down)
         for index, kind, key in self.timers.pop_due(now):
             self._apply(index, clients[index].on_timeout(kind, key, now))
         if now >= self._next_hello:

@@ -81,6 +81,7 @@ class ReplicaRuntime:
                            insecure_bench=insecure_bench)
         self.protocol = config.protocol_config(kv_seed=int.from_bytes(os.urandom(8), "little"))
         self.replica = make_replica(self.protocol, replica_id, suite)
+        self._macs = suite.macs          # the transport checks clients' HELLOs with them
         data = config.data
         started = time.perf_counter()
         self.replica.kv.load_sequential(data.record_count, data.value_size, data.seed)
@@ -169,7 +170,7 @@ class ReplicaRuntime:
         self.ctx = zmq.Context()
         try:
             self.transport = ReplicaTransport(self.ctx, self.config.cluster, self.id,
-                                              self.settings)
+                                              self.settings, macs=self._macs)
         except zmq.ZMQError as exc:
             self.log.error("bind-failed", detail=str(exc))
             self.ctx.term()
@@ -319,7 +320,7 @@ class ReplicaRuntime:
             for client, frames in self._replies.items():
                 identity = routes.get(client)
                 if identity is None:
-                    transport.stats["reply-no-route"] += len(frames)
+                    transport.stats["dropped-reply-no-route"] += len(frames)
                     continue
                 group = by_identity.get(identity)
                 if group is None:

@@ -6,11 +6,18 @@ What it is for: moving sealed protocol frames (docs/wire.md) between processes o
   one on its ``client_port`` for clients. It connects one DEALER to every other replica's
   replica port, with identity ``b"r<id>"``; outgoing replica traffic leaves by those DEALERs,
   replies to clients leave by the client ROUTER.
-* A client process connects one DEALER to every replica's client port with identity
-  ``b"c<j>"`` (one logical client) or ``b"c<first>-<last>"`` (the clients ``first..last``
-  sharing the process). It sends a HELLO control message whenever a connection completes,
-  so every replica, including the backups it never sends a request to, can route INFORMs to
-  it. The identity only routes replies: the protocol authenticates every frame itself.
+* A client process connects one DEALER to every replica's client port with a fresh random
+  identity per connection (``b"c<first>-<last>.<12 hex digits>"``: readable in logs, never
+  trusted). It sends a HELLO control message whenever a connection completes and every
+  heartbeat interval: for each client id it serves, a MAC with that client's key towards the
+  replica over (replica, client, counter, connection identity), the counter strictly
+  increasing (wall clock µs). A replica routes the INFORMs of client ``c`` to the connection
+  of the last valid HELLO of ``c`` with a counter above every one it accepted for ``c``
+  (issue 14): a peer without ``c``'s key cannot move the route, a replayed HELLO is stale or
+  names another connection, and a restarted client gets its route back with its first
+  HELLO. The client port does not hand an identity over (no ZMQ_ROUTER_HANDOVER): a second
+  connection with an identity in use is refused, so nobody takes over a live client's
+  connection; a client reopens a connection that went down with a new identity.
 * Frames for one destination produced in one loop turn are concatenated into one ZeroMQ
   message of at most ``coalesce_bytes`` (the envelope's length field makes frames
   self-delimiting); the receiver splits them again. A ZeroMQ message that does not start
@@ -23,27 +30,36 @@ What it is for: moving sealed protocol frames (docs/wire.md) between processes o
   itself (ZMQ_RECONNECT_IVL/_MAX); socket monitors report peers going up and down.
 
 Must never: raise on anything a peer sends (garbage, truncated or oversized messages, bad
-envelopes, unknown identities are counted in ``stats`` and dropped), block on a send, grow a
-queue without bound, or interpret a frame beyond its envelope.
+envelopes, forged, stale or malformed HELLOs are counted in ``stats`` and dropped), block on
+a send, grow a queue without bound, interpret a frame beyond its envelope, or route a
+client's INFORMs by anything but a HELLO authenticated with that client's key.
 """
 from __future__ import annotations
 
-import re
+import os
 import struct
+import time
 from collections import Counter
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from poe.crypto.base import MAC_SIZE
+from poe.crypto.base import client as client_party
+from poe.crypto.base import replica as replica_party
+
 MAGIC = b"PE"
 HEADER_SIZE = 32
 _AUTH_SIZE = (0, 32, 64, -1)                 # by the two low flag bits (docs/wire.md)
 _ENVELOPE = struct.Struct("<2s2xH6xI")       # magic, flags, body length
-HELLO = b"\x00hello"
 CONTROL = 0x00
-
-_CLIENT_IDENTITY = re.compile(rb"c(\d{1,10})(?:-(\d{1,10}))?")
-IDENTITIES_MAX = 4096                        # distinct client identities remembered
+HELLO = b"\x00hello/1"                       # control word of an authenticated HELLO
+_HELLO_HEAD = struct.Struct("<QH")            # counter, entries
+_HELLO_ENTRY = struct.Struct("<I32s")         # client id, MAC tag
+HELLO_CLIENTS_MAX = 256                       # entries per HELLO message (larger: split)
+_HELLO_STATEMENT = b"PoE/HELLO/v1"
+_HELLO_FIELDS = struct.Struct("<IIQB")        # replica, client, counter, identity length
+assert _HELLO_ENTRY.size == 4 + MAC_SIZE
 
 
 def replica_identity(replica_id: int) -> bytes:
@@ -51,25 +67,46 @@ def replica_identity(replica_id: int) -> bytes:
 
 
 def client_identity(first: int, last: int | None = None) -> bytes:
-    """``b"c<first>"`` or ``b"c<first>-<last>"`` for the clients first..last of a process."""
-    if last is None or last == first:
-        return b"c%d" % first
-    if last < first:
+    """A fresh connection identity for the clients first..last of a process:
+    ``b"c<first>[-<last>].<12 random hex digits>"``. Only the replica's HELLO check decides
+    which clients a connection serves; the name is for logs."""
+    if last is not None and last < first:
         raise ValueError("last client id below first")
-    return b"c%d-%d" % (first, last)
+    name = b"c%d" % first if last is None or last == first else b"c%d-%d" % (first, last)
+    return name + b"." + os.urandom(6).hex().encode()
 
 
-def parse_client_identity(identity: bytes, clients: int) -> range | None:
-    """The client ids a connection with ``identity`` serves, or None if malformed or outside
-    ``0..clients-1``."""
-    found = _CLIENT_IDENTITY.fullmatch(identity)
-    if found is None:
+def hello_statement(replica_id: int, client_id: int, counter: int, identity: bytes) -> bytes:
+    """What a HELLO entry's MAC covers: the replica and client, the counter and the
+    connection identity the HELLO must arrive on (so it cannot be replayed elsewhere)."""
+    return _HELLO_STATEMENT + _HELLO_FIELDS.pack(replica_id, client_id, counter,
+                                                 len(identity)) + identity
+
+
+def pack_hellos(replica_id: int, identity: bytes, counter: int, macs, first: int) -> list[bytes]:
+    """The HELLO messages announcing clients ``first..first+len(macs)-1`` (``macs[j]`` is
+    client ``first+j``'s MacKeys) on the connection ``identity`` to ``replica_id``."""
+    to = replica_party(replica_id)
+    out = []
+    for start in range(0, len(macs), HELLO_CLIENTS_MAX):
+        chunk = macs[start:start + HELLO_CLIENTS_MAX]
+        parts = [HELLO, _HELLO_HEAD.pack(counter, len(chunk))]
+        for j, keys in enumerate(chunk, first + start):
+            parts.append(_HELLO_ENTRY.pack(j, keys.mac(to, hello_statement(
+                replica_id, j, counter, identity))))
+        out.append(b"".join(parts))
+    return out
+
+
+def parse_hello(payload: bytes) -> tuple[int, list[tuple[int, bytes]]] | None:
+    """(counter, [(client id, tag)]) of a HELLO message, or None if it is malformed."""
+    head = len(HELLO) + _HELLO_HEAD.size
+    if len(payload) < head or not payload.startswith(HELLO):
         return None
-    first = int(found.group(1))
-    last = int(found.group(2)) if found.group(2) is not None else first
-    if not 0 <= first <= last < clients:
+    counter, count = _HELLO_HEAD.unpack_from(payload, len(HELLO))
+    if not 0 < count <= HELLO_CLIENTS_MAX or len(payload) != head + count * _HELLO_ENTRY.size:
         return None
-    return range(first, last + 1)
+    return counter, list(_HELLO_ENTRY.iter_unpack(payload[head:]))
 
 
 def split_frames(payload: bytes) -> list[bytes]:
@@ -152,7 +189,7 @@ class Settings:
         self.bind_host = section.bind_host
 
 
-def _configure(sock: zmq.Socket, s: Settings, *, router: bool) -> None:
+def _configure(sock: zmq.Socket, s: Settings, *, router: bool, handover: bool = True) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, 2 * s.max_frame_bytes)
     sock.setsockopt(zmq.SNDHWM, s.sndhwm)
@@ -163,7 +200,9 @@ def _configure(sock: zmq.Socket, s: Settings, *, router: bool) -> None:
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
     if router:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)   # unroutable replies raise: we count them
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)    # a restarted peer takes its identity back
+        # replicas: a restarted peer takes its identity back (its frames carry MACs, the
+        # peer port routes nothing). Clients: never (a connection in use is not taken over)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1 if handover else 0)
     else:
         sock.setsockopt(zmq.IMMEDIATE, 1)          # no queue for a peer that is down
         sock.setsockopt(zmq.RECONNECT_IVL, s.reconnect_ms)
@@ -217,6 +256,9 @@ class _Monitored:
                 self.stats[f"{name}-handshake-failed"] += 1
         return out
 
+    def forget(self, mon: zmq.Socket) -> None:
+        self.monitors.pop(mon, None)
+
     def close(self) -> None:
         for mon in self.monitors:
             mon.close(0)
@@ -226,8 +268,12 @@ class _Monitored:
 class ReplicaTransport:
     """The sockets of replica ``replica_id`` of a cluster (poe.crypto Cluster)."""
 
-    def __init__(self, ctx: zmq.Context, cluster, replica_id: int, settings: Settings) -> None:
+    def __init__(self, ctx: zmq.Context, cluster, replica_id: int, settings: Settings,
+                 macs=None) -> None:
+        """``macs``: the replica's MacKeys (checks the clients' HELLOs; without it no client
+        route is ever learned)."""
         self.id = replica_id
+        self.macs = macs
         self.n = cluster.n
         self.clients = len(cluster.clients)
         self.s = settings
@@ -238,7 +284,7 @@ class ReplicaTransport:
         self.peer_router = ctx.socket(zmq.ROUTER)
         _configure(self.peer_router, settings, router=True)
         self.client_router = ctx.socket(zmq.ROUTER)
-        _configure(self.client_router, settings, router=True)
+        _configure(self.client_router, settings, router=True, handover=False)
         self.endpoints = (_endpoint(host, me.replica_port), _endpoint(host, me.client_port))
         self.peer_router.bind(self.endpoints[0])
         self.client_router.bind(self.endpoints[1])
@@ -252,12 +298,13 @@ class ReplicaTransport:
             sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.IDENTITY, replica_identity(replica_id))
             _configure(sock, settings, router=False)
+            # the monitor before connecting, so no "up" is missed
+            self.dealer_monitors[self.monitored.watch(sock, f"r{info.id}")] = info.id
             sock.connect(_endpoint(info.host, info.replica_port))
             self.dealers[info.id] = sock
-            self.dealer_monitors[self.monitored.watch(sock, f"r{info.id}")] = info.id
         self.peer_up = [False] * self.n
         self.routes: dict[int, bytes] = {}           # client id -> identity of its connection
-        self._identities: set[bytes] = set()
+        self._hello_counter = [0] * self.clients     # highest HELLO counter accepted, per client
         self.poller = zmq.Poller()
         for sock in (self.peer_router, self.client_router, self.peer_monitor,
                      self.client_monitor, *self.dealer_monitors):
@@ -272,7 +319,7 @@ class ReplicaTransport:
         """The payload of a ROUTER message [identity, payload], or None (counted)."""
         stats = self.stats
         if len(parts) != 2:
-            stats["bad-envelope"] += 1
+            stats["dropped-bad-envelope"] += 1
             return None
         payload = parts[1]
         if len(payload) > self.s.max_frame_bytes:
@@ -300,35 +347,63 @@ class ReplicaTransport:
         return frames
 
     def drain_clients(self) -> list[bytes]:
-        """Up to ``drain`` messages from the client port, split into frames; learns which
-        connection serves which client ids from the connection identities."""
+        """Up to ``drain`` messages from the client port, split into frames; HELLOs (control
+        messages) move client routes when they authenticate."""
         frames: list[bytes] = []
         recv = self.client_router.recv_multipart
-        identities = self._identities
+        stats = self.stats
         for _ in range(self.s.drain):
             try:
                 parts = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if parts and parts[0] not in identities:
-                self._learn(parts[0])
+            if len(parts) == 2 and parts[1][:1] == b"\x00" \
+                    and len(parts[1]) <= self.s.max_frame_bytes:
+                stats["control"] += 1
+                self._hello(parts[0], parts[1])
+                continue
             payload = self._check(parts)
             if payload is not None:
                 frames.extend(split_frames(payload))
         return frames
 
-    def _learn(self, identity: bytes) -> None:
-        served = parse_client_identity(identity, self.clients)
-        if served is None:
-            self.stats["unknown-client-identity"] += 1
+    def _hello(self, identity: bytes, payload: bytes) -> None:
+        """Route every client of a HELLO whose entry is fresh and carries a valid MAC to the
+        connection ``identity``. Cheap checks first (form, client id, counter); the first
+        bad MAC ends the message (a correct client never sends one), so a forged HELLO
+        costs one MAC check."""
+        stats = self.stats
+        parsed = parse_hello(payload)
+        if parsed is None:
+            if payload == b"\x00hello":
+                stats["dropped-hello-unauthenticated"] += 1      # the pre-issue-14 HELLO
+            elif payload.startswith(HELLO):
+                stats["dropped-hello-malformed"] += 1
+            else:
+                stats["dropped-control-unknown"] += 1
             return
-        if len(self._identities) >= IDENTITIES_MAX:
-            self._identities.clear()
-        self._identities.add(identity)
+        counter, entries = parsed
+        macs = self.macs
+        if macs is None:
+            stats["dropped-hello-no-keys"] += 1
+            return
+        known = self._hello_counter
         routes = self.routes
-        for cid in served:
-            routes[cid] = identity
-        self.stats["client-routes-learned"] += 1
+        for cid, tag in entries:
+            if cid >= self.clients:
+                stats["dropped-hello-unknown-client"] += 1
+                continue
+            if counter <= known[cid]:
+                stats["dropped-hello-stale"] += 1              # a replay, or reordered
+                continue
+            if not macs.verify(client_party(cid), hello_statement(self.id, cid, counter, identity),
+                               tag):
+                stats["dropped-hello-bad-mac"] += 1
+                return
+            known[cid] = counter
+            if routes.get(cid) != identity:
+                routes[cid] = identity
+                stats["client-routes-learned"] += 1
 
     def monitor_events(self, mon: zmq.Socket) -> list[tuple[str, str]]:
         events = self.monitored.events(mon)
@@ -365,9 +440,9 @@ class ReplicaTransport:
             try:
                 sock.send_multipart((identity, message), zmq.NOBLOCK)
             except zmq.Again:
-                self.stats["reply-queue-full"] += 1
+                self.stats["dropped-reply-queue-full"] += 1
             except zmq.ZMQError:                     # EHOSTUNREACH: the client went away
-                self.stats["reply-unroutable"] += 1
+                self.stats["dropped-reply-unroutable"] += 1
             else:
                 self.stats["out-messages"] += 1
                 self.stats["out-bytes"] += len(message)
@@ -379,49 +454,101 @@ class ReplicaTransport:
 
 
 class ClientTransport:
-    """The DEALERs of one client process (clients ``first..last``) to every replica."""
+    """The DEALERs of one client process (clients ``first..last``) to every replica.
+
+    ``macs[j]`` is client ``first + j``'s MacKeys: every HELLO carries one MAC per client.
+    Each connection has an identity of its own, new whenever the socket is reopened (after
+    the connection went down), so a replica that still holds the old connection never
+    refuses the new one and nobody who learnt the old identity can stand in for us."""
 
     def __init__(self, ctx: zmq.Context, cluster, first: int, last: int,
-                 settings: Settings) -> None:
+                 settings: Settings, macs) -> None:
+        if len(macs) != last - first + 1:
+            raise ValueError("one MacKeys per client first..last")
         self.n = cluster.n
         self.s = settings
+        self.ctx = ctx
+        self.first, self.last = first, last
+        self.macs = list(macs)
         self.stats: Counter[str] = Counter()
         self.monitored = _Monitored(self.stats)
-        self.identity = client_identity(first, last)
-        self.dealers: list[zmq.Socket] = []
+        self.endpoints = [_endpoint(info.host, info.client_port) for info in cluster.replicas]
+        self.dealers: list[zmq.Socket] = [None] * self.n          # type: ignore[list-item]
+        self.identities: list[bytes] = [b""] * self.n
         self.monitor_of: dict[zmq.Socket, int] = {}
+        self.socket_of: dict[zmq.Socket, int] = {}
         self.up = [False] * self.n
+        self._counter = 0
         self.poller = zmq.Poller()
-        for info in cluster.replicas:
-            sock = ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.IDENTITY, self.identity)
-            _configure(sock, settings, router=False)
-            sock.connect(_endpoint(info.host, info.client_port))
-            self.dealers.append(sock)
-            mon = self.monitored.watch(sock, f"r{info.id}")
-            self.monitor_of[mon] = info.id
-            self.poller.register(sock, zmq.POLLIN)
-            self.poller.register(mon, zmq.POLLIN)
-        self.socket_of = {sock: i for i, sock in enumerate(self.dealers)}
+        for r in range(self.n):
+            self._open(r)
+
+    def _open(self, r: int) -> None:
+        identity = client_identity(self.first, self.last)
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, identity)
+        _configure(sock, self.s, router=False)
+        mon = self.monitored.watch(sock, f"r{r}")     # before connecting: no event missed
+        sock.connect(self.endpoints[r])
+        self.dealers[r] = sock
+        self.identities[r] = identity
+        self.socket_of[sock] = r
+        self.monitor_of[mon] = r
+        self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(mon, zmq.POLLIN)
+
+    def _reopen(self, r: int) -> None:
+        """Replace replica ``r``'s socket by a new one with a new identity."""
+        sock = self.dealers[r]
+        mon = next(m for m, i in self.monitor_of.items() if i == r)
+        for s in (sock, mon):
+            self.poller.unregister(s)
+        del self.socket_of[sock]
+        del self.monitor_of[mon]
+        self.monitored.forget(mon)
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        mon.close(0)
+        sock.close(0)
+        self.up[r] = False
+        self.stats["reopened"] += 1
+        self._open(r)
 
     def poll(self, timeout_ms: int) -> list[zmq.Socket]:
         return [sock for sock, _ in self.poller.poll(timeout_ms)]
 
     def monitor_events(self, mon: zmq.Socket) -> list[tuple[str, str]]:
         """Connection events of one replica; a completed connection gets a HELLO so the
-        replica learns to route INFORMs to this process."""
-        replica = self.monitor_of[mon]
+        replica learns to route INFORMs to it; one that went down is reopened with a new
+        identity (the caller must not use that replica's old socket afterwards)."""
+        r = self.monitor_of[mon]
         events = self.monitored.events(mon)
+        down = False
         for _, what in events:
             if what == "up":
-                self.up[replica] = True
-                try:
-                    self.dealers[replica].send(HELLO, zmq.NOBLOCK)
-                except zmq.Again:
-                    self.stats["hello-dropped"] += 1
+                self.up[r] = True
+                self.hello(r)
             elif what == "down":
-                self.up[replica] = False
+                self.up[r] = False
+                down = True
+        if down:
+            self._reopen(r)
         return events
+
+    def hello(self, r: int) -> None:
+        """Announce every client of this process to replica ``r`` on its connection."""
+        self._counter = max(self._counter + 1, time.time_ns() // 1000)
+        sock = self.dealers[r]
+        for message in pack_hellos(r, self.identities[r], self._counter, self.macs,
+                                   self.first):
+            try:
+                sock.send(message, zmq.NOBLOCK)
+            except zmq.Again:
+                self.stats["hello-dropped"] += 1
+            else:
+                self.stats["hello-sent"] += 1
 
     def drain(self, sock: zmq.Socket) -> list[bytes]:
         frames: list[bytes] = []
@@ -453,13 +580,11 @@ class ClientTransport:
                 self.stats["out-messages"] += 1
 
     def hello_all(self) -> None:
-        """Re-announce this process to every connected replica (cheap; a heartbeat)."""
-        for i, sock in enumerate(self.dealers):
-            if self.up[i]:
-                try:
-                    sock.send(HELLO, zmq.NOBLOCK)
-                except zmq.Again:
-                    self.stats["hello-dropped"] += 1
+        """Re-announce this process to every replica (a heartbeat: a HELLO that was dropped,
+        a connection whose "up" event was missed, or a replica that lost its routes, is made
+        good within an interval; without a connection the send fails and is counted)."""
+        for r in range(self.n):
+            self.hello(r)
 
     def close(self) -> None:
         self.monitored.close()
