@@ -163,10 +163,20 @@ def votes_not_durable():
 
 
 def pbft_commits_not_restored():
-    """A restarted PBFT replica forgets which slots it had prepared (its durable COMMITs
-    are not read back): a view change after a power cut can drop a committed batch."""
-    return _patch(pbft_mod.PBFTReplica, "restore_commit_votes",
-                  lambda self, commits, now, batches=None: None)
+    """A restarted PBFT replica forgets which slots it had prepared: its durable COMMITs
+    are read back neither into its slots nor as evidence (P_k), and its PREPAREs not as
+    evidence (Q_k) — a view change after a power cut can drop a committed batch. (Reading
+    back either one alone is enough since the evidence log of issue 13.)"""
+    evidence = restore_mod._restore_evidence
+
+    def patched(replica, store, report):
+        report.commit_votes = {}                  # nor into the slots afterwards
+        supports, report.support_votes = report.support_votes, {}
+        try:
+            return evidence(replica, store, report)
+        finally:
+            report.support_votes = supports       # the slots' own votes as before
+    return _patch(restore_mod, "_restore_evidence", patched)
 
 
 def corruption_check_skipped():
