@@ -56,8 +56,7 @@ class Pacemaker:
 
     def executed(self, latency_s: float) -> None:
         """A position executed ``latency_s`` after we first heard of it."""
-        if latency_s > self._slowest:
-            self._slowest = latency_s
+        self._slowest = max(self._slowest, latency_s)
 
     def stable(self) -> None:
         """A stable checkpoint: sustained progress. Halve the timeout if every position of

@@ -12,9 +12,9 @@
   (``test_a_late_fetch_reply_from_an_older_view_binds_nothing``).
 """
 import pytest
+from poe._core.codec import CheckpointProof
 
 from poe._core import codec
-from poe._core.codec import CheckpointProof
 from poe.crypto.base import replica
 from poe.crypto.statements import checkpoint_statement
 from poe.protocol.actions import Executed, Reply, RolledBack

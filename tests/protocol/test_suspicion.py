@@ -4,9 +4,9 @@ backup suspect a correct primary, and cost no pairing or signature check they ne
 from collections import Counter
 
 import pytest
+from poe._core.codec import CheckpointProof, VcEntry
 
 from poe._core import codec
-from poe._core.codec import CheckpointProof, VcEntry
 from poe.crypto.base import replica
 from poe.crypto.statements import vc_request_statement
 from poe.protocol.actions import SetTimer
