@@ -172,6 +172,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self._ahead_view = 0
         self._unserved_view = -1          # the view we last suspected for unserved clients
         self._fetch_served: dict[tuple[int, int, bytes], float] = {}   # FETCH answers
+        self._forwarded_at: dict[tuple[int, int], float] = {}   # client messages forwarded
         self.now = 0.0                   # time of the input being handled
 
     # ------------------------------------------------------------------ small helpers
@@ -409,8 +410,16 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             # primary applies is never grounds for suspicion) and its client really signed
             if batch.nops > self.config.batch_size:
                 return self._drop("request-too-large")
+            # one forward per message per retransmission timeout (§4.13): a client's
+            # retries, or two replicas in different views each taking the other for the
+            # primary (a ping-pong the swarm found, seed 795), cost us nothing more
+            if now - self._forwarded_at.get(key, -1e18) < self.config.retransmit_timeout_s:
+                return self._drop("request-forwarded-recently")
             if not self._client_signatures_ok(batch):
                 return self._drop("bad-client-signature")
+            if len(self._forwarded_at) >= self.config.forwarded_max:
+                self._forwarded_at.clear()
+            self._forwarded_at[key] = now
             self.stats["request-forwarded"] += 1
             out: list[Action] = [Send(self.primary, bytes(m.frame))]
             if key not in self.forwarded and len(self.forwarded) < self.config.forwarded_max:
