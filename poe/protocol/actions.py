@@ -65,7 +65,9 @@ class Persist:
 class Executed:
     """Batch ``seq`` (digest ``digest``, certified in ``view``) was executed; the ledger
     head is now ``block_hash``. Drivers append it to the ledger and checkers watch it;
-    ``batch`` and ``results`` are the executed batch and its kv results (read-only)."""
+    ``batch`` and ``results`` are the executed batch and its kv results (read-only);
+    ``prev`` is H(B_{seq-1}), the head it was chained to (a driver writing the turn's
+    actions after the turn may no longer find it in the replica)."""
 
     seq: int
     view: int
@@ -74,6 +76,7 @@ class Executed:
     requests: int
     batch: object = None
     results: object = None
+    prev: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,10 @@ class LedgerWriter:
 
     def _block(self, a: Executed) -> None:
         r = self.replica
-        prev = r.block_hashes.get(a.seq - 1)
+        # the head it was chained to, carried by the action: the replica may have moved on
+        # in the same turn (a stable checkpoint drops block_hashes below it), and the store's
+        # head may be a block of an older view above it (swarm PBFT seed 95, issue 13)
+        prev = a.prev if a.prev is not None else r.block_hashes.get(a.seq - 1)
         if prev is None or block_hash(a.seq, a.digest, prev) != a.block_hash:
             head = self.store.head()
             prev = head[1] if head is not None and head[0] == a.seq - 1 else \

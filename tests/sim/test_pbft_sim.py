@@ -93,6 +93,18 @@ PBFT_SEEDS = list(range(1, 13)) + [121]      # 121: a faulty INFORM moved the cl
 # restart), 136 (a committed no-op cut from the end of a new history), 905 (a prepared
 # batch stored nowhere)
 PBFT_DURABLE_SEEDS = [136, 295, 905]
+# view-change storms (issue 13), as drawn now: 95 (an incoming primary's crash and a power
+# cut: a block executed in the turn its checkpoint became stable was chained, in the store,
+# to a block of an older view; the replica then refused to restart)
+PBFT_STORM_SEEDS = [95]
+
+
+@pytest.mark.parametrize("seed", PBFT_STORM_SEEDS)
+def test_pbft_storm_seed_runs_clean(seed):
+    case = swarm.draw(seed, protocol="pbft")
+    assert case.vc_storms and case.durable
+    result = swarm.run_case(case)
+    assert result.violations == [], (result.violations, case.describe())
 
 
 @pytest.mark.parametrize("seed", PBFT_SEEDS + PBFT_DURABLE_SEEDS)

@@ -955,14 +955,16 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             results = self.kv.execute_noop(k)
         else:
             results = self.kv.execute(k, batch)
-        self.head = block_hash(k, slot.digest, self.head)
+        prev = self.head
+        self.head = block_hash(k, slot.digest, prev)
         self.block_hashes[k] = self.head
         self.k_exec = k
         slot.executed = True
         slot.results = results
         self._retain(k, slot.digest, batch, slot.cert_view)
         nops = batch.nops if batch is not None else 0
-        out.append(Executed(k, slot.cert_view, slot.digest, self.head, nops, batch, results))
+        out.append(Executed(k, slot.cert_view, slot.digest, self.head, nops, batch, results,
+                            prev))
         self.stats["executed-batches"] += 1
         self.stats["executed-requests"] += nops
         if batch is not None:
