@@ -51,6 +51,7 @@ SUPPORT_VOTES = 0            # window vote kind: SUPPORTs (MAC mode)
 CLIENT_RETRIES_BEFORE_SUSPECT = 3   # retries of an answered message that make us suspect
 FETCH_AHEAD = 32             # slots a lagging replica asks for at once
 FETCH_WANTED_MAX = 4         # digests a slot remembers having FETCHed
+FORWARDS_PER_TIMEOUT = 3     # forwards of one client message per retransmission timeout
 ZERO_DIGEST = b"\0" * 32     # FETCH for "whatever you hold at k"
 
 # authentication each kind must carry: every replica-to-replica frame is MAC-authenticated
@@ -172,7 +173,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self._ahead_view = 0
         self._unserved_view = -1          # the view we last suspected for unserved clients
         self._fetch_served: dict[tuple[int, int, bytes], float] = {}   # FETCH answers
-        self._forwarded_at: dict[tuple[int, int], float] = {}   # client messages forwarded
+        self._forwarded_at: dict[tuple[int, int], tuple[float, int]] = {}   # forwards
         self.now = 0.0                   # time of the input being handled
 
     # ------------------------------------------------------------------ small helpers
@@ -410,16 +411,19 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             # primary applies is never grounds for suspicion) and its client really signed
             if batch.nops > self.config.batch_size:
                 return self._drop("request-too-large")
-            # one forward per message per retransmission timeout (§4.13): a client's
-            # retries, or two replicas in different views each taking the other for the
-            # primary (a ping-pong the swarm found, seed 795), cost us nothing more
-            if now - self._forwarded_at.get(key, -1e18) < self.config.retransmit_timeout_s:
+            # a few forwards per message per retransmission timeout (§4.13): two replicas
+            # in different views, each taking the other for the primary, forwarded a message
+            # back and forth without end (swarm seed 795); retries and duplicates pass
+            since, count = self._forwarded_at.get(key, (-1e18, 0))
+            if now - since >= self.config.retransmit_timeout_s:
+                since, count = now, 0
+            if count >= FORWARDS_PER_TIMEOUT:
                 return self._drop("request-forwarded-recently")
             if not self._client_signatures_ok(batch):
                 return self._drop("bad-client-signature")
             if len(self._forwarded_at) >= self.config.forwarded_max:
                 self._forwarded_at.clear()
-            self._forwarded_at[key] = now
+            self._forwarded_at[key] = (since, count + 1)
             self.stats["request-forwarded"] += 1
             out: list[Action] = [Send(self.primary, bytes(m.frame))]
             if key not in self.forwarded and len(self.forwarded) < self.config.forwarded_max:
