@@ -129,3 +129,21 @@ def test_a_vc_request_with_more_entries_than_a_correct_replica_reports_is_droppe
     assert r1.on_message(codec.seal(frame, sig), 0.0) == []
     assert r1.drops == Counter({"vc-request-too-many-entries": 1})
     assert checks["verify_cert"] == 0
+
+
+def test_drops_are_counted_by_authenticated_sender_only(both):
+    """Issue 14: drop counters per sender where known. A frame with a valid MAC that a
+    handler drops counts against its sender; a forged frame counts only by reason."""
+    from poe.protocol.drops import DropCounter
+    h = both
+    r = h.replica(1)
+    assert isinstance(r.drops, DropCounter)
+    good = h.fetch(2, 1, 10 ** 6, b"\x00" * 32)            # far beyond any window
+    forged = good[:-32] + bytes(32)
+    r.on_message(forged, 0.0)
+    assert r.drops["bad-mac"] == 1
+    assert not r.drops.by_sender
+    r.on_message(good, 0.0)
+    assert sum(r.drops.values()) == 2, r.drops
+    assert set(r.drops.by_sender) == {(2, reason) for reason in r.drops if reason != "bad-mac"}
+    assert sum(r.drops.by_sender.values()) == 1

@@ -32,6 +32,7 @@ from poe.protocol.actions import (
     Action, Broadcast, Executed, Persist, Reply, SetTimer, Send, Stable,
 )
 from poe.protocol.config import ProtocolConfig
+from poe.protocol.drops import DropCounter
 from poe.protocol.pacemaker import Pacemaker
 from poe.protocol.poe.checkpoint import CheckpointTracker
 from poe.protocol.poe.clients import PendingSet, ReplyCache, first_bad_client_signature
@@ -161,7 +162,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.pacemaker = Pacemaker(config.view_change_timeout_s)   # T_exec / T_req (§4.12)
         self.diverged = False            # our executed prefix is not the agreed one (§4.6)
 
-        self.drops: Counter[str] = Counter()
+        self.drops = DropCounter()        # by reason; by MAC-authenticated sender too
         self.stats: Counter[str] = Counter()
         self._init_view_change()
         self._init_state_transfer()
@@ -287,7 +288,12 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             if m is None or key[0] <= self.window.low or self._ahead_view != self.view:
                 continue                         # moved past it meanwhile (state transfer)
             self.stats["replayed-ahead"] += 1
-            out.extend(self._handle_kept(m, now))
+            drops = self.drops
+            was, drops.sender = drops.sender, m.sender  # its drops are its sender's
+            try:
+                out.extend(self._handle_kept(m, now))
+            finally:
+                drops.sender = was
 
     def _handle_kept(self, m, now: float) -> list[Action]:
         """The handler of a kept next-window message (the PBFT baseline adds COMMIT)."""
@@ -307,6 +313,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
     def on_message(self, data: bytes, now: float) -> list[Action]:
         """A frame from the network (a replica or a client)."""
         self.now = now
+        drops = self.drops
+        drops.sender = -1
         try:
             m = codec.decode(data)
         except WireError:
@@ -325,6 +333,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if m.auth_kind == codec.AUTH_MAC and not self._macs.verify(
                 self._replicas[sender], m.signed, m.auth):
             return self._drop("bad-mac")
+        if m.auth_kind == codec.AUTH_MAC:
+            drops.sender = sender            # drops from here on are this replica's doing
         if kind == codec.SUPPORT:
             return self.on_support(m, now)
         if kind == codec.CERTIFY:
@@ -351,6 +361,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
 
     def on_timeout(self, kind: str, key: int, now: float) -> list[Action]:
         self.now = now
+        self.drops.sender = -1
         if kind == TIMER_BATCH:
             self.batch_timer = False
             out: list[Action] = []
