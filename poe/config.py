@@ -142,6 +142,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("protocol", "pending_requests_max", int, 100_000, "messages",
       "client messages the primary queues at most; beyond it requests are dropped",
       1, 10_000_000),
+    S("protocol", "client_pending_max", int, 1024, "messages",
+      "one client's share of the primary's queue; beyond it that client's messages are "
+      "dropped (keep it above the messages a client keeps outstanding)", 1, 10_000_000),
     S("protocol", "forwarded_max", int, 10_000, "messages",
       "client retries a backup forwards and tracks for T_req at most", 1, 10_000_000),
     S("protocol", "zero_payload", bool, False, "-",
@@ -251,6 +254,7 @@ class Config:
             batch_timeout_s=p.batch_timeout_s, window=p.window,
             checkpoint_period=p.checkpoint_period, retransmit_timeout_s=p.retransmit_timeout_s,
             reply_cache_size=p.reply_cache_size, pending_requests_max=p.pending_requests_max,
+            client_pending_max=p.client_pending_max,
             view_change_timeout_s=p.view_change_timeout_s,
             new_view_timeout_s=p.new_view_timeout_s, forwarded_max=p.forwarded_max,
             kv_seed=kv_seed, zero_payload=p.zero_payload, genesis=self.genesis())

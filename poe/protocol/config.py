@@ -27,6 +27,7 @@ class ProtocolConfig:
     retransmit_timeout_s: float = 0.5        # primary re-sends / backups fetch after this
     reply_cache_size: int = 100_000          # cached INFORMs (exactly-once answers), >= 64
     pending_requests_max: int = 100_000      # client messages the primary queues at most
+    client_pending_max: int = 1024           # of them from one client (its fair share)
     view_change_timeout_s: float = 1.0       # T_exec / T_req: suspect the primary after this
     new_view_timeout_s: float = 2.0          # T_nv base; doubles per failed view change
     forwarded_max: int = 10_000              # client retries a backup tracks for T_req

@@ -1194,7 +1194,12 @@ def test_client_retries_to_all_replicas_with_doubling_backoff_then_gives_up(ts):
             break
         sends = [a for a in out if isinstance(a, Send)]
         assert sorted(s.to for s in sends) == [0, 1, 2, 3]
-        assert all(s.data == frame for s in sends)
+        # the same message, as retry number len(times) + 1, sealed for each replica
+        for s in sends:
+            m = codec.decode(s.data)
+            assert m.signed[32:] == frame[32:]
+            assert m.auth_kind == codec.AUTH_MAC and m.seq == len(times) + 1
+            assert ts.suite(replica(s.to)).macs.verify(client(0), m.signed, m.auth)
         [timer] = [a for a in out if isinstance(a, SetTimer)]
         times.append(timer.at)
         at = timer.at

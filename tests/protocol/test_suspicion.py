@@ -147,3 +147,88 @@ def test_drops_are_counted_by_authenticated_sender_only(both):
     assert sum(r.drops.values()) == 2, r.drops
     assert set(r.drops.by_sender) == {(2, reason) for reason in r.drops if reason != "bad-mac"}
     assert sum(r.drops.by_sender.values()) == 1
+
+
+def _retry(H, m: bytes, to: int, attempt: int, *, cid: int = 0) -> bytes:
+    """Client ``cid``'s retransmission number ``attempt`` of ``m``, sealed for ``to``."""
+    from poe.crypto.base import client
+    from poe.protocol.poe.client import retry_frame
+    frame = retry_frame(codec.encode_request(m, 0), attempt)
+    return codec.seal(frame, H.suite(client(cid)).macs.mac(replica(to), frame))
+
+
+def _vc_request(H, sender: int, leaving: int) -> bytes:
+    genesis = CheckpointProof(0, b"\0" * 32, H.config.genesis, ())
+    frame = codec.encode_vc_request(sender, leaving, genesis, [])
+    return codec.seal(frame, H.suite(replica(sender)).signer.sign(vc_request_statement(frame)))
+
+
+def test_a_client_retrying_an_answered_message_forever_moves_no_view(both):
+    """Issue 14 class 2: a faulty client re-sends an answered message to a backup, sealed
+    and numbered like a correct client's retries, for twenty view-change timeouts. Every
+    replica is still in the view, so the client is not unserved: no suspicion."""
+    H = both
+    r1 = H.replica(1)
+    m = _answered(H, r1)
+    t = 0.0
+    for attempt in range(1, 21):
+        t += H.config.view_change_timeout_s
+        out = r1.on_message(_retry(H, m, 1, attempt), t)
+        assert [a.client for a in out if type(a).__name__ == "Reply"] == [0]
+    assert r1.status == "normal" and r1.stats["suspect-client-unserved"] == 0
+    assert r1.stats["retry-all-in-view"] > 0
+
+
+def test_an_unserved_client_moves_the_view_once_another_replica_left_it(both):
+    """The liveness trap decision 19 closes: replica 2 is alone in a view change, a faulty
+    replica stays silent, the client holds nf - 1 INFORMs and retries. Once replica 2's
+    VC-REQUEST is here, the client's authenticated retries make r1 suspect; replayed or
+    unauthenticated copies of the same retries never count."""
+    H = both
+    r1 = H.replica(1)
+    m = _answered(H, r1)
+    r1.on_message(_vc_request(H, 2, 0), 0.0)
+    assert r1.status == "normal"                 # one VC-REQUEST is not f + 1
+    timeout = H.config.view_change_timeout_s
+    first = _retry(H, m, 1, 1)
+    r1.on_message(first, timeout)
+    for t in (2 * timeout, 3 * timeout, 4 * timeout):     # replays and foreign seals
+        r1.on_message(first, t)
+        r1.on_message(_retry(H, m, 2, 7), t)              # sealed for replica 2
+        r1.on_message(codec.encode_request(m, 0), t)      # unsealed
+    assert r1.status == "normal"
+    assert r1.stats["retry-replayed"] == 3 and r1.stats["retry-unauthenticated"] == 6
+    r1.on_message(_retry(H, m, 1, 2), 4 * timeout)
+    out = r1.on_message(_retry(H, m, 1, 3), 5 * timeout)
+    assert r1.stats["suspect-client-unserved"] == 1 and r1.status == "view-change"
+    assert H.broadcasts(out, codec.VC_REQUEST)
+
+
+def test_one_client_gets_its_share_of_the_primary_s_queue_and_no_more(cluster):
+    """Issue 14 class 2: one client cannot fill the pending queue."""
+    H = cluster("ts", client_pending_max=2, batch_size=100, batch_timeout_s=1.0)
+    r0 = H.replica(0)
+    for t in (1, 2, 3):
+        r0.on_message(H.request(0, [ins(t, t, b"x")]), 0.0)
+    assert len(r0.pending) == 2 and r0.drops == Counter({"client-over-share": 1})
+    r0.on_message(H.request(1, [ins(1, 9, b"y")]), 0.0)
+    assert len(r0.pending) == 3 and r0.pending.of(1) == 1
+
+
+@pytest.mark.parametrize("executed, suspects", [(1, True), (2, False)])
+def test_a_forwarded_message_of_a_client_over_its_share_is_not_waited_for(cluster, executed,
+                                                                          suspects):
+    """A backup forwarded client 0's message x; the primary may drop it only if client 0
+    had its share queued. Once that many other messages of client 0 executed after the
+    forward, x is no longer waited for (T_req, §4.2); before that it still is."""
+    from poe.protocol.poe.view_change import TIMER_PROGRESS
+    H = cluster("ts", client_pending_max=2)
+    r1 = H.replica(1)
+    out = r1.on_message(H.request(0, [ins(100, 1, b"x")]), 0.0)
+    assert H.sends(out, codec.REQUEST) and r1.forwarded
+    others = [H.message(0, [ins(t, t, b"o")]) for t in range(1, 1 + executed)]
+    H.commit(r1, 1, others, 0.1)
+    assert r1.k_exec == 1
+    out = r1.on_timeout(TIMER_PROGRESS, 0, H.config.view_change_timeout_s + 0.2)
+    assert (r1.status == "view-change") is suspects, r1.stats
+    assert bool(r1.forwarded) is suspects

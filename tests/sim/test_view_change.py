@@ -356,3 +356,24 @@ def test_without_re_certification_the_hidden_certificate_wins(monkeypatch):
     # position J")
     with pytest.raises(AssertionError, match="§4.6 step 5"):
         _three_view_hidden_certificate_run()
+
+
+@pytest.mark.parametrize("mode", ["ts", "mac"])
+def test_a_replica_alone_in_a_view_change_with_a_silent_informer_is_not_a_trap(mode):
+    """Decision 19's liveness trap (issue 14 kept it closed): replica 3 agrees but never
+    INFORMs; correct replica 2 enters a view change alone (its timer fired, say, under
+    local load). Replicas 0, 1 and 3 keep executing, yet clients get nf - 1 INFORMs. The
+    clients' authenticated retries, together with replica 2's VC-REQUEST, make 0 and 1
+    suspect: the view moves and every request is proven."""
+    from poe.sim import adversary
+    sim = make(4, mode)
+    adversary.install(sim, 3, "withhold", clients=True)
+
+    def alone(_):
+        out = []
+        sim.replicas[2].suspect("local-timer", sim.loop.now, out)
+        sim._apply(2, out)
+    sim.at(0.01, alone)
+    finish(sim, 2_000, [0, 1, 2])
+    assert sum(sim.replicas[r].stats["suspect-client-unserved"] for r in (0, 1)) >= 1
+    assert {sim.replicas[r].view for r in (0, 1, 2)} == {1}

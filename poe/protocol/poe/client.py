@@ -25,6 +25,18 @@ from poe.protocol.config import ProtocolConfig
 TIMER_RETRY = "retry"
 
 
+def retry_frame(frame: bytes, attempt: int) -> bytes:
+    """The unsealed REQUEST ``frame`` as retransmission number ``attempt`` (>= 1): the
+    sequence field carries the number and the flags announce a MAC, which the client
+    appends per replica with their pairwise key. A replica counts only such retries of an
+    answered message toward "client unserved" (§4.12): no replica can forge one and a
+    replayed one carries a number already counted."""
+    b = bytearray(frame)
+    b[4:6] = (int.from_bytes(b[4:6], "little") & ~3 | codec.AUTH_MAC).to_bytes(2, "little")
+    b[24:32] = attempt.to_bytes(8, "little")
+    return bytes(b)
+
+
 @dataclass(frozen=True, slots=True)
 class Completed:
     """Message ``handle`` holds a proof of execution: nf replicas agree that it ran as
@@ -61,6 +73,7 @@ class _Pending:
     tally: Counter
     final: dict[int, tuple[int, bytes]]          # replica -> (seq, body) it says is final
     views: dict[int, int]                        # replica -> view of its latest INFORM
+    retries: int = 0                             # retransmissions so far
 
 
 class PoEClient:
@@ -212,7 +225,11 @@ class PoEClient:
                                         f"{self.deadline_s} s")]
         # retransmit to every replica (§2.4 step 3); backups forward it to the primary
         self.stats["retransmitted"] += 1
-        out: list = [Send(r, p.frame) for r in range(self.config.n)]
+        p.retries += 1
+        frame = retry_frame(p.frame, p.retries)
+        mac = self.crypto.macs.mac
+        out: list = [Send(r, codec.seal(frame, mac(self._replicas[r], frame)))
+                     for r in range(self.config.n)]
         p.backoff = min(p.backoff * 2, self.retry_timeout_max_s)
         out.append(SetTimer(TIMER_RETRY, key, min(now + p.backoff, p.deadline)))
         return out

@@ -86,13 +86,16 @@ class ReplyCache:
 
 
 class PendingSet:
-    """Client messages the primary has queued or proposed but not yet executed."""
+    """Client messages the primary has queued or proposed but not yet executed, at most
+    ``limit`` in all and ``share`` per client (§4.13: one client cannot fill the queue)."""
 
-    __slots__ = ("limit", "_keys")
+    __slots__ = ("limit", "share", "_keys", "_per_client")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, share: int | None = None) -> None:
         self.limit = limit
+        self.share = limit if share is None else share
         self._keys: set[tuple[int, int]] = set()
+        self._per_client: dict[int, int] = {}
 
     def __contains__(self, key: tuple[int, int]) -> bool:
         return key in self._keys
@@ -100,14 +103,32 @@ class PendingSet:
     def full(self) -> bool:
         return len(self._keys) >= self.limit
 
+    def over_share(self, client: int) -> bool:
+        """``client`` already has its share of the queue."""
+        return self._per_client.get(client, 0) >= self.share
+
+    def of(self, client: int) -> int:
+        return self._per_client.get(client, 0)
+
     def add(self, key: tuple[int, int]) -> None:
-        self._keys.add(key)
+        if key not in self._keys:
+            self._keys.add(key)
+            per = self._per_client
+            per[key[0]] = per.get(key[0], 0) + 1
 
     def discard(self, key: tuple[int, int]) -> None:
-        self._keys.discard(key)
+        if key in self._keys:
+            self._keys.remove(key)
+            per = self._per_client
+            left = per[key[0]] - 1
+            if left:
+                per[key[0]] = left
+            else:
+                del per[key[0]]
 
     def clear(self) -> None:
         self._keys.clear()
+        self._per_client.clear()
 
     def __len__(self) -> int:
         return len(self._keys)

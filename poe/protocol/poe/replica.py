@@ -149,7 +149,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.behind: codec.CheckpointProof | None = None  # stable proof above k_exec
 
         self.replies = ReplyCache(config.reply_cache_size)
-        self.pending = PendingSet(config.pending_requests_max)
+        self.pending = PendingSet(config.pending_requests_max, config.client_pending_max)
         self.open_messages: list[object] = []
         self.open_ops = 0
         self.ready: deque[Batch] = deque()
@@ -166,7 +166,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.stats: Counter[str] = Counter()
         self._init_view_change()
         self._init_state_transfer()
-        self._retries: dict[tuple[int, int], tuple[float, int]] = {}  # answered, retried
+        # answered messages a client retried: key -> (first retry, retries, last retry number)
+        self._retries: dict[tuple[int, int], tuple[float, int, int]] = {}
         # PROPOSE / SUPPORT / CERTIFY of this view for the next window, kept until our window
         # moves (a replica one checkpoint behind would otherwise lose a whole window of votes
         # and wait a retransmission timeout for each slot): (k, kind, sender) -> message
@@ -395,24 +396,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                     and (cached[0] != self.view or not cached[2][4] & codec.FLAG_FINAL):
                 cached = self._refresh_final_reply(key, cid, cached)
             out: list[Action] = [Reply(cid, cached[2])]
-            if self.status == NORMAL and cached[0] == self.view and not self.is_primary \
-                    and self._client_signatures_ok(batch):
-                # only a retry its client really signed counts (§4.12: unauthenticated
-                # traffic is never grounds for suspicion); the answer itself needs no check
-                # the client keeps retrying, for longer than a view-change timeout, a message
-                # we executed and answered in this view: fewer than nf replicas serve it
-                # (a correct replica may be stuck in a view change alone while a faulty one
-                # stays silent) -- suspect. A Byzantine client can cause this at most once
-                # per timeout and per view (a liveness cost, never a safety one).
-                first, retries = self._retries.get(key, (now, 0))
-                if len(self._retries) >= self.config.forwarded_max:
-                    self._retries.clear()
-                self._retries[key] = (first, retries + 1)
-                if retries + 1 >= CLIENT_RETRIES_BEFORE_SUSPECT \
-                        and now - first >= self.pacemaker.timeout_s \
-                        and self._unserved_view != self.view:
-                    self._unserved_view = self.view
-                    self.suspect("client-unserved", now, out)
+            if self.status == NORMAL and cached[0] == self.view and not self.is_primary:
+                self._count_unserved(m, key, now, out)
             return out
         if self.status != NORMAL:
             return self._drop("request-during-view-change")
@@ -438,13 +423,16 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.stats["request-forwarded"] += 1
             out: list[Action] = [Send(self.primary, bytes(m.frame))]
             if key not in self.forwarded and len(self.forwarded) < self.config.forwarded_max:
-                self.forwarded[key] = now       # T_req: the primary must execute it (§4.2)
+                # T_req: the primary must execute it (§4.2)
+                self.forwarded[key] = (now, self._served.get(cid, 0))
             self._arm_progress(now, out)
             return out
         if key in self.pending:
             return self._drop("request-pending")
         if self.pending.full():
             return self._drop("primary-overloaded")
+        if self.pending.over_share(cid):
+            return self._drop("client-over-share")     # §4.13: one client, one share
         if batch.nops > self.config.batch_size:
             # no backup accepts a batch above batch_size (§2.6 rule 5): it would stall k
             return self._drop("request-too-large")
@@ -466,6 +454,44 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.batch_timer = True
             out.append(SetTimer(TIMER_BATCH, 0, now + self.config.batch_timeout_s))
         return out
+
+    def _count_unserved(self, m: codec.Request, key, now: float, out: list) -> None:
+        """A retry of a message we executed and answered in this view (decision 19, §4.12).
+
+        The client keeps retrying for longer than a view-change timeout: fewer than nf
+        replicas serve it. A correct replica may be stuck alone in a view change while a
+        faulty one stays silent; nothing else would ever move the view. Suspicion must be
+        earned, so a retry counts only when
+          * its client sealed it for us with our pairwise MAC and a retry number above the
+            last one we counted (a replica replaying REQUEST frames, or anyone replaying a
+            retry, cannot count one), and
+          * some other replica has asked to leave this view (a VC-REQUEST for it or a later
+            one): while every replica stays in the view, all nf correct ones execute and
+            answer, and a retrying client is faulty or impatient, never unserved.
+        A faulty client alone therefore causes no view change; one faulty replica alone
+        cannot make a correct client retry."""
+        if m.auth_kind != codec.AUTH_MAC or not self._macs.verify(
+                self._client(m.client), m.signed, m.auth):
+            self.stats["retry-unauthenticated"] += 1
+            return
+        first, retries, attempt = self._retries.get(key, (now, 0, 0))
+        if m.seq <= attempt:
+            self.stats["retry-replayed"] += 1
+            return
+        if len(self._retries) >= self.config.forwarded_max:
+            self._retries.clear()
+        retries += 1
+        self._retries[key] = (first, retries, m.seq)
+        if retries < CLIENT_RETRIES_BEFORE_SUSPECT or now - first < self.pacemaker.timeout_s \
+                or self._unserved_view == self.view:
+            return
+        view = self.view
+        if not any(sender != self.id and max(held) >= view
+                   for sender, held in self.vc_requests.items()):
+            self.stats["retry-all-in-view"] += 1
+            return
+        self._unserved_view = view
+        self.suspect("client-unserved", now, out)
 
     def _refresh_final_reply(self, key, cid: int, cached):
         """A retried message executed at a position at or below our stable checkpoint: that
@@ -1003,6 +1029,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             pending.discard(key)
             if forwarded:
                 forwarded.pop(key, None)
+                self._served[cid] = self._served.get(cid, 0) + 1
             if results.all_duplicate(i):
                 cached = self.replies.get(key)
                 if cached is not None:       # a re-submitted message: its original answer

@@ -211,7 +211,9 @@ class ViewChangeMixin:
         self.progress_armed = False
         self.progress_mark = -1
         self.nv_armed_for = -1
-        self.forwarded: dict[tuple[int, int], float] = {}
+        # T_req: messages we forwarded -> (when, their client's executed count then)
+        self.forwarded: dict[tuple[int, int], tuple[float, int]] = {}
+        self._served: dict[int, int] = {}       # client -> messages executed while forwarding
         self._vc_verified: set[bytes] = set()   # VC-REQUEST frames already checked
         self._nv_served: dict[int, float] = {}  # replica -> when we last sent it our NV-PROPOSE
         self._reported: dict[int, int] = {}     # k -> highest evidence view we reported
@@ -230,6 +232,7 @@ class ViewChangeMixin:
         out: list = []
         if self.status != NORMAL:
             return out
+        self.forwarded_expired(now)             # drops what is no longer waited for
         waiting = self.forwarded or self.max_seen > self.k_exec or (
             self.history is not None and self.h_next <= self.history.k_max)
         if not waiting:
@@ -249,8 +252,26 @@ class ViewChangeMixin:
         return out
 
     def forwarded_expired(self, now: float) -> bool:
+        """T_req (§4.2): a message we forwarded has waited a timeout. A message stops
+        being waited for when it executes, or once ``client_pending_max`` other messages of
+        its client executed after we forwarded it: that client had more than its share
+        queued, so a correct primary may have dropped it (§4.13); a correct client keeps
+        fewer outstanding and its retries are forwarded afresh."""
+        forwarded = self.forwarded
+        if not forwarded:
+            self._served.clear()
+            return False
         timeout = self.pacemaker.timeout_s
-        return any(now - t >= timeout for t in self.forwarded.values())
+        share = self.config.client_pending_max
+        served = self._served
+        expired = False
+        for key, (t, base) in list(forwarded.items()):
+            if served.get(key[0], 0) - base >= share:
+                del forwarded[key]
+                self.stats["forwarded-over-share"] += 1
+            elif now - t >= timeout:
+                expired = True
+        return expired
 
     def suspect(self, reason: str, now: float, out: list) -> None:
         """Local evidence against the primary (equivocation, invalid CERTIFY): §4.2."""
