@@ -22,8 +22,10 @@ import traceback
 from pathlib import Path
 
 from poe.baselines.pbft import replica as pbft_mod
+from poe._core import codec
 from poe.protocol.actions import Transferred
 from poe.protocol.poe import client as client_mod
+from poe.protocol.poe import clients as clients_mod
 from poe.protocol.poe import replica as replica_mod
 from poe.protocol.poe import view_change as vc_mod
 from poe.sim import swarm
@@ -227,9 +229,46 @@ def nv_propose_not_persisted():
                   lambda self, new_view, sender, frames, out: None)
 
 
+def certify_unauthenticated():
+    """CERTIFY is taken without a MAC again (the old decision 7): a keyless party naming
+    the primary with a bad certificate makes every backup suspect it (issue 14, class 1)."""
+    auth = dict(replica_mod.PoEReplica._auth)
+    auth[codec.CERTIFY] = (codec.AUTH_NONE, codec.AUTH_MAC)
+    return _patch(replica_mod.PoEReplica, "_auth", auth)
+
+
+def unserved_on_any_retry():
+    """Every retry of an answered message counts toward "client unserved", as long as the
+    client signed it, whoever else is in the view (the old rule; issue 14, class 2)."""
+    def patched(self, m, key, now, out):
+        first, retries, attempt = self._retries.get(key, (now, 0, 0))
+        self._retries[key] = (first, retries + 1, attempt)
+        if retries + 1 >= replica_mod.CLIENT_RETRIES_BEFORE_SUSPECT \
+                and now - first >= self.pacemaker.timeout_s and self._unserved_view != self.view:
+            self._unserved_view = self.view
+            self.suspect("client-unserved", now, out)
+    return _patch(replica_mod.PoEReplica, "_count_unserved", patched)
+
+
+def no_client_share():
+    """The primary queues any number of one client's messages (issue 14, class 2)."""
+    return _patch(clients_mod.PendingSet, "over_share", lambda self, client: False)
+
+
+def forwarded_waits_past_share():
+    """A backup waits for a forwarded message of a client however many of the client's
+    messages executed since: a flooder's message the primary dropped for its share costs
+    the primary its view (issue 14, class 2)."""
+    def patched(self, now):
+        timeout = self.pacemaker.timeout_s
+        return any(now - t >= timeout for t, _ in self.forwarded.values())
+    return _patch(vc_mod.ViewChangeMixin, "forwarded_expired", patched)
+
+
 _CORRUPTION_TEST = ("tests/storage/test_corruption.py::"
                     "test_a_flipped_byte_in_the_wal_stops_the_replica_naming_the_file_and_the_repair")
 _SURVIVE = "tests/sim/test_proofs_survive.py::"
+_SUSPICION = "tests/protocol/test_suspicion.py::"
 _CLASS1 = _SURVIVE + "test_a_proven_batch_survives_a_view_whose_votes_are_lost"
 _CLASS2 = _SURVIVE + "test_a_revived_old_certificate_finds_its_batch_body"
 _CLASS4A = _SURVIVE + "test_a_new_primary_restarted_from_its_store_still_knows_its_nv_propose"
@@ -245,6 +284,15 @@ MUTANT_TESTS = {
     "fetch-only-from-current-slot": {"poe": (_CLASS2 + "[4]",)},
     "nv-propose-not-persisted": {"poe": (_CLASS4A + "[ts-poe-4]", _CLASS4B + "[mac-poe-4]"),
                                  "pbft": (_CLASS4A + "[mac-pbft-4]",)},
+    "certify-unauthenticated": {"poe": (
+        _SUSPICION + "test_a_keyless_certify_flood_naming_the_primary_costs_nothing_and_"
+                     "suspects_no_one",)},
+    "unserved-on-any-retry": {"poe": (
+        _SUSPICION + "test_a_client_retrying_an_answered_message_forever_moves_no_view",)},
+    "no-client-share": {"poe": (
+        _SUSPICION + "test_one_client_gets_its_share_of_the_primary_s_queue_and_no_more",)},
+    "forwarded-waits-past-share": {"poe": (
+        _SUSPICION + "test_a_forwarded_message_of_a_client_over_its_share_is_not_waited_for",)},
 }
 
 MUTANTS = {                      # PoE (the default protocol)
@@ -263,6 +311,10 @@ MUTANTS = {                      # PoE (the default protocol)
     "bodies-of-dropped-positions-discarded": bodies_of_dropped_positions_discarded,
     "fetch-only-from-current-slot": fetch_only_from_current_slot,
     "nv-propose-not-persisted": nv_propose_not_persisted,
+    "certify-unauthenticated": certify_unauthenticated,
+    "unserved-on-any-retry": unserved_on_any_retry,
+    "no-client-share": no_client_share,
+    "forwarded-waits-past-share": forwarded_waits_past_share,
 }
 PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-client-f": pbft_client_accepts_f,
