@@ -6,6 +6,13 @@ What it is for: a collector that reads the replica's own counters when Prometheu
 loop feeds: the duration of a loop turn and of the store commit. Served by
 ``prometheus_client`` on a daemon thread from a private registry.
 
+Drops: ``poe_messages_dropped{replica, reason}`` counts every drop, the protocol's by its
+reason and the transport's as ``transport-<counter>`` (forged or malformed HELLOs, oversized
+messages, bad envelopes, full queues, failed handshakes); ``poe_messages_dropped_by_sender
+{replica, sender, reason}`` breaks down the protocol drops of frames whose MAC verified by
+the replica that sent them (issue 14: a forged frame never names anyone), so it is a subset
+of the first and at most n x reasons series.
+
 Must never: write to the replica or the runtime (the scrape thread only reads: it copies
 the counters, which are dicts, in one C-level call under the GIL), block the event loop, or
 expose anything secret.
@@ -16,6 +23,17 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LOOP_BUCKETS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
+
+
+def transport_drop_reason(key: str) -> str | None:
+    """The ``poe_messages_dropped`` reason of a transport counter, or None if it counts no
+    drop: every ``dropped-*`` / ``send-dropped-r<i>`` counter, oversized messages, garbage
+    from a socket monitor and connections whose ZMTP handshake failed (a peer speaking
+    garbage at the socket level), prefixed ``transport-``."""
+    if "drop" in key or key in ("oversized", "malformed", "monitor-garbage") \
+            or key.endswith("-handshake-failed"):
+        return "transport-" + key
+    return None
 
 
 class _Collector:
@@ -29,6 +47,7 @@ class _Collector:
         me = [str(rt.id)]
         stats = dict(r.stats)
         drops = dict(r.drops)
+        senders = dict(getattr(r.drops, "by_sender", None) or {})
         runtime = dict(rt.counters)
         transport = dict(rt.transport.stats) if rt.transport is not None else {}
 
@@ -71,10 +90,20 @@ class _Collector:
                                       labels=["replica", "reason"])
         for reason, n in sorted(drops.items()):
             dropped.add_metric(me + [reason], n)
-        for reason, n in sorted(transport.items()):
-            if "drop" in reason or reason in ("oversized", "malformed"):
-                dropped.add_metric(me + ["transport-" + reason], n)
+        for key, n in sorted(transport.items()):
+            reason = transport_drop_reason(key)
+            if reason is not None:
+                dropped.add_metric(me + [reason], n)
         yield dropped
+        # a subset of the protocol drops above (not to be added to them): those of frames
+        # whose MAC verified, by the replica that sent them; at most n x reasons series
+        by_sender = CounterMetricFamily(
+            "poe_messages_dropped_by_sender", "messages dropped after their MAC verified, by "
+            "sending replica and reason (a subset of poe_messages_dropped)",
+            labels=["replica", "sender", "reason"])
+        for (sender, reason), n in sorted(senders.items()):
+            by_sender.add_metric(me + [str(sender), reason], n)
+        yield by_sender
 
 
 class Metrics:

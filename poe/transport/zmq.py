@@ -4,8 +4,14 @@ What it is for: moving sealed protocol frames (docs/wire.md) between processes o
 
 * A replica binds two ROUTER sockets: one on its ``replica_port`` for the other replicas and
   one on its ``client_port`` for clients. It connects one DEALER to every other replica's
-  replica port, with identity ``b"r<id>"``; outgoing replica traffic leaves by those DEALERs,
-  replies to clients leave by the client ROUTER.
+  replica port, with a fresh random identity ``b"r<id>.<12 hex digits>"`` (readable in logs,
+  never trusted: the peer port routes nothing, every frame carries its sender and MAC);
+  outgoing replica traffic leaves by those DEALERs, replies to clients leave by the client
+  ROUTER. The peer port hands an identity over (ZMQ_ROUTER_HANDOVER), so a DEALER that
+  reconnects after a network fault gets its name back from a connection the ROUTER still
+  holds; the name being unguessable, nobody else can take a replica's connection over (with
+  the fixed name ``b"r<id>"`` a keyless peer connecting as ``r0`` cut the primary off from a
+  backup, and its flood changed the view: tests/system/test_flood.py).
 * A client process connects one DEALER to every replica's client port with a fresh random
   identity per connection (``b"c<first>-<last>.<12 hex digits>"``: readable in logs, never
   trusted). It sends a HELLO control message whenever a connection completes and every
@@ -63,7 +69,10 @@ assert _HELLO_ENTRY.size == 4 + MAC_SIZE
 
 
 def replica_identity(replica_id: int) -> bytes:
-    return b"r%d" % replica_id
+    """A fresh connection identity for replica ``replica_id``'s DEALER to a peer:
+    ``b"r<id>.<12 random hex digits>"``, unguessable so no other party can take the
+    connection over on the peer port (which allows handover). The name is for logs."""
+    return b"r%d." % replica_id + os.urandom(6).hex().encode()
 
 
 def client_identity(first: int, last: int | None = None) -> bytes:
@@ -200,8 +209,9 @@ def _configure(sock: zmq.Socket, s: Settings, *, router: bool, handover: bool = 
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
     if router:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)   # unroutable replies raise: we count them
-        # replicas: a restarted peer takes its identity back (its frames carry MACs, the
-        # peer port routes nothing). Clients: never (a connection in use is not taken over)
+        # replicas: a reconnecting peer takes its identity back (the identity is random per
+        # DEALER, so only that DEALER knows it; its frames carry MACs, the peer port routes
+        # nothing). Clients: never (a connection in use is not taken over)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1 if handover else 0)
     else:
         sock.setsockopt(zmq.IMMEDIATE, 1)          # no queue for a peer that is down
