@@ -42,7 +42,7 @@ enforced by the liveness checker for every message pending at the heal or submit
 has to expire after the heal at all — the correct replicas are either in a view with a
 working primary, or in a view change whose next primary is correct and only waits for
 VC-REQUESTs it could not hear — so each message also completes within ``RECOVERY_S`` =
-RETRY_MAX_S + 2 RT_S + 0.1 s = 1.4 s of the heal (or of its submission): a view change
+RETRY_MAX_S + 2 RT_S + 0.1 s = 1.3 s of the heal (or of its submission): a view change
 that has to wait for a T_nv after the heal (>= 0.6 s, plus the retry) would fail that.
 Observed: 1.01 s where the partition stopped progress (scenario 3, n = 4), a few ms elsewhere.
 
