@@ -176,6 +176,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self._unserved_view = -1          # the view we last suspected for unserved clients
         self._fetch_served: dict[tuple[int, int, bytes], float] = {}   # FETCH answers
         self._forwarded_at: dict[tuple[int, int], tuple[float, int]] = {}   # forwards
+        self._heard: set[int] = set()    # replicas that SUPPORTed in this view lately
         self.now = 0.0                   # time of the input being handled
 
     # ------------------------------------------------------------------ small helpers
@@ -650,6 +651,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if v != self.view or self.status != NORMAL:
             self.drops["support-wrong-view"] += 1
             return self._serve_new_view(m, now) if v < self.view else []
+        self._heard.add(m.sender)
         if not self.window.contains(k):
             if self._stash_ahead(m, k):
                 return []
@@ -1126,7 +1128,30 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.behind = None
         out.append(Stable(k, proof.state_digest, proof.chain_digest))
         self.stats["stable-checkpoints"] += 1
+        self._offer_new_view(out)
         self._window_moved(self.now, out)
+
+    def _offer_new_view(self, out: list[Action]) -> None:
+        """As the primary of a view we installed by NV-PROPOSE: a replica that sent no
+        SUPPORT of this view for a whole checkpoint interval may have missed the view change
+        (it was deaf while it happened; nobody re-sends a finished one and it may have
+        nothing to ask about). Send it our NV-PROPOSE, which proves itself: it installs the
+        view instead of waiting, left out, for the next view change. At most once per
+        interval and retransmission timeout per replica; a silent faulty replica costs one
+        frame per interval (§4.13)."""
+        heard, self._heard = self._heard, set()
+        frame = self.nv_frame
+        if frame is None or not self.is_primary or self.nv_sent != self.view \
+                or self.status != NORMAL:
+            return
+        now = self.now
+        for r in range(self.n):
+            if r == self.id or r in heard \
+                    or now - self._nv_served.get(r, -1e18) < self.config.retransmit_timeout_s:
+                continue
+            self._nv_served[r] = now
+            self.stats["nv-propose-offered"] += 1
+            out.append(Send(r, self._sealed_for(frame, r)))
 
     # ------------------------------------------------------------------ retransmission
 
