@@ -761,6 +761,48 @@ cdef inline int64_t _undo_lookup(const kv_state* s, const size_t* table, uint64_
         h = (h + 1) & mask
 
 
+cdef void _sort_snap_recs(kv_snap_rec* a, uint64_t n) noexcept nogil:
+    """Sort records by key: LSD radix sort, one pass per key byte that is not the same in
+    every record (stable, O(n) per pass); qsort for few records or without memory."""
+    cdef kv_snap_rec* tmp
+    cdef kv_snap_rec* src = a
+    cdef kv_snap_rec* dst
+    cdef kv_snap_rec* t
+    cdef size_t count[256]
+    cdef size_t total, c
+    cdef uint64_t i
+    cdef int shift, d
+    if n < 256:
+        qsort(a, n, sizeof(kv_snap_rec), kv_cmp_snap_rec)
+        return
+    tmp = <kv_snap_rec*>kv_malloc(n * sizeof(kv_snap_rec))
+    if tmp == NULL:
+        qsort(a, n, sizeof(kv_snap_rec), kv_cmp_snap_rec)
+        return
+    dst = tmp
+    for shift in range(0, 64, 8):
+        memset(count, 0, sizeof(count))
+        for i in range(n):
+            count[(src[i].key >> shift) & 0xff] += 1
+        if count[(src[0].key >> shift) & 0xff] == n:
+            continue                        # this byte is the same in every key
+        total = 0
+        for d in range(256):
+            c = count[d]
+            count[d] = total
+            total += c
+        for i in range(n):
+            d = <int>((src[i].key >> shift) & 0xff)
+            dst[count[d]] = src[i]
+            count[d] += 1
+        t = src
+        src = dst
+        dst = t
+    if src != a:
+        memcpy(a, src, n * sizeof(kv_snap_rec))
+    kv_free(tmp)
+
+
 cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
                             const unsigned char* digest):
     """Snapshot v1 (module doc) of the state before undo entries [start, undo_len), i.e. the
@@ -820,7 +862,7 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
                     crecs[nc].max_t = u.max_t          # UNDO_CLIENT_STATE: its window at seq
                     crecs[nc].bitmap = u.bitmap
             nc += 1
-        qsort(recs, n, sizeof(kv_snap_rec), kv_cmp_snap_rec)
+        _sort_snap_recs(recs, n)
         qsort(crecs, nc, sizeof(kv_client_rec), kv_cmp_client)
         size += nc * SNAP_CLIENT
         out = PyBytes_FromStringAndSize(NULL, size)
@@ -1173,6 +1215,17 @@ cdef class KVStore:
         if _refresh_digest(&self.st) < 0:
             raise MemoryError()
         return PyBytes_FromStringAndSize(<const char*>self.st.state_digest, 32)
+
+    def state_digest_full(self):
+        """``state_digest()`` recomputed from scratch: every bucket and the client table
+        rehashed, as if all were dirty (the reference the incremental digest must equal;
+        for tests and benchmarks, never needed by the protocol)."""
+        cdef uint32_t b
+        for b in range(<uint32_t>KV_BUCKETS):
+            self.st.buckets[b].dirty = 1
+        self.st.clients_dirty = 1
+        self.st.state_dirty = 1
+        return self.state_digest()
 
     def snapshot(self):
         """Canonical, versioned encoding of records and client table at executed_seq."""

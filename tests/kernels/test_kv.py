@@ -815,7 +815,9 @@ def test_checkpoints_under_random_load_match_full_recomputation(seed):
             eager[k] = s.snapshot()
             assert s.capture() == eager[k][40:72]
             # a full recomputation: restore hashes every bucket from scratch
-            assert kv.KVStore.restore(eager[k]).state_digest() == s.state_digest()
+            incremental = s.state_digest()
+            assert kv.KVStore.restore(eager[k]).state_digest() == incremental
+            assert s.state_digest_full() == incremental == s.state_digest()
             if k >= 24:
                 s.finalize(k - 16)
         if rng.random() < 0.05 and s.executed_seq > s.final_seq:
@@ -829,3 +831,26 @@ def test_checkpoints_under_random_load_match_full_recomputation(seed):
     records = {k: s.get(k) for k in range(4200) if s.get(k) is not None}
     clients = {c: s.client_state(c) for c in range(40) if s.client_state(c) is not None}
     assert s.state_digest() == reference_digest(records, clients)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_snapshot_of_many_random_keys_is_canonical(seed):
+    # enough records for the radix sort, keys over the whole 64-bit range (every byte)
+    import random
+    rng = random.Random(seed)
+    records = {rng.getrandbits(64): rng.randbytes(rng.randrange(0, 40)) for _ in range(3000)}
+    records.update({0: b"lo", MASK64: b"hi", 1 << 56: b"", (1 << 56) - 1: b"x"})
+    s = kv.KVStore(seed=seed)
+    s.load(records.items())
+    run(s, (7, [(1, 0, UPDATE, b"lo2")]))
+    records[0] = b"lo2"
+    snap = s.snapshot()
+    body = (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 1, len(records), 1)
+            + reference_digest(records, {7: (1, 1)})
+            + b"".join(struct.pack("<QH", k, len(records[k])) + records[k]
+                       for k in sorted(records))
+            + struct.pack("<IQQ", 7, 1, 1))
+    assert snap == body + hashlib.sha256(body).digest()
+    s.capture()
+    run(s, (7, [(2, MASK64, UPDATE, b"later")]))
+    assert s.snapshot_at(1) == snap
