@@ -1,8 +1,9 @@
 """Checkpoint snapshots are captured, not encoded, at each checkpoint (issue 15): whenever
 one is asked for (a peer's STATE-REQ, the store at a stable checkpoint), it must be exactly
 the state the replica checkpointed, even though the replica executed on since."""
-from poe._core import codec
 from poe._core.kv import KVStore
+
+from poe._core import codec
 from poe.protocol.config import ProtocolConfig
 from poe.sim.cluster import SimCluster, Workload
 
