@@ -20,7 +20,7 @@ CATEGORIES = [
     ("Ed25519 (client signatures, checkpoints)", ("ed25519.py",)),
     ("MAC (keyed BLAKE2b)", ("mac.py",)),
     ("ZeroMQ send/receive", ("socket.py", "garbage.py")),
-    ("kv snapshot at checkpoints", ("_snapshot_checkpoint",)),
+    ("kv snapshot at checkpoints", ("_snapshot_checkpoint", "snapshot_bytes")),
     ("kv execute", ("PoEReplica.execute",)),
     ("protocol (poe/protocol, poe/baselines)", ("/protocol/", "/baselines/", "<string>")),
     ("runtime and transport", ("/runtime/", "/transport/", "/bench/")),

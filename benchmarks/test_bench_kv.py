@@ -223,3 +223,140 @@ def test_kv_state_digest_after_one_batch(benchmark):
     digest = benchmark.pedantic(store.state_digest, setup=setup, rounds=ROUNDS // 4,
                                 iterations=1)
     assert len(digest) == 32
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoints (issue 15): what a replica pays at every checkpoint, old against new, on the
+# same workload: a checkpoint every 64 batches (3,200 UPDATEs spread over ~96 % of the 1,024
+# digest buckets), the previous checkpoint finalized; the 64 batches run outside the timer.
+CHECKPOINT_ROUNDS = 60
+
+
+def checkpoint_runner():
+    """A store and a setup that executes the next 64 batches, then finalizes the previous
+    checkpoint (as a stable checkpoint would)."""
+    store, work = preloaded_c(), Workload()
+    store.capture()
+
+    def setup():
+        last = store.executed_seq
+        for _ in range(CHECKPOINT_PERIOD):
+            store.execute(store.executed_seq + 1, work.next_batch())
+        store.finalize(last)
+        return (), {}
+
+    return store, setup
+
+
+@pytest.mark.benchmark(group="kv-checkpoint")
+def test_kv_checkpoint_eager_snapshot(benchmark):
+    """The code replaced: state digest + snapshot() encoded at every checkpoint."""
+    store, setup = checkpoint_runner()
+
+    def checkpoint():
+        return store.state_digest(), store.snapshot()
+
+    benchmark.extra_info.update(CONFIG)
+    digest, snap = benchmark.pedantic(checkpoint, setup=setup, rounds=CHECKPOINT_ROUNDS,
+                                      iterations=1)
+    assert snap[40:72] == digest and len(snap) > RECORDS * VALUE_BYTES
+
+
+@pytest.mark.benchmark(group="kv-checkpoint")
+def test_kv_checkpoint_capture(benchmark):
+    """The new checkpoint: capture() (incremental digest, nothing encoded)."""
+    store, setup = checkpoint_runner()
+
+    def checkpoint():
+        return store.capture(), store.state_digest()
+
+    benchmark.extra_info.update(CONFIG)
+    captured, digest = benchmark.pedantic(checkpoint, setup=setup, rounds=CHECKPOINT_ROUNDS,
+                                          iterations=1)
+    assert captured == digest and store.captured[-1] == store.executed_seq
+
+
+@pytest.mark.benchmark(group="kv-checkpoint")
+def test_kv_checkpoint_snapshot_at_when_asked(benchmark):
+    """What a STATE-REQ or the store pays, only when it asks: snapshot_at(k) of the last
+    checkpoint after 32 more batches (its undo entries overlay the current state)."""
+    store, work = preloaded_c(), Workload()
+    seq = [0]
+
+    def setup():
+        for _ in range(CHECKPOINT_PERIOD):
+            store.execute(store.executed_seq + 1, work.next_batch())
+        store.finalize(seq[0])
+        seq[0] = store.executed_seq
+        store.capture()
+        for _ in range(CHECKPOINT_PERIOD // 2):
+            store.execute(store.executed_seq + 1, work.next_batch())
+        return (seq[0],), {}
+
+    benchmark.extra_info.update(CONFIG)
+    snap = benchmark.pedantic(store.snapshot_at, setup=setup, rounds=CHECKPOINT_ROUNDS // 2,
+                              iterations=1)
+    assert kv.KVStore.restore(snap).executed_seq == seq[0]
+
+
+@pytest.mark.benchmark(group="kv-checkpoint-digest")
+def test_kv_checkpoint_digest_full(benchmark):
+    """The state digest recomputed from scratch at a checkpoint (every bucket rehashed)."""
+    store, setup = checkpoint_runner()
+    benchmark.extra_info.update(CONFIG)
+    digest = benchmark.pedantic(store.state_digest_full, setup=setup,
+                                rounds=CHECKPOINT_ROUNDS, iterations=1)
+    assert digest == store.state_digest()
+
+
+@pytest.mark.benchmark(group="kv-checkpoint-digest")
+def test_kv_checkpoint_digest_incremental(benchmark):
+    """The incremental state digest at a checkpoint: the dirty buckets only (after 64
+    batches ~96 % of them; after one batch, test_kv_state_digest_after_one_batch, ~5 %)."""
+    store, setup = checkpoint_runner()
+    benchmark.extra_info.update(CONFIG)
+    digest = benchmark.pedantic(store.state_digest, setup=setup, rounds=CHECKPOINT_ROUNDS,
+                                iterations=1)
+    assert digest == store.state_digest_full()
+
+
+@pytest.mark.benchmark(group="kv-checkpoint-paired")
+def test_kv_checkpoint_paired_old_vs_new(benchmark):
+    """Old and new checkpoint paths on twin stores fed the same batches, measured in the
+    same round (the old one timed in the setup, just before the new one), so that load
+    from other processes hits both alike: the median of the per-round ratios
+    old / new is recorded in extra_info['paired_ratio_median']."""
+    import statistics
+    import time
+
+    new, old, work = preloaded_c(), preloaded_c(), Workload()
+    new.capture()
+    old_times = []
+
+    def setup():
+        last = new.executed_seq
+        for _ in range(CHECKPOINT_PERIOD):
+            b = work.next_batch()
+            new.execute(new.executed_seq + 1, b)
+            old.execute(old.executed_seq + 1, b)
+        new.finalize(last)
+        old.finalize(last)
+        t = time.perf_counter()
+        old.state_digest()
+        old.snapshot()                       # the old checkpoint: digest + eager snapshot
+        old_times.append(time.perf_counter() - t)
+        return (), {}
+
+    benchmark.extra_info.update(CONFIG)
+    digest = benchmark.pedantic(new.capture, setup=setup, rounds=CHECKPOINT_ROUNDS,
+                                iterations=1)
+    assert digest == old.state_digest()
+    assert new.snapshot_at(new.executed_seq) == old.snapshot()
+    new_times = benchmark.stats.stats.data
+    ratios = [o / n for o, n in zip(old_times, new_times)]
+    benchmark.extra_info["old_median_us"] = round(statistics.median(old_times) * 1e6, 1)
+    benchmark.extra_info["new_median_us"] = round(statistics.median(new_times) * 1e6, 1)
+    benchmark.extra_info["paired_ratio_median"] = round(statistics.median(ratios), 2)
+    print(f"\ncheckpoint old (digest + snapshot) {benchmark.extra_info['old_median_us']} us, "
+          f"new (capture) {benchmark.extra_info['new_median_us']} us, per-round ratio "
+          f"median {benchmark.extra_info['paired_ratio_median']}x")

@@ -75,3 +75,4 @@ cdef class KVStore:
     cdef readonly uint64_t final_seq
     cdef readonly uint64_t seed
     cdef readonly bint zero_payload
+    cdef dict captures               # captured checkpoint seq -> its state digest (bytes)

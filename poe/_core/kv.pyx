@@ -44,6 +44,14 @@ The trailing checksum catches corruption; the structural checks catch hostile in
 embedded digest must equal the restored store's digest. The protocol still compares that
 digest with the stable checkpoint's d_state (§5.5).
 
+Captured checkpoints (``capture`` / ``snapshot_at``, issue 15): a checkpoint costs only the
+digest refresh above; nothing is encoded. ``snapshot_at(k)`` encodes the state at a captured
+k later, from the current tables where, for each key (client) that changed after k, the
+first undo entry recorded after k's mark supplies its value (window) at k, or its absence.
+Execution only inserts and overwrites, so the result is byte for byte what ``snapshot()``
+returned at k. A capture lives while final_seq <= k <= executed_seq: a rollback below k
+or a finalize above k (whose undo entries are then gone) drops it, and so does a load.
+
 Values of ``load_sequential(count, value_size, seed)``: key i in [0, count) gets the first
 value_size bytes of u64(z_1) || u64(z_2) || ..., where s_0 = seed ^ (i * 0xd6e8feb86659fd93),
 s_j = s_{j-1} + 0x9e3779b97f4a7c15 and z_j = splitmix64's mix of s_j (all mod 2**64).
@@ -120,6 +128,11 @@ cdef extern from *:
         uint32_t x = ((const kv_client_rec *)a)->client, y = ((const kv_client_rec *)b)->client;
         return (x > y) - (x < y);
     }
+    typedef struct { uint64_t key; const unsigned char *val; uint32_t len; } kv_snap_rec;
+    static int kv_cmp_snap_rec(const void *a, const void *b) {
+        uint64_t x = ((const kv_snap_rec *)a)->key, y = ((const kv_snap_rec *)b)->key;
+        return (x > y) - (x < y);
+    }
     """
     void* kv_malloc(size_t n) nogil
     void* kv_calloc(size_t n, size_t size) nogil
@@ -135,6 +148,11 @@ cdef extern from *:
         uint64_t bitmap
         uint32_t client
     int kv_cmp_client(const void* a, const void* b) noexcept nogil
+    ctypedef struct kv_snap_rec:
+        uint64_t key
+        const unsigned char* val
+        uint32_t len
+    int kv_cmp_snap_rec(const void* a, const void* b) noexcept nogil
 
 cdef enum:
     KV_BUCKETS = 1024
@@ -149,6 +167,7 @@ cdef enum:
     SNAP_HEADER = 72
     SNAP_RECORD_MIN = 10
     SNAP_CLIENT = 20
+    KV_DIGEST_BUF = 2 * 4096 + 64    # bucket digest gather buffer (> 2 records of max size)
 
 cdef const char* BUCKET_TAG = b"PoE/KV-BUCKET/v1"       # 16 bytes
 cdef const char* STATE_TAG = b"PoE/STATE/v1"            # 12 bytes
@@ -606,24 +625,32 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
 
 
 cdef void _bucket_digest(kv_state* s, kv_bucket* b) noexcept nogil:
+    # the records are gathered into one buffer first: SHA-256 then runs over long
+    # contiguous runs instead of one 10-byte header and one short value at a time
     cdef poe_sha256_ctx ctx
-    cdef unsigned char hdr[10]
-    cdef uint32_t j
+    cdef unsigned char buf[KV_DIGEST_BUF]
+    cdef size_t fill = 16
+    cdef uint32_t j, n
     cdef int64_t i
     if not b.sorted:
         qsort(b.keys, b.n, sizeof(uint64_t), kv_cmp_u64)
         b.sorted = 1
     poe_sha256_init(&ctx)
-    poe_sha256_update(&ctx, BUCKET_TAG, 16)
+    memcpy(buf, BUCKET_TAG, 16)
     for j in range(b.n):
         i = _find(s, b.keys[j])       # bucket keys mirror the table; never read slot -1
         if i < 0:
             continue
-        poe_wr64(hdr, b.keys[j])
-        poe_wr16(hdr + 8, <uint16_t>s.slots[i].len)
-        poe_sha256_update(&ctx, hdr, 10)
-        if s.slots[i].len:
-            poe_sha256_update(&ctx, s.slots[i].val, s.slots[i].len)
+        n = s.slots[i].len
+        if fill + SNAP_RECORD_MIN + n > KV_DIGEST_BUF:     # n <= POE_MAX_VALUE < half
+            poe_sha256_update(&ctx, buf, fill)
+            fill = 0
+        poe_wr64(buf + fill, b.keys[j])
+        poe_wr16(buf + fill + 8, <uint16_t>n)
+        if n:
+            memcpy(buf + fill + SNAP_RECORD_MIN, s.slots[i].val, n)
+        fill += SNAP_RECORD_MIN + n
+    poe_sha256_update(&ctx, buf, fill)
     poe_sha256_final(&ctx, b.digest)
     b.dirty = 0
 
@@ -684,6 +711,186 @@ cdef int _refresh_digest(kv_state* s) noexcept nogil:
     return 0
 
 
+cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask_out) noexcept nogil:
+    """For every key (clients: every client) named by undo entries [start, undo_len), the
+    index + 1 of the FIRST of them, in an open-addressing table (load factor <= 1/2, keyed
+    probe hash; 0 = empty); *mask_out = capacity - 1. NULL only when out of memory.
+    That entry recorded the key's state just before its first change after ``start``, i.e.
+    its state at the sequence number whose undo mark is ``start``."""
+    cdef uint64_t cap = KV_MIN_SLOTS, mask, h, key
+    cdef size_t u, e, n = s.undo_len - start
+    cdef size_t* table
+    cdef uint32_t kind
+    cdef bint is_client
+    while cap < 2 * <uint64_t>n:
+        cap <<= 1
+    table = <size_t*>kv_calloc(cap, sizeof(size_t))
+    if table == NULL:
+        return NULL
+    mask = cap - 1
+    for u in range(start, s.undo_len):
+        kind = s.undo[u].kind
+        is_client = kind == UNDO_CLIENT_ABSENT or kind == UNDO_CLIENT_STATE
+        if is_client != clients:
+            continue
+        key = s.undo[u].key
+        h = (_client_hash(s, <uint32_t>key) if clients else _slot_hash(s, key)) & mask
+        while True:
+            e = table[h]
+            if e == 0:
+                table[h] = u + 1
+                break
+            if s.undo[e - 1].key == key:    # a later change of the same key: not the first
+                break
+            h = (h + 1) & mask
+    mask_out[0] = mask
+    return table
+
+
+cdef inline int64_t _undo_lookup(const kv_state* s, const size_t* table, uint64_t mask,
+                                 uint64_t key, bint clients) noexcept nogil:
+    """Index of the first undo entry for key in a table of _undo_first, or -1."""
+    cdef uint64_t h = (_client_hash(s, <uint32_t>key) if clients else _slot_hash(s, key)) & mask
+    cdef size_t e
+    while True:
+        e = table[h]
+        if e == 0:
+            return -1
+        if s.undo[e - 1].key == key:
+            return <int64_t>(e - 1)
+        h = (h + 1) & mask
+
+
+cdef void _sort_snap_recs(kv_snap_rec* a, uint64_t n) noexcept nogil:
+    """Sort records by key: LSD radix sort, one pass per key byte that is not the same in
+    every record (stable, O(n) per pass); qsort for few records or without memory."""
+    cdef kv_snap_rec* tmp
+    cdef kv_snap_rec* src = a
+    cdef kv_snap_rec* dst
+    cdef kv_snap_rec* t
+    cdef size_t count[256]
+    cdef size_t total, c
+    cdef uint64_t i
+    cdef int shift, d
+    if n < 256:
+        qsort(a, n, sizeof(kv_snap_rec), kv_cmp_snap_rec)
+        return
+    tmp = <kv_snap_rec*>kv_malloc(n * sizeof(kv_snap_rec))
+    if tmp == NULL:
+        qsort(a, n, sizeof(kv_snap_rec), kv_cmp_snap_rec)
+        return
+    dst = tmp
+    for shift in range(0, 64, 8):
+        memset(count, 0, sizeof(count))
+        for i in range(n):
+            count[(src[i].key >> shift) & 0xff] += 1
+        if count[(src[0].key >> shift) & 0xff] == n:
+            continue                        # this byte is the same in every key
+        total = 0
+        for d in range(256):
+            c = count[d]
+            count[d] = total
+            total += c
+        for i in range(n):
+            d = <int>((src[i].key >> shift) & 0xff)
+            dst[count[d]] = src[i]
+            count[d] += 1
+        t = src
+        src = dst
+        dst = t
+    if src != a:
+        memcpy(a, src, n * sizeof(kv_snap_rec))
+    kv_free(tmp)
+
+
+cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
+                            const unsigned char* digest):
+    """Snapshot v1 (module doc) of the state before undo entries [start, undo_len), i.e. the
+    state at ``seq`` when start is seq's undo mark (start = undo_len: the current state),
+    whose state digest the caller passes. The store is only read: a value changed since is
+    taken from the undo entry that holds it, a key inserted since (first entry: absent) is
+    left out, and likewise for clients. Execution only inserts and overwrites (deletion
+    happens only by undo), so every key and client at ``seq`` is still in the tables."""
+    cdef size_t* ktab = NULL
+    cdef size_t* ctab = NULL
+    cdef uint64_t kmask = 0, cmask = 0, i, n = 0, nc = 0
+    cdef kv_snap_rec* recs = NULL
+    cdef kv_client_rec* crecs = NULL
+    cdef const kv_undo* u
+    cdef int64_t j
+    cdef size_t size = SNAP_HEADER + 32, pos
+    cdef bytes out
+    cdef unsigned char* p
+    try:
+        if start < s.undo_len:
+            ktab = _undo_first(s, start, False, &kmask)
+            ctab = _undo_first(s, start, True, &cmask)
+            if ktab == NULL or ctab == NULL:
+                raise MemoryError()
+        recs = <kv_snap_rec*>kv_malloc((s.records + 1) * sizeof(kv_snap_rec))
+        crecs = <kv_client_rec*>kv_malloc((s.nclients + 1) * sizeof(kv_client_rec))
+        if recs == NULL or crecs == NULL:
+            raise MemoryError()
+        for i in range(s.slot_mask + 1):
+            if not s.slots[i].used:
+                continue
+            recs[n].key = s.slots[i].key
+            recs[n].val = s.slots[i].val
+            recs[n].len = s.slots[i].len
+            if ktab != NULL:
+                j = _undo_lookup(s, ktab, kmask, recs[n].key, False)
+                if j >= 0:
+                    u = &s.undo[j]
+                    if u.kind == UNDO_KEY_ABSENT:      # inserted after seq
+                        continue
+                    recs[n].val = u.val                # UNDO_KEY_VALUE: its value at seq
+                    recs[n].len = u.len
+            size += SNAP_RECORD_MIN + recs[n].len
+            n += 1
+        for i in range(s.client_mask + 1):
+            if not s.clients[i].used:
+                continue
+            crecs[nc].client = s.clients[i].client
+            crecs[nc].max_t = s.clients[i].max_t
+            crecs[nc].bitmap = s.clients[i].bitmap
+            if ctab != NULL:
+                j = _undo_lookup(s, ctab, cmask, crecs[nc].client, True)
+                if j >= 0:
+                    u = &s.undo[j]
+                    if u.kind == UNDO_CLIENT_ABSENT:   # first request after seq
+                        continue
+                    crecs[nc].max_t = u.max_t          # UNDO_CLIENT_STATE: its window at seq
+                    crecs[nc].bitmap = u.bitmap
+            nc += 1
+        _sort_snap_recs(recs, n)
+        qsort(crecs, nc, sizeof(kv_client_rec), kv_cmp_client)
+        size += nc * SNAP_CLIENT
+        out = PyBytes_FromStringAndSize(NULL, size)
+        p = <unsigned char*>PyBytes_AS_STRING(out)
+        memcpy(p, SNAP_MAGIC, 16)
+        poe_wr64(p + 16, seq)
+        poe_wr64(p + 24, n)
+        poe_wr64(p + 32, nc)
+        memcpy(p + 40, digest, 32)
+        pos = SNAP_HEADER
+        for i in range(n):
+            poe_wr64(p + pos, recs[i].key)
+            poe_wr16(p + pos + 8, <uint16_t>recs[i].len)
+            if recs[i].len:
+                memcpy(p + pos + 10, recs[i].val, recs[i].len)
+            pos += SNAP_RECORD_MIN + recs[i].len
+        for i in range(nc):
+            _client_rec_encode(p + pos, &crecs[i])
+            pos += SNAP_CLIENT
+        poe_sha256(p, pos, p + pos)
+    finally:
+        kv_free(ktab)
+        kv_free(ctab)
+        kv_free(recs)
+        kv_free(crecs)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Python API
 
@@ -697,6 +904,7 @@ cdef int _check_index(Results r, Py_ssize_t i) except -1:
 cdef int _check_loadable(KVStore store) except -1:
     if store.executed_seq != 0 or store.st.undo_len != 0:
         raise ValueError("load is only allowed before the first batch (executed_seq == 0)")
+    store.captures.clear()              # a load is not undoable: the state at 0 changes
     return 0
 
 
@@ -778,6 +986,7 @@ cdef class KVStore:
         cdef uint64_t sd, cap
         cdef uint32_t b
         memset(&self.st, 0, sizeof(kv_state))
+        self.captures = {}
         if not 0 <= seed < 2 ** 64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         if not 0 <= capacity <= 2 ** 40:
@@ -965,6 +1174,8 @@ cdef class KVStore:
             raise AssertionError("kv: undo log inconsistent with the store")
         self.st.marks_len = <size_t>(k - self.final_seq)
         self.executed_seq = k
+        for j in [j for j in self.captures if j > k]:
+            del self.captures[j]            # that state is gone with its undo entries
 
     def finalize(self, uint64_t k):
         """Speculation is final up to k (stable checkpoint): free undo entries <= k.
@@ -989,6 +1200,8 @@ cdef class KVStore:
         for u in range(self.st.marks_len):
             self.st.marks[u] -= end
         self.final_seq = k
+        for j in [j for j in self.captures if j < k]:
+            del self.captures[j]            # its undo entries are freed
         # give back the memory of an unusually large speculative suffix
         if self.st.undo_cap > 65536 and self.st.undo_len < self.st.undo_cap // 4:
             cap = self.st.undo_len * 2 if self.st.undo_len * 2 > 1024 else 1024
@@ -1003,54 +1216,50 @@ cdef class KVStore:
             raise MemoryError()
         return PyBytes_FromStringAndSize(<const char*>self.st.state_digest, 32)
 
+    def state_digest_full(self):
+        """``state_digest()`` recomputed from scratch: every bucket and the client table
+        rehashed, as if all were dirty (the reference the incremental digest must equal;
+        for tests and benchmarks, never needed by the protocol)."""
+        cdef uint32_t b
+        for b in range(<uint32_t>KV_BUCKETS):
+            self.st.buckets[b].dirty = 1
+        self.st.clients_dirty = 1
+        self.st.state_dirty = 1
+        return self.state_digest()
+
     def snapshot(self):
         """Canonical, versioned encoding of records and client table at executed_seq."""
-        cdef uint64_t* keys
-        cdef kv_client_rec* recs
-        cdef uint64_t i, n = 0
-        cdef size_t size = SNAP_HEADER + 32 + self.st.nclients * SNAP_CLIENT, pos
-        cdef int64_t j
-        cdef bytes out
-        cdef unsigned char* p
         if _refresh_digest(&self.st) < 0:
             raise MemoryError()
-        keys = <uint64_t*>kv_malloc((self.st.records + 1) * sizeof(uint64_t))
-        if keys == NULL:
+        return _encode_snapshot(&self.st, self.st.undo_len, self.executed_seq,
+                                self.st.state_digest)
+
+    def capture(self):
+        """Keep the state at executed_seq for ``snapshot_at(executed_seq)``, encoding
+        nothing now (a checkpoint); returns its state digest. The undo log already holds
+        every value changed after it, so the state stays reachable until a rollback below
+        it or a finalize above it drops the capture (as does a load)."""
+        if _refresh_digest(&self.st) < 0:
             raise MemoryError()
-        for i in range(self.st.slot_mask + 1):
-            if self.st.slots[i].used:
-                keys[n] = self.st.slots[i].key
-                size += SNAP_RECORD_MIN + self.st.slots[i].len
-                n += 1
-        qsort(keys, n, sizeof(uint64_t), kv_cmp_u64)
-        recs = _clients_sorted(&self.st)
-        if recs == NULL:
-            kv_free(keys)
-            raise MemoryError()
-        try:
-            out = PyBytes_FromStringAndSize(NULL, size)
-            p = <unsigned char*>PyBytes_AS_STRING(out)
-            memcpy(p, SNAP_MAGIC, 16)
-            poe_wr64(p + 16, self.executed_seq)
-            poe_wr64(p + 24, self.st.records)
-            poe_wr64(p + 32, self.st.nclients)
-            memcpy(p + 40, self.st.state_digest, 32)
-            pos = SNAP_HEADER
-            for i in range(n):
-                j = _find(&self.st, keys[i])
-                poe_wr64(p + pos, keys[i])
-                poe_wr16(p + pos + 8, <uint16_t>self.st.slots[j].len)
-                if self.st.slots[j].len:
-                    memcpy(p + pos + 10, self.st.slots[j].val, self.st.slots[j].len)
-                pos += SNAP_RECORD_MIN + self.st.slots[j].len
-            for i in range(self.st.nclients):
-                _client_rec_encode(p + pos, &recs[i])
-                pos += SNAP_CLIENT
-            poe_sha256(p, pos, p + pos)
-        finally:
-            kv_free(keys)
-            kv_free(recs)
-        return out
+        digest = PyBytes_FromStringAndSize(<const char*>self.st.state_digest, 32)
+        self.captures[self.executed_seq] = digest
+        return digest
+
+    def snapshot_at(self, uint64_t k):
+        """The bytes ``snapshot()`` returned when checkpoint k was captured, encoded now from
+        the current state and the undo log. ValueError if k is not (or no longer) captured."""
+        cdef size_t start
+        digest = self.captures.get(k)
+        if digest is None or k < self.final_seq or k > self.executed_seq:
+            raise ValueError(f"no captured state at {k} (captured: {sorted(self.captures)})")
+        start = self.st.undo_len if k == self.executed_seq \
+            else self.st.marks[k - self.final_seq]
+        return _encode_snapshot(&self.st, start, k, <bytes>digest)
+
+    @property
+    def captured(self):
+        """Sequence numbers whose state ``snapshot_at`` can still encode, increasing."""
+        return sorted(self.captures)
 
     @staticmethod
     def restore(data, seed=0, zero_payload=False):

@@ -140,7 +140,7 @@ class LedgerWriter:
     def _stable(self, a: Stable) -> None:
         r = self.replica
         proof = r.checkpoints.stable
-        snapshot = r.snapshots.get(a.seq)
+        snapshot = r.snapshot_bytes(a.seq)     # encoded now if only captured (issue 15)
         if proof.seq != a.seq or snapshot is None:
             self.counters["stable-not-stored"] += 1
             return

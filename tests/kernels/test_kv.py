@@ -656,6 +656,7 @@ class KVMachine(RuleBasedStateMachine):
         model.records.update(preload)
         self.models = [model]               # models[k] = state after seq k
         self.final = 0
+        self.captured = {}                  # captured seq -> snapshot() at that seq
 
     @rule(messages=messages_strategy)
     def execute(self, messages):
@@ -670,6 +671,7 @@ class KVMachine(RuleBasedStateMachine):
         k = data.draw(st.integers(self.final, len(self.models) - 1))
         self.store.rollback_to(k)
         del self.models[k + 1:]
+        self.captured = {j: v for j, v in self.captured.items() if j <= k}
 
     @precondition(lambda self: len(self.models) > 1)
     @rule(data=st.data())
@@ -677,10 +679,24 @@ class KVMachine(RuleBasedStateMachine):
         k = data.draw(st.integers(0, len(self.models) - 1))
         self.store.finalize(k)
         self.final = max(self.final, k)
+        self.captured = {j: v for j, v in self.captured.items() if j >= self.final}
 
     @rule()
     def digest(self):
         assert self.store.state_digest() == self.models[-1].digest()
+
+    @rule()
+    def capture(self):
+        # what a checkpoint keeps: the eager snapshot is what snapshot_at must reproduce
+        k = self.store.executed_seq
+        snap = self.store.snapshot()
+        assert self.store.capture() == self.models[-1].digest() == snap[40:72]
+        self.captured[k] = snap
+
+    @rule()
+    def snapshots_of_captured_states(self):
+        for k, snap in self.captured.items():
+            assert self.store.snapshot_at(k) == snap
 
     @invariant()
     def same_contents(self):
@@ -688,6 +704,7 @@ class KVMachine(RuleBasedStateMachine):
             assert contents(self.store, KEYS) == self.models[-1].records
             assert (self.store.executed_seq, self.store.final_seq) == (
                 len(self.models) - 1, self.final)
+            assert self.store.captured == sorted(self.captured)
 
 
 KVMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
@@ -707,3 +724,133 @@ def test_noop_positions_count_as_executed_and_roll_back():
     assert s.get(5) == b"a" and s.executed_seq == 2
     s.rollback_to(1)
     assert s.executed_seq == 1 and s.state_digest() == digest
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoints (issue 15): the incremental digest equals a full recomputation, and a
+# captured checkpoint's snapshot, encoded later, is exactly the eager snapshot of then
+
+
+def same_bucket_keys(count, bucket=7):
+    keys, key = [], 0
+    while len(keys) < count:
+        if fmix64(key) >> 54 == bucket:
+            keys.append(key)
+        key += 1
+    return keys
+
+
+def test_bucket_digest_of_large_values_matches_the_definition():
+    # several maximal values in one bucket overflow the digest's gather buffer
+    keys = same_bucket_keys(6)
+    records = {k: bytes([i]) * codec.MAX_VALUE for i, k in enumerate(keys)}
+    records[keys[2]] = b""
+    s = kv.KVStore()
+    s.load(records.items())
+    assert s.state_digest() == reference_digest(records, {})
+    run(s, (1, [(1, keys[2], UPDATE, b"z" * codec.MAX_VALUE), (2, keys[0], UPDATE, b"")]))
+    records[keys[2]], records[keys[0]] = b"z" * codec.MAX_VALUE, b""
+    assert s.state_digest() == reference_digest(records, {1: (2, 0b11)})
+
+
+def test_snapshot_at_bounds():
+    s = kv.KVStore()
+    s.load_sequential(50, 8)
+    s.capture()
+    s.load_sequential(60, 8)               # a load changes the state at 0: capture dropped
+    assert s.captured == []
+    with pytest.raises(ValueError):
+        s.snapshot_at(0)
+    loaded = s.snapshot()
+    assert s.capture() == loaded[40:72] and s.snapshot_at(0) == loaded
+    for t in range(1, 7):
+        run(s, (1, [(t, t, UPDATE, b"x%d" % t)]), (2, [(t, 100 + t, INSERT, b"n")]))
+        s.capture()
+    with pytest.raises(ValueError):
+        s.snapshot_at(7)                    # never executed
+    s.rollback_to(4)                        # 5 and 6 are gone with their undo entries
+    assert s.captured == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        s.snapshot_at(5)
+    s.finalize(2)                           # 0 and 1: their undo entries are freed
+    assert s.captured == [2, 3, 4]
+    with pytest.raises(ValueError):
+        s.snapshot_at(1)
+    run(s, (3, [(1, 3, RMW, b"y")]), (1, [(5, 100 + 3, UPDATE, b"m")]))
+    r = kv.KVStore.restore(s.snapshot_at(3))
+    assert (r.executed_seq, r.get(3), r.get(4), r.get(103), r.get(104), len(r)) == \
+        (3, b"x3", kv.KVStore.restore(loaded).get(4), b"n", None, 63)
+    assert [r.client_state(c) for c in (1, 2, 3)] == [(3, 0b111), (3, 0b111), None]
+    with pytest.raises(ValueError):
+        s.snapshot_at(5)                    # executed again, not captured again
+    s.capture()
+    assert s.snapshot_at(5) == s.snapshot() and s.get(103) == b"m"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_checkpoints_under_random_load_match_full_recomputation(seed):
+    """2,000 keys, random READ/UPDATE/INSERT/RMW from 40 clients, a checkpoint every 8
+    batches, the stable one two checkpoints behind (finalized), rollbacks now and then
+    (undone inserts are deletions): at every checkpoint the incremental digest equals a
+    from-scratch one, and every held checkpoint encodes, later, its eager snapshot."""
+    import random
+    rng = random.Random(seed)
+    s = kv.KVStore(seed=seed, capacity=16)
+    s.load((k, rng.randbytes(rng.randrange(0, 120))) for k in range(0, 4000, 2))
+    t = {c: 0 for c in range(40)}
+    eager = {}                                         # checkpoint -> snapshot() then
+    for _ in range(120):
+        messages = []
+        for c in rng.sample(range(40), 10):
+            ops = []
+            for _ in range(rng.randrange(1, 4)):
+                t[c] += 1
+                code = rng.choice([READ, UPDATE, UPDATE, INSERT, RMW])
+                ops.append((t[c], rng.randrange(4200), code,
+                            b"" if code == READ else rng.randbytes(rng.randrange(0, 120))))
+            messages.append((c, ops))
+        run(s, *messages)
+        k = s.executed_seq
+        if k % 8 == 0:
+            eager[k] = s.snapshot()
+            assert s.capture() == eager[k][40:72]
+            # a full recomputation: restore hashes every bucket from scratch
+            incremental = s.state_digest()
+            assert kv.KVStore.restore(eager[k]).state_digest() == incremental
+            assert s.state_digest_full() == incremental == s.state_digest()
+            if k >= 24:
+                s.finalize(k - 16)
+        if rng.random() < 0.05 and s.executed_seq > s.final_seq:
+            back = rng.randrange(s.final_seq, s.executed_seq)
+            s.rollback_to(back)
+            eager = {j: v for j, v in eager.items() if j <= back}
+        eager = {j: v for j, v in eager.items() if j >= s.final_seq}
+        assert s.captured == sorted(eager)
+        for j, snap in eager.items():
+            assert s.snapshot_at(j) == snap
+    records = {k: s.get(k) for k in range(4200) if s.get(k) is not None}
+    clients = {c: s.client_state(c) for c in range(40) if s.client_state(c) is not None}
+    assert s.state_digest() == reference_digest(records, clients)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_snapshot_of_many_random_keys_is_canonical(seed):
+    # enough records for the radix sort, keys over the whole 64-bit range (every byte)
+    import random
+    rng = random.Random(seed)
+    records = {rng.getrandbits(64): rng.randbytes(rng.randrange(0, 40)) for _ in range(3000)}
+    records.update({0: b"lo", MASK64: b"hi", 1 << 56: b"", (1 << 56) - 1: b"x"})
+    s = kv.KVStore(seed=seed)
+    s.load(records.items())
+    run(s, (7, [(1, 0, UPDATE, b"lo2")]))
+    records[0] = b"lo2"
+    snap = s.snapshot()
+    body = (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 1, len(records), 1)
+            + reference_digest(records, {7: (1, 1)})
+            + b"".join(struct.pack("<QH", k, len(records[k])) + records[k]
+                       for k in sorted(records))
+            + struct.pack("<IQQ", 7, 1, 1))
+    assert snap == body + hashlib.sha256(body).digest()
+    s.capture()
+    run(s, (7, [(2, MASK64, UPDATE, b"later")]))
+    assert s.snapshot_at(1) == snap

@@ -3,7 +3,9 @@ nf matching CHECKPOINTs above what it executed, or an NV-PROPOSE whose checkpoin
 does not hold — fetches the state at that checkpoint from the replicas that signed it.
 
 What it is for: every replica keeps a kv snapshot taken when it executed each checkpoint
-position still inside its window, and the batches it executed in the last window. A replica
+position still inside its window (captured, not encoded: ``KVStore.capture`` costs only the
+incremental state digest, and ``snapshot_bytes`` encodes the state at k from the kv's undo
+log when a peer or the store first asks), and the batches it executed in the last window. A replica
 less than a window behind asks one signer of the proof at a time for the headers and batches
 from its own head up to the checkpoint (STATE-REQ(k_exec, k, headers+batches+snapshot)),
 checks that they chain from its head to the proof's chain digest (vouched for by nf
@@ -35,7 +37,8 @@ class StateTransferMixin:
     """Mixed into PoEReplica: snapshots at checkpoints, STATE-REQ / STATE-REPLY."""
 
     def _init_state_transfer(self) -> None:
-        self.snapshots: dict[int, bytes] = {}        # checkpoint seq -> kv snapshot
+        # checkpoint seq -> kv snapshot bytes, or the KVStore that captured it (not encoded yet)
+        self.snapshots: dict[int, bytes | KVStore] = {}
         self.transfer: CheckpointProof | None = None  # the checkpoint we are fetching
         self.transfer_sent_at = -1e18
         self.transfer_tries = 0
@@ -49,10 +52,28 @@ class StateTransferMixin:
     # ------------------------------------------------------------------ serving
 
     def _snapshot_checkpoint(self, k: int) -> None:
-        """Called when checkpoint k is executed: keep the state for lagging peers."""
-        self.snapshots[k] = self.kv.snapshot()
+        """Called when checkpoint k is executed: keep the state for lagging peers. Nothing
+        is encoded here (issue 15): the kv captures the state at k, which its undo log keeps
+        reachable until k is finalized past, and ``snapshot_bytes(k)`` encodes it when a
+        peer or the store asks for it."""
+        self.kv.capture()
+        self.snapshots[k] = self.kv
         for old in [s for s in self.snapshots if s < self.checkpoints.stable.seq]:
             del self.snapshots[old]
+
+    def snapshot_bytes(self, k: int) -> bytes | None:
+        """The kv snapshot of checkpoint k (``KVStore.snapshot`` bytes of the state at k),
+        or None if we do not hold it. Encoded at the first call, then kept."""
+        held = self.snapshots.get(k)
+        if held is None or isinstance(held, (bytes, bytearray, memoryview)):
+            return held
+        try:
+            data = held.snapshot_at(k)      # a KVStore that captured k
+        except ValueError:                  # rolled back below k since: that state is gone
+            del self.snapshots[k]
+            return None
+        self.snapshots[k] = data
+        return data
 
     def _retain(self, k: int, digest: bytes, batch, view: int) -> None:
         """Position k was executed: keep it for peers less than a window behind."""
@@ -88,8 +109,7 @@ class StateTransferMixin:
         replay = None
         if m.want & codec.WANT_BATCHES and m.from_seq < m.to_seq:
             replay = self._batches_for(m.from_seq + 1, m.to_seq)
-        snapshot = self.snapshots.get(m.to_seq)
-        if snapshot is None and replay is None:
+        if m.to_seq not in self.snapshots and replay is None:
             return self._drop("state-req-unavailable")
         if not self._once_per_timeout(self._served_at, m.sender, now):
             return self._drop("state-req-too-frequent")
@@ -98,6 +118,9 @@ class StateTransferMixin:
             frame = codec.encode_state_reply(self.id, m.from_seq, m.to_seq, replay[0],
                                              replay[1])
         else:
+            snapshot = self.snapshot_bytes(m.to_seq)     # encoded now, if not yet
+            if snapshot is None:
+                return self._drop("state-req-unavailable")
             self.stats["state-served"] += 1
             frame = codec.encode_state_reply(self.id, m.from_seq, m.to_seq, snapshot=snapshot)
         return [Send(m.sender, self._sealed_for(frame, m.sender))]
