@@ -4,6 +4,10 @@
 configurations, network faults, crashes, Byzantine replicas and clients, then a liveness
 phase) and prints their summed figures and every failing seed.
 
+``poe sim --adversary-table`` runs every single-faulty-party adversary of issue 14 against
+the identical fault-free run (poe.sim.adversary_table) and prints one row per adversary x
+fabric x n: view changes, throughput ratio, safety, PASS/FAIL.
+
 Every run is reproducible: the command line printed on a failure reruns it exactly.
 """
 from __future__ import annotations
@@ -61,6 +65,20 @@ def register(sub) -> None:
                        help="virtual seconds a client message may take once faults stop")
     swarm.add_argument("--verbose", "-v", action="store_true",
                        help="print one line per seed")
+    table = p.add_argument_group("one faulty party (issue 14)")
+    table.add_argument("--adversary-table", action="store_true",
+                       help="run every single-faulty-party adversary against the identical "
+                            "fault-free run and print the table (view changes, throughput "
+                            "ratio); exit 1 if a row fails")
+    table.add_argument("--n", default="4,7", metavar="N,N",
+                       help="cluster sizes of the table (default 4,7)")
+    table.add_argument("--fabrics", default="ts,mac,pbft", metavar="F,F",
+                       help="fabrics of the table: ts, mac, pbft (default all)")
+    table.add_argument("--adversaries", default=None, metavar="KIND,KIND",
+                       help="adversaries of the table (default: all of issue 14's)")
+    table.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                       help="simulated seconds per run (default 8)")
+    table.add_argument("--jobs", type=int, default=1, help="processes for the table")
     p.set_defaults(func=run)
 
 
@@ -92,9 +110,35 @@ def run_swarm(args: argparse.Namespace) -> int:
     return 1 if report.failing else 0
 
 
+def run_table(args: argparse.Namespace) -> int:
+    from poe.sim import adversary_table as at
+
+    try:
+        ns = [int(x) for x in args.n.split(",") if x]
+        fabrics = [x for x in args.fabrics.split(",") if x]
+        kinds = [x for x in args.adversaries.split(",") if x] if args.adversaries else None
+        for k in kinds or ():
+            at.family_of(k)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if any(f not in at.FABRICS for f in fabrics) or not fabrics:
+        raise CliError(f"--fabrics takes {', '.join(at.FABRICS)}")
+    if not ns or any(n < 4 for n in ns):
+        raise CliError("--n takes cluster sizes >= 4")
+    duration = at.DURATION_S if args.duration is None else args.duration
+    if duration <= 0 or args.jobs < 1:
+        raise CliError("--duration and --jobs must be positive")
+    rows = at.table(kinds, fabrics, ns, args.seed, duration, args.jobs)
+    for line in at.format_table(rows, args.seed, duration):
+        print(line)
+    return 0 if all(r.ok for r in rows) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     if args.swarm:
         return run_swarm(args)
+    if args.adversary_table:
+        return run_table(args)
     from poe.protocol.config import ConfigError, ProtocolConfig
     from poe.sim.cluster import SimCluster, Workload
     from poe.sim.network import LinkFaults

@@ -835,6 +835,567 @@ class FloodClient(ByzantineClient):
             self.counters["replayed"] += 1
 
 
+# ---------------------------------------------------------------------------------- issue 14
+#
+# One faulty party must not stall the cluster: the adversaries below each send one class of
+# input that a keyless party, one faulty client or one faulty backup can send, and count what
+# they sent. ``poe.sim.adversary_table`` runs each against the identical fault-free run.
+
+def _pool_batch(pool, limit: int, rng: random.Random) -> list[bytes] | None:
+    """Client messages from ``pool`` (signed by their clients) totalling at most ``limit``
+    operations, in a random order: a batch with valid client signatures but our choice."""
+    items = list(pool)
+    if not items:
+        return None
+    rng.shuffle(items)
+    chosen, ops = [], 0
+    for msg in items:
+        nops = int.from_bytes(msg[4:6], "little")
+        if ops + nops > limit:
+            continue
+        chosen.append(msg)
+        ops += nops
+    return chosen or None
+
+
+def _batch_messages(frame: bytes) -> list[bytes]:
+    try:
+        return [bytes(x) for x in codec.decode(frame).batch.messages()]
+    except (WireError, AttributeError):
+        return []
+
+
+class RequestReplayer(ByzantineReplica):
+    """Keeps the client messages it saw inside PROPOSEs and, every ``interval``, re-sends
+    ``burst`` of them as REQUESTs (validly signed by their clients, mostly already executed
+    and answered) to the other backups (never the primary)."""
+
+    kind = "replay-requests"
+    interval = 0.05
+
+    def __init__(self, inner, seed: int = 0, burst: int = 8) -> None:
+        super().__init__(inner, seed)
+        self.burst = burst
+        self.pool = _Reservoir(256, self.rng)
+
+    def receive(self, data, now):
+        if frame_kind(data) == codec.PROPOSE:
+            for msg in _batch_messages(data):
+                self.pool.offer(msg)
+        return data
+
+    def act(self, now):
+        items = self.pool.items
+        backups = [r for r in range(self.n) if r != self.id and r != self.inner.primary]
+        out = []
+        for _ in range(min(self.burst, len(items))):
+            frame = codec.encode_request(items[self.rng.randrange(len(items))])
+            for dst in backups:
+                out.append(Send(dst, frame))
+                self.counters["request-replayed"] += 1
+        return out
+
+
+class FetchReplyBinder(ByzantineReplica):
+    """FETCH-REPLYs that would bind slots to other digests: every ``interval``, unsolicited
+    ones for the next positions, each with a batch of real (validly signed) client messages
+    it chose, under that batch's digest or under another digest, and (TS) with a forged
+    certificate of the current view; and every FETCH-REPLY it owes is sent with another
+    batch (under the digest asked for, or under that batch's own)."""
+
+    kind = "bind-fetch-reply"
+    interval = 0.05
+
+    def __init__(self, inner, seed: int = 0, ahead: int = 4) -> None:
+        super().__init__(inner, seed)
+        self.ahead = ahead
+        self.pool: deque[bytes] = deque(maxlen=256)
+
+    def receive(self, data, now):
+        kind = frame_kind(data)
+        if kind == codec.PROPOSE or kind == codec.FETCH_REPLY:
+            self.pool.extend(_batch_messages(data))
+        elif kind == codec.REQUEST:
+            try:
+                self.pool.append(bytes(codec.decode(data).client_message))
+            except WireError:
+                pass
+        return data
+
+    def _reply(self, k: int, digest: bytes | None, cert: bool) -> bytes | None:
+        inner = self.inner
+        batch = _pool_batch(self.pool, inner.config.batch_size, self.rng)
+        if batch is None:
+            return None
+        from poe._core.digest import batch_digest
+        b = Batch.from_messages(batch)
+        if digest is None:
+            digest = batch_digest(b)
+        if cert:
+            signers = self.rng.sample(range(self.n), inner.nf)
+            return codec.encode_fetch_reply(self.id, k, digest, b, inner.view,
+                                            bitmap_from_ids(signers, self.n),
+                                            self.rng.randbytes(96))
+        return codec.encode_fetch_reply(self.id, k, digest, b)
+
+    def send(self, dst, frame, now):
+        if dst >= self.n or frame_kind(frame) != codec.FETCH_REPLY:
+            return ((dst, frame),)
+        m = codec.decode(frame)
+        swap = self._reply(m.seq, m.digest if self.rng.random() < 0.5 else None, False)
+        if swap is None:
+            return ((dst, frame),)
+        self.counters["fetch-reply-swapped"] += 1
+        return ((dst, self.reseal(swap, dst)),)
+
+    def act(self, now):
+        inner = self.inner
+        out = []
+        first = inner.k_exec + 1
+        for k in range(first, first + self.ahead):
+            what = self.rng.choice(("own-digest", "other-digest", "cert")
+                                   if inner.ts else ("own-digest", "other-digest"))
+            digest = self.rng.randbytes(32) if what == "other-digest" else None
+            frame = self._reply(k, digest, what == "cert")
+            if frame is None:
+                return out
+            self.counters[f"unsolicited-{what}"] += 1
+            self.to_all(lambda dst, frame=frame: self.reseal(frame, dst), out)
+        return out
+
+
+class EarlySupporter(ByzantineReplica):
+    """Every ``interval``: SUPPORTs (and, in PBFT, COMMITs) of the current view with random
+    digests for far positions — late in the window, at its top and in the next window —
+    each share really signed by its own threshold key (TS), MACed with its own keys."""
+
+    kind = "early-support"
+    interval = 0.05
+
+    def __init__(self, inner, seed: int = 0, burst: int = 6) -> None:
+        super().__init__(inner, seed)
+        self.burst = burst
+
+    def act(self, now):
+        inner = self.inner
+        rng = self.rng
+        window = inner.config.window
+        low = inner.checkpoints.stable.seq
+        view = inner.view
+        out = []
+        kinds = [codec.SUPPORT] + ([codec.COMMIT] if inner.config.protocol == "pbft" else [])
+        for _ in range(self.burst):
+            k = rng.choice((low + window // 2 + rng.randrange(1, window // 2 + 1),
+                            low + window, low + window + rng.randrange(1, window + 1),
+                            low + 4 * window + rng.randrange(window)))
+            digest = rng.randbytes(32)
+            kind = rng.choice(kinds)
+            if kind == codec.COMMIT:
+                frame = codec.encode_commit(self.id, view, k, digest)
+            else:
+                share = b""
+                if inner.ts:
+                    share = inner.crypto.threshold_signer.share_sign(
+                        support_statement(view, k, digest))
+                frame = codec.encode_support(self.id, view, k, digest, share)
+            self.counters["early-" + ("commit" if kind == codec.COMMIT else "support")] += 1
+            self.to_all(lambda dst, frame=frame: self.reseal(frame, dst), out)
+        return out
+
+
+class FetchFlooder(ByzantineReplica):
+    """Every ``interval``: FETCH(k, anything) and FETCH(k, a digest it knows) to every other
+    replica for ``burst`` positions of the window; counts what it sent and every FETCH-REPLY
+    (and byte) it got back: the amplification a faulty replica gets out of FETCH."""
+
+    kind = "fetch-flood"
+    interval = 0.01
+
+    def __init__(self, inner, seed: int = 0, burst: int = 16) -> None:
+        super().__init__(inner, seed)
+        self.burst = burst
+        self.digests: dict[int, bytes] = {}
+
+    def receive(self, data, now):
+        kind = frame_kind(data)
+        if kind == codec.FETCH_REPLY:
+            self.counters["replies-received"] += 1
+            self.counters["reply-bytes-received"] += len(data)
+        elif kind in (codec.PROPOSE, codec.SUPPORT, codec.CERTIFY) and len(data) >= 64:
+            if len(self.digests) > 4096:
+                self.digests.clear()
+            if kind == codec.PROPOSE:
+                try:
+                    from poe._core.digest import batch_digest
+                    self.digests[codec.peek(data)[3]] = batch_digest(codec.decode(data).batch)
+                except WireError:
+                    pass
+            else:
+                self.digests[codec.peek(data)[3]] = bytes(data[32:64])
+        return data
+
+    def act(self, now):
+        inner = self.inner
+        rng = self.rng
+        low = inner.checkpoints.stable.seq
+        window = inner.config.window
+        out = []
+        for _ in range(self.burst):
+            k = low + 1 + rng.randrange(window)
+            digest = self.digests.get(k, b"\0" * 32) if rng.random() < 0.5 else b"\0" * 32
+            frame = codec.encode_fetch(self.id, k, digest)
+            for dst in range(self.n):
+                if dst != self.id:
+                    sealed = self.reseal(frame, dst)
+                    out.append(Send(dst, sealed))
+                    self.counters["fetches-sent"] += 1
+                    self.counters["fetch-bytes-sent"] += len(sealed)
+        return out
+
+    def amplification(self) -> float:
+        sent = self.counters["fetch-bytes-sent"]
+        return self.counters["reply-bytes-received"] / sent if sent else 0.0
+
+
+class HugeViewChangeRequester(ByzantineReplica):
+    """Every ``interval``: a VC-REQUEST leaving the current view, signed with its own key,
+    with far more entries than a correct replica reports (``factor`` x window x (n + 8)
+    fabricated certificates or votes), one with a full window of them, and one of those
+    for a view above the last it sent (so no duplicate check spares its receivers)."""
+
+    kind = "huge-vc-request"
+    interval = 0.1
+
+    def __init__(self, inner, seed: int = 0, factor: int = 2) -> None:
+        super().__init__(inner, seed)
+        self.factor = factor
+
+    def _entries(self, count: int) -> list:
+        inner = self.inner
+        rng = self.rng
+        low = inner.checkpoints.stable.seq
+        window = inner.config.window
+        out = []
+        for i in range(count):
+            k = low + 1 + i % window
+            if inner.ts:
+                signers = rng.sample(range(self.n), inner.nf)
+                out.append(codec.VcEntry(codec.ENTRY_CERT, k, inner.view, rng.randbytes(32),
+                                         bitmap_from_ids(signers, self.n), rng.randbytes(96)))
+            else:
+                out.append(codec.VcEntry(codec.ENTRY_SUPPORTED, k, inner.view,
+                                         rng.randbytes(32), b"", b""))
+        return out
+
+    def act(self, now):
+        inner = self.inner
+        window = inner.config.window
+        out = []
+        self.climb = max(getattr(self, "climb", 0), inner.view) + 1
+        for what, count, view in (("huge", self.factor * window * (self.n + 8) + 1, inner.view),
+                                  ("full", window, inner.view),
+                                  ("climbing", window, self.climb)):
+            frame = codec.encode_vc_request(self.id, view, inner.checkpoints.stable,
+                                            self._entries(count))
+            sealed = self.reseal(frame, -1)
+            self.to_all(lambda dst, sealed=sealed: sealed, out)
+            self.counters[f"vc-request-{what}"] += 1
+            self.counters["vc-request-entries"] += count
+        return out
+
+
+class GarbageProposer(ByzantineReplica):
+    """A backup cannot propose validly but can send PROPOSE-shaped frames: every
+    ``interval``, to every other replica, a PROPOSE of its own for the next positions
+    (a batch of real client messages), one above ``batch_size`` (also for the next window),
+    one naming the primary as sender (MACed with its own key) and one with random body
+    bytes (MACed with its own key)."""
+
+    kind = "garbage-propose"
+    interval = 0.05
+
+    def __init__(self, inner, seed: int = 0) -> None:
+        super().__init__(inner, seed)
+        self.pool: deque[bytes] = deque(maxlen=512)
+
+    def receive(self, data, now):
+        if frame_kind(data) == codec.PROPOSE:
+            self.pool.extend(_batch_messages(data))
+        return data
+
+    def _frames(self) -> list[tuple[str, bytes]]:
+        inner = self.inner
+        rng = self.rng
+        view, limit = inner.view, inner.config.batch_size
+        k = inner.k_exec + 1 + rng.randrange(4)
+        out = []
+        batch = _pool_batch(self.pool, limit, rng)
+        if batch is not None:
+            out.append(("own", codec.encode_propose(self.id, view, k, batch)))
+            out.append(("as-primary", codec.encode_propose(inner.primary, view, k, batch)))
+            big, ops = [], 0
+            for msg in self.pool:
+                big.append(msg)
+                ops += int.from_bytes(msg[4:6], "little")
+                if ops > limit:
+                    break
+            if ops > limit:
+                far = k + inner.config.window
+                out.append(("oversized", codec.encode_propose(self.id, view, k, big)))
+                out.append(("oversized-next-window",
+                            codec.encode_propose(self.id, view, far, big)))
+        body = rng.randbytes(rng.randrange(1, 2048))
+        frame = bytearray(codec.encode_propose(self.id, view, k, batch)) if batch else None
+        if frame is not None:
+            raw = bytes(frame[:12]) + len(body).to_bytes(4, "little") + bytes(frame[16:32]) \
+                + body
+            out.append(("random-body", raw))
+        return out
+
+    def act(self, now):
+        out = []
+        for what, frame in self._frames():
+            self.counters[f"propose-{what}"] += 1
+            self.to_all(lambda dst, frame=frame: self.reseal(frame, dst), out)
+        return out
+
+
+class AnsweredRetryClient(ByzantineClient):
+    """The "answered retry" attack: sends a fresh message to the primary every
+    ``fresh_every`` seconds and, once nf replicas answered it, keeps re-sending its
+    ``keep`` newest answered messages to every backup ``per_timeout`` times per
+    view-change timeout, forever."""
+
+    kind = "answered-retry"
+
+    def __init__(self, sim, seed: int = 0, start: float = 0.0, per_timeout: int = 4,
+                 fresh_every: float = 2.0, keep: int = 4) -> None:
+        self.interval = sim.config.view_change_timeout_s / per_timeout
+        super().__init__(sim, seed, start)
+        self.fresh_every = fresh_every
+        self.keep = keep
+        self.last_fresh = -1e18
+        self.waiting: dict[int, tuple[bytes, set]] = {}      # first t -> (frame, answered by)
+        self.answered: deque[bytes] = deque(maxlen=keep)
+
+    def on_message(self, data, now):
+        super().on_message(data, now)
+        try:
+            m = codec.decode(data)
+        except WireError:
+            return
+        if m.kind != codec.INFORM:
+            return
+        entry = self.waiting.get(m.first_request_id)
+        if entry is not None:
+            entry[1].add(m.sender)
+            if len(entry[1]) >= self.sim.config.nf:
+                del self.waiting[m.first_request_id]
+                self.answered.append(entry[0])
+                self.counters["answered"] += 1
+
+    def act(self, now):
+        cfg = self.sim.config
+        if now - self.last_fresh >= self.fresh_every:
+            self.last_fresh = now
+            t = self.next_t
+            frame = self.message(self.fresh_ops(1))
+            self.waiting = {t: (frame, set())}
+            self.send(cfg.primary(self.view), frame)
+            self.counters["fresh"] += 1
+        for frame in self.answered:
+            for r in range(self.n):
+                if r != cfg.primary(self.view):
+                    self.send(r, frame)
+                    self.counters["answered-retried"] += 1
+
+
+class OversizedClient(ByzantineClient):
+    """Every ``interval``: a message of its own, validly signed, with more operations than
+    ``batch_size`` (no batch may hold it), to every backup (and the primary)."""
+
+    kind = "oversized"
+    interval = 0.05
+
+    def act(self, now):
+        limit = self.sim.config.batch_size
+        count = min(codec.MAX_OPS_PER_MESSAGE, limit + 1 + self.rng.randrange(8))
+        if count <= limit:
+            return
+        frame = self.message(self.fresh_ops(count))
+        for r in range(self.n):
+            self.send(r, frame)
+            self.counters["oversized-sent"] += 1
+
+
+class PendingHogClient(ByzantineClient):
+    """One client hogging the primary's queue of pending messages: every ``interval``,
+    ``burst`` fresh, validly signed one-operation messages to the primary it believes in
+    (and no retries): it tries to keep the queue full so that correct clients' messages
+    find no room."""
+
+    kind = "hog-pending"
+    interval = 0.01
+
+    def __init__(self, sim, seed: int = 0, start: float = 0.0, burst: int = 200) -> None:
+        super().__init__(sim, seed, start)
+        self.burst = burst
+
+    def act(self, now):
+        primary = self.sim.config.primary(self.view)
+        for _ in range(self.burst):
+            self.send(primary, self.message(self.fresh_ops(1)))
+            self.counters["hog-sent"] += 1
+
+
+# ---------------------------------------------------------------------------------- keyless
+
+class KeylessActor:
+    """A party with no key at all (no replica, no client): it can only put bytes on the
+    network (``sim.inject``) and see what everyone sees — the traffic (``sim.tap``) and the
+    public progress of the cluster (views and positions are in every frame's header; it
+    reads them off correct replicas for brevity). Driven by ``act`` every ``interval``."""
+
+    kind = "keyless"
+    interval = 0.02
+
+    def __init__(self, sim, seed: int = 0, start: float = 0.0) -> None:
+        self.sim = sim
+        self.n = sim.n
+        self.rng = random.Random(seed)
+        self.active = True
+        self.counters: Counter[str] = Counter()
+        sim.keyless.append(self)
+        sim.at(sim.loop.now + start, self._tick)
+
+    def stop(self) -> None:
+        self.active = False
+
+    def _tick(self, _=None) -> None:
+        if not self.active:
+            return
+        self.act(self.sim.loop.now)
+        self.sim.at(self.sim.loop.now + self.interval, self._tick)
+
+    def observed(self):
+        """A correct replica (the public view, executed position and stable checkpoint)."""
+        sim = self.sim
+        for r in range(self.n):
+            if r not in sim.checker.byzantine and r not in sim.crashed:
+                return sim.replicas[r]
+        return sim.replicas[0]
+
+    def inject(self, dst: int, frame: bytes) -> None:
+        self.sim.inject(dst, frame, self.sim.net.faults.latency_s)
+
+    def fake_auth(self, frame: bytes, how: str) -> bytes:
+        """``frame`` (auth none) as sent: bare, with a MAC flag and a random tag, or with a
+        signature flag and a random signature."""
+        if how == "none":
+            return frame
+        b = bytearray(frame)
+        if how == "fake-mac":
+            b[4] = (b[4] & ~3) | codec.AUTH_MAC
+            return bytes(b) + self.rng.randbytes(codec.MAC_SIZE)
+        b[4] = (b[4] & ~3) | codec.AUTH_SIG
+        return bytes(b) + self.rng.randbytes(codec.SIG_SIZE)
+
+    def act(self, now: float) -> None:
+        pass
+
+
+class ForgedCertifier(KeylessActor):
+    """CERTIFY frames naming the current primary for the next positions, with invalid
+    certificates (random signature, nf signers in the bitmap), bare, with a fake MAC or a
+    fake signature, to every backup."""
+
+    kind = "forge-certify"
+
+    def __init__(self, sim, seed: int = 0, start: float = 0.0, burst: int = 4) -> None:
+        super().__init__(sim, seed, start)
+        self.burst = burst
+
+    def act(self, now):
+        r = self.observed()
+        rng = self.rng
+        view, primary, nf = r.view, self.sim.config.primary(r.view), self.sim.config.nf
+        for i in range(self.burst):
+            k = r.k_exec + 1 + i
+            signers = rng.sample(range(self.n), nf)
+            frame = codec.encode_certify(primary, view, k, rng.randbytes(32),
+                                         bitmap_from_ids(signers, self.n), rng.randbytes(96))
+            how = rng.choice(("none", "fake-mac", "fake-sig"))
+            for dst in range(self.n):
+                if dst != primary:
+                    self.inject(dst, self.fake_auth(frame, how))
+                    self.counters[f"certify-{how}"] += 1
+
+
+class ForgedCheckpointer(KeylessActor):
+    """CHECKPOINT frames claiming to be from each replica, for the next checkpoints and one
+    far ahead, with random digests and signatures, bare or with a fake MAC, to every
+    other replica."""
+
+    kind = "forge-checkpoint"
+
+    def act(self, now):
+        r = self.observed()
+        rng = self.rng
+        cfg = self.sim.config
+        period = cfg.checkpoint_period
+        low = r.checkpoints.stable.seq
+        for k in (low + period, low + 2 * period, low + cfg.window + period,
+                  low + 10 * cfg.window):
+            claimed = rng.randrange(self.n)
+            frame = codec.encode_checkpoint(claimed, k, rng.randbytes(32), rng.randbytes(32),
+                                            rng.randbytes(codec.SIG_SIZE))
+            how = rng.choice(("none", "fake-mac"))
+            for dst in range(self.n):
+                if dst != claimed:
+                    self.inject(dst, self.fake_auth(frame, how))
+                    self.counters[f"checkpoint-{how}"] += 1
+
+
+class ForgedRetrier(KeylessActor):
+    """Eavesdrops client REQUESTs on the network and re-sends them to the backups: with a
+    broken signature (a forged retry of a client's id), and — with probability
+    ``verbatim`` — unchanged (a network replay of a message its client signed)."""
+
+    kind = "forge-retry"
+
+    def __init__(self, sim, seed: int = 0, start: float = 0.0, burst: int = 4,
+                 verbatim: float = 0.0) -> None:
+        super().__init__(sim, seed, start)
+        self.burst = burst
+        self.verbatim = verbatim
+        self.seen = _Reservoir(256, self.rng)
+        previous = sim.tap
+
+        def tap(src, dst, data, previous=previous):
+            if previous is not None:
+                previous(src, dst, data)
+            if src >= self.n and frame_kind(data) == codec.REQUEST:
+                self.seen.offer(bytes(data))
+        sim.tap = tap
+
+    def act(self, now):
+        items = self.seen.items
+        if not items:
+            return
+        primary = self.sim.config.primary(self.observed().view)
+        for _ in range(self.burst):
+            frame = items[self.rng.randrange(len(items))]
+            if self.rng.random() >= self.verbatim:
+                frame = frame[:-codec.SIG_SIZE] + flip_byte(frame[-codec.SIG_SIZE:], self.rng)
+                what = "forged"
+            else:
+                what = "verbatim"
+            for dst in range(self.n):
+                if dst != primary:
+                    self.inject(dst, frame)
+                    self.counters[f"retry-{what}"] += 1
+
+
 # ---------------------------------------------------------------------------------- registry
 
 # name -> (class, primary only: misbehaves only as the primary of view 0)
@@ -849,11 +1410,29 @@ REPLICA_ADVERSARIES = {
     "forge-view-change": (ViewChangeForger, False),
     "mutate": (Mutator, False),
     "twins": (Twins, False),
+    # issue 14: one faulty backup
+    "replay-requests": (RequestReplayer, False),
+    "bind-fetch-reply": (FetchReplyBinder, False),
+    "early-support": (EarlySupporter, False),
+    "fetch-flood": (FetchFlooder, False),
+    "huge-vc-request": (HugeViewChangeRequester, False),
+    "garbage-propose": (GarbageProposer, False),
 }
 
 CLIENT_ADVERSARIES = {
     "double-payload": DoublePayloadClient,
     "flood": FloodClient,
+    # issue 14: one faulty client
+    "answered-retry": AnsweredRetryClient,
+    "oversized": OversizedClient,
+    "hog-pending": PendingHogClient,
+}
+
+# issue 14: parties without any key (``install_keyless``)
+KEYLESS_ADVERSARIES = {
+    "forge-certify": ForgedCertifier,
+    "forge-checkpoint": ForgedCheckpointer,
+    "forge-retry": ForgedRetrier,
 }
 
 
@@ -874,3 +1453,11 @@ def install(sim, replica_id: int, kind: str, seed: int = 0, **params):
 def install_client(sim, kind: str, seed: int = 0, **params):
     """Start a Byzantine client of ``kind`` (CLIENT_ADVERSARIES) on a free client id."""
     return CLIENT_ADVERSARIES[kind](sim, seed, **params)
+
+
+
+
+def install_keyless(sim, kind: str, seed: int = 0, **params):
+    """Start a party of ``kind`` (KEYLESS_ADVERSARIES) that holds no key: neither a replica
+    nor a client, it only injects bytes (``SimCluster.keyless``; stopped with the faults)."""
+    return KEYLESS_ADVERSARIES[kind](sim, seed, **params)

@@ -155,6 +155,8 @@ class SimCluster:
         # (poe.sim.adversary), anything with on_message(data, now); not in the closed loop
         self.byzantine_clients = byzantine_clients
         self.extra_clients: dict[int, object] = {}
+        # parties without any key (poe.sim.adversary.install_keyless): they only inject
+        self.keyless: list = []
         self.bounds_every = bounds_every
         self._until_bounds = bounds_every
         self._timer_gen: dict[tuple, int] = {}
@@ -232,12 +234,12 @@ class SimCluster:
 
     def stop_faults(self, liveness_bound_s: float) -> None:
         """The faults stop now: links heal (no loss, duplication or partition), every
-        adversary (replica or client) with a ``stop()`` stops misbehaving; from now on each
+        adversary (replica, client or keyless) with a ``stop()`` stops misbehaving; from now on each
         client message must complete within ``liveness_bound_s`` (the liveness checker)."""
         self.net.heal()
         self.net.set_faults(LinkFaults(latency_s=self.net.faults.latency_s,
                                        jitter_s=self.net.faults.jitter_s))
-        for node in [*self.replicas, *self.extra_clients.values()]:
+        for node in [*self.replicas, *self.extra_clients.values(), *self.keyless]:
             stop = getattr(node, "stop", None)
             if stop is not None:
                 stop()

@@ -47,7 +47,16 @@ LIVENESS_BOUND_S = 30.0          # virtual seconds a message may take once fault
 STORM_FRACTION = 0.5             # seeds with a view-change storm (primary faults allowed)
 PRIMARY_ONLY = {k for k, (_, primary_only) in adversary.REPLICA_ADVERSARIES.items()
                 if primary_only}
-BACKUP_KINDS = sorted(k for k in adversary.REPLICA_ADVERSARIES if k not in PRIMARY_ONLY)
+# issue 14's single-faulty-party adversaries come from a generator of their own (``draw``),
+# so every seed's main draw (the kinds below included) is what it was before they existed
+ONE_FAULTY_REPLICA_KINDS = ["bind-fetch-reply", "early-support", "fetch-flood",
+                            "garbage-propose", "huge-vc-request", "replay-requests"]
+ONE_FAULTY_CLIENT_KINDS = ["answered-retry", "hog-pending", "oversized"]
+KEYLESS_KINDS = sorted(adversary.KEYLESS_ADVERSARIES)
+CLIENT_KINDS = sorted(k for k in adversary.CLIENT_ADVERSARIES
+                      if k not in ONE_FAULTY_CLIENT_KINDS)
+BACKUP_KINDS = sorted(k for k in adversary.REPLICA_ADVERSARIES
+                      if k not in PRIMARY_ONLY and k not in ONE_FAULTY_REPLICA_KINDS)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,10 @@ class Case:
     durable: bool = False
     cluster_crashes: list = field(default_factory=list)  # (at, back): every correct replica
     vc_storms: list = field(default_factory=list)        # ViewChangeStorm (at most one)
+    # issue 14: ("replica", r, kind, params) makes Byzantine replica r (one of
+    # ``adversaries``) of that kind instead; ("client", kind, params) and
+    # ("keyless", kind, params) add a faulty client or a party without keys
+    one_faulty: list = field(default_factory=list)
 
     def fault_phase_s(self) -> float:
         """How long the faults last: the safety phase, longer if a storm needs it."""
@@ -128,7 +141,17 @@ class Case:
         parts += [storm.describe() for storm in self.vc_storms]
         parts += [f"byzantine r{r} {k} {p}" for r, k, p in self.adversaries]
         parts += [f"byzantine client {k} {p}" for k, p in self.client_adversaries]
+        for entry in self.one_faulty:
+            if entry[0] == "replica":
+                parts.append(f"byzantine r{entry[1]} now {entry[2]} {entry[3]}")
+            else:
+                parts.append(f"{entry[0]} {entry[1]} {entry[2]}")
         return "; ".join(parts)
+
+    def replica_adversaries(self) -> list:
+        """(replica, kind, params) as installed: ``adversaries`` with issue 14's kinds."""
+        instead = {e[1]: (e[2], e[3]) for e in self.one_faulty if e[0] == "replica"}
+        return [(r, *instead.get(r, (k, p))) for r, k, p in self.adversaries]
 
     def fault_kinds(self) -> Counter:
         out: Counter = Counter()
@@ -150,10 +173,13 @@ class Case:
             out["vc-vote-jitter"] += storm.vote_jitter_s > 0
             out["vc-incoming-primary-crash"] += storm.crash_incoming is not None
             out["vc-power-cut"] += storm.power_cut is not None
-        for _, kind, _ in self.adversaries:
+        for _, kind, _ in self.replica_adversaries():
             out[f"byzantine:{kind}"] += 1
         for kind, _ in self.client_adversaries:
             out[f"client:{kind}"] += 1
+        for entry in self.one_faulty:
+            if entry[0] != "replica":
+                out[f"{entry[0]}:{entry[1]}"] += 1
         return +out
 
 
@@ -245,7 +271,7 @@ def draw(seed: int, allow_primary_faults: bool | None = None, protocol: str = "p
             groups = (sorted(ids[:size]), sorted(ids[size:]))
         case.partitions.append((start, end, groups))
     for _ in range(rng.choice((0, 0, 0, 1, 2))):
-        kind = rng.choice(sorted(adversary.CLIENT_ADVERSARIES))
+        kind = rng.choice(CLIENT_KINDS)
         params = {"start": rng.uniform(0, safety_s / 2)}
         if kind == "flood":
             params.update(burst=rng.randint(1, 5), replays=rng.randint(0, 5))
@@ -278,18 +304,51 @@ def draw(seed: int, allow_primary_faults: bool | None = None, protocol: str = "p
                 power_cut = (storms.uniform(0.0, 0.003), storms.uniform(0.01, 0.3))
         case.vc_storms.append(ViewChangeStorm(at, count, span, loss, jitter, nv_index,
                                               crash_incoming, power_cut))
+    # one faulty party (issue 14): a generator of its own too
+    one = random.Random(seed * 5_000_011 + 19)
+    for r, _, _ in case.adversaries:
+        if one.random() < 0.4:
+            kind = one.choice(ONE_FAULTY_REPLICA_KINDS)
+            case.one_faulty.append(("replica", r, kind, _one_faulty_params(kind, one)))
+    for _ in range(one.choice((0, 0, 0, 1))):
+        kind = one.choice(ONE_FAULTY_CLIENT_KINDS)
+        params = {"start": one.uniform(0, safety_s / 2), **_one_faulty_params(kind, one)}
+        case.one_faulty.append(("client", kind, params))
+    for _ in range(one.choice((0, 0, 0, 1, 2))):
+        kind = one.choice(KEYLESS_KINDS)
+        params = {"start": one.uniform(0, safety_s / 2), **_one_faulty_params(kind, one)}
+        case.one_faulty.append(("keyless", kind, params))
     return case
+
+
+def _one_faulty_params(kind: str, rng: random.Random) -> dict:
+    """Issue 14's adversaries at swarm strength (the table runs them at full strength)."""
+    if kind == "hog-pending":
+        return {"burst": rng.randint(2, 30)}
+    if kind == "fetch-flood":
+        return {"burst": rng.randint(1, 6)}
+    if kind == "forge-retry":
+        return {"verbatim": rng.choice((0.0, 0.5))}
+    if kind == "answered-retry":
+        return {"per_timeout": rng.randint(2, 6)}
+    return {}
+
+
+def without_one_faulty(case: Case) -> Case:
+    """``case`` as drawn before issue 14's adversaries existed."""
+    return dataclasses.replace(case, one_faulty=[])
 
 
 def without_stores(case: Case) -> Case:
     """``case`` as drawn before stores existed (the regression seeds found then; storms
     came later still)."""
-    return dataclasses.replace(case, durable=False, cluster_crashes=[], vc_storms=[])
+    return dataclasses.replace(case, durable=False, cluster_crashes=[], vc_storms=[],
+                               one_faulty=[])
 
 
 def without_storms(case: Case) -> Case:
     """``case`` as drawn before view-change storms existed (issue 13)."""
-    return dataclasses.replace(case, vc_storms=[])
+    return dataclasses.replace(case, vc_storms=[], one_faulty=[])
 
 
 def _params(kind: str, rng: random.Random, r: int, n: int, f: int,
@@ -320,14 +379,19 @@ def _params(kind: str, rng: random.Random, r: int, n: int, f: int,
 
 def build(case: Case) -> tuple[SimCluster, list]:
     """The cluster of ``case`` with its faults scheduled and its adversaries installed."""
+    more_clients = [(e[1], e[2]) for e in case.one_faulty if e[0] == "client"]
     sim = SimCluster(case.config, clients=case.clients, seed=case.seed, faults=case.faults,
-                     workload=case.workload, byzantine_clients=len(case.client_adversaries),
+                     workload=case.workload,
+                     byzantine_clients=len(case.client_adversaries) + len(more_clients),
                      durable=case.durable)
     actors = []
-    for i, (r, kind, params) in enumerate(case.adversaries):
+    for i, (r, kind, params) in enumerate(case.replica_adversaries()):
         actors.append(adversary.install(sim, r, kind, seed=case.seed * 31 + i, **params))
-    for i, (kind, params) in enumerate(case.client_adversaries):
+    for i, (kind, params) in enumerate(case.client_adversaries + more_clients):
         actors.append(adversary.install_client(sim, kind, seed=case.seed * 37 + i, **params))
+    keyless = [(e[1], e[2]) for e in case.one_faulty if e[0] == "keyless"]
+    for i, (kind, params) in enumerate(keyless):
+        actors.append(adversary.install_keyless(sim, kind, seed=case.seed * 43 + i, **params))
     for at, r, restart in case.crashes:
         sim.at(at, lambda _, r=r: sim.crash(r))
         if restart:

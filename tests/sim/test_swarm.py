@@ -63,11 +63,16 @@ def test_draw_keeps_faults_within_f_and_the_primary_switch(allow):
             assert sorted(groups[0] + groups[1]) == list(range(c.n))
             if min(len(g) for g in groups) > c.f:           # a split: no side has a quorum
                 assert max(len(g) for g in groups) < c.nf
-        kinds |= {k for _, k, _ in case.adversaries} | {k for k, _ in case.client_adversaries}
+        kinds |= {k for _, k, _ in case.replica_adversaries()}
+        kinds |= {k for k, _ in case.client_adversaries}
+        kinds |= {e[1] for e in case.one_faulty if e[0] != "replica"}   # issue 14
+        assert {r for r, _, _ in case.replica_adversaries()} == \
+            {r for r, _, _ in case.adversaries}
         ns.add(c.n)
         modes.add(c.mode)
     assert ns == {4, 7, 10} and modes == {"ts", "mac"}
-    expected = set(adversary.REPLICA_ADVERSARIES) | set(adversary.CLIENT_ADVERSARIES)
+    expected = set(adversary.REPLICA_ADVERSARIES) | set(adversary.CLIENT_ADVERSARIES) \
+        | set(adversary.KEYLESS_ADVERSARIES)
     if not allow:
         expected -= swarm.PRIMARY_ONLY
         assert primary_faulty == 0
