@@ -76,6 +76,7 @@ def config_for(fabric: str, n: int) -> ProtocolConfig:
     return ProtocolConfig(n=n, mode=mode, protocol=protocol, batch_size=50,
                           batch_timeout_s=0.005, window=64, checkpoint_period=16,
                           retransmit_timeout_s=0.1, pending_requests_max=256,
+                          client_pending_max=32,
                           view_change_timeout_s=1.0, new_view_timeout_s=2.0).validate()
 
 

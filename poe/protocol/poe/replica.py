@@ -402,6 +402,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             return out
         if self.status != NORMAL:
             return self._drop("request-during-view-change")
+        if self._executed_here(cid, key[1]):
+            # executed here, its answer evicted from our cache (a flooder's old message):
+            # nobody can answer it again, so neither order it again nor wait for it (T_req)
+            return self._drop("request-executed-unanswerable")
         if not self.is_primary:
             # a client retry reached a backup: hand it to the primary (PROTOCOL.md §4.2),
             # but only what the primary may order (§4.12: a request failing a check the
@@ -455,6 +459,17 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.batch_timer = True
             out.append(SetTimer(TIMER_BATCH, 0, now + self.config.batch_timeout_s))
         return out
+
+    def _executed_here(self, cid: int, t: int) -> bool:
+        """Request ``t`` of client ``cid`` executed here, or is below the kv's exactly-once
+        window (STALE: it can never execute): the kv's per-client table says so."""
+        state = self.kv.client_state(cid)
+        if state is None:
+            return False
+        max_t, bitmap = state
+        if t > max_t:
+            return False
+        return t + 63 < max_t or bool(bitmap >> (max_t - t) & 1)
 
     def _count_unserved(self, m: codec.Request, key, now: float, out: list) -> None:
         """A retry of a message we executed and answered in this view (decision 19, §4.12).
