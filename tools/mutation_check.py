@@ -265,6 +265,13 @@ def forwarded_waits_past_share():
     return _patch(vc_mod.ViewChangeMixin, "forwarded_expired", patched)
 
 
+def executed_request_waited_for():
+    """A request executed here whose answer was evicted is forwarded and waited for (T_req)
+    again: the primary answers it from its cache and never orders it, and the backup
+    suspects the correct primary (issue 14, the flood adversary)."""
+    return _patch(replica_mod.PoEReplica, "_executed_here", lambda self, cid, t: False)
+
+
 _CORRUPTION_TEST = ("tests/storage/test_corruption.py::"
                     "test_a_flipped_byte_in_the_wal_stops_the_replica_naming_the_file_and_the_repair")
 _SURVIVE = "tests/sim/test_proofs_survive.py::"
@@ -291,6 +298,8 @@ MUTANT_TESTS = {
         _SUSPICION + "test_a_client_retrying_an_answered_message_forever_moves_no_view",)},
     "no-client-share": {"poe": (
         _SUSPICION + "test_one_client_gets_its_share_of_the_primary_s_queue_and_no_more",)},
+    "executed-request-waited-for": {"poe": (
+        _SUSPICION + "test_an_executed_message_whose_answer_was_evicted_is_not_waited_for",)},
     "forwarded-waits-past-share": {"poe": (
         _SUSPICION + "test_a_forwarded_message_of_a_client_over_its_share_is_not_waited_for",)},
 }
@@ -315,6 +324,7 @@ MUTANTS = {                      # PoE (the default protocol)
     "unserved-on-any-retry": unserved_on_any_retry,
     "no-client-share": no_client_share,
     "forwarded-waits-past-share": forwarded_waits_past_share,
+    "executed-request-waited-for": executed_request_waited_for,
 }
 PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-client-f": pbft_client_accepts_f,
