@@ -27,10 +27,12 @@ from poe.cli.main import CliError
 _STATUS = {0: "OK", 1: "NOT_FOUND", 2: "EXISTS", 3: "DUPLICATE", 4: "STALE"}
 # answers that mean "this request did nothing" (poe/_core/kv.pyx, exactly-once rule)
 _NOT_EXECUTED = {
-    4: "is older than the window of ids the cluster has executed for client {cid} (another "
-       "process on another host using client id {cid}?); nothing was changed: retry",
-    3: "had already been executed for client {cid} (by another process on another host "
-       "using client id {cid}?); this request changed nothing: check the value and retry",
+    4: "NOT executed: request id {t} is older than the window of ids the cluster has executed "
+       "for client {cid} (another process on another host using client id {cid}?); nothing "
+       "was changed: retry",
+    3: "NOT executed by this request: request id {t} of client {cid} had already been "
+       "executed (by another process on another host using client id {cid}?); check the "
+       "value and retry",
 }
 
 
@@ -134,8 +136,7 @@ def _report(args, config, event, cid: int) -> int:
     what = f"{args.operation} {args.key}"
     not_executed = _NOT_EXECUTED.get(status)
     if not_executed is not None:
-        print(f"{what}: {name}: NOT executed: request id {t} of client {cid} "
-              + not_executed.format(cid=cid))
+        print(f"{what}: {name}: " + not_executed.format(t=t, cid=cid))
     elif args.operation == "get" and status == 0:
         print(f"{what}: {name} {_show(bytes(value))} ({len(value)} bytes)")
     else:
@@ -146,8 +147,8 @@ def _report(args, config, event, cid: int) -> int:
         quorum = f"f+1 = {config.cluster.f + 1}, PBFT"
     else:
         quorum = f"nf = {config.cluster.nf}"
-    print(f"proof: request {t} of client {cid} executed as message {event.index} of batch {event.seq} in view "
-          f"{event.view}; {len(event.replicas)} matching INFORMs ({quorum} of "
+    print(f"proof: request {t} of client {cid} executed as message {event.index} of batch "
+          f"{event.seq} in view {event.view}; {len(event.replicas)} matching INFORMs ({quorum} of "
           f"n = {config.n}) from replicas {', '.join(map(str, event.replicas))}; "
           f"{event.latency_s * 1000:.1f} ms")
     return 1 if not_executed is not None else 0
