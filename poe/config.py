@@ -264,14 +264,20 @@ class Config:
         replica built from the same files agrees and a replica started with another mode or
         data load cannot join the others' checkpoints."""
         c = self.cluster
-        config_id = (f"{CONFIG_FORMAT}|cluster={c.cluster_id}|n={c.n}|mode={self.protocol.mode}"
-                     f"|records={self.data.record_count}|value={self.data.value_size}"
-                     f"|seed={self.data.seed}|zero={int(self.protocol.zero_payload)}"
-                     + (f"|protocol={self.protocol.protocol}"
-                        if self.protocol.protocol != "poe" else "")).encode()
+        config_id = self.genesis_config()
         keys = bytes(c.bls_group_public_key) + b"".join(
             r.ed25519_public_key + r.bls_share_public_key for r in c.replicas)
         return genesis_hash(config_id, 0, keys)
+
+    def genesis_config(self) -> bytes:
+        """The settings H(B_0) is made of, as text (a store keeps it, so a mismatch can say
+        which setting differs: poe.storage.store.describe_mismatch)."""
+        c = self.cluster
+        return (f"{CONFIG_FORMAT}|cluster={c.cluster_id}|n={c.n}|mode={self.protocol.mode}"
+                f"|records={self.data.record_count}|value={self.data.value_size}"
+                f"|seed={self.data.seed}|zero={int(self.protocol.zero_payload)}"
+                + (f"|protocol={self.protocol.protocol}"
+                   if self.protocol.protocol != "poe" else "")).encode()
 
     def secret_path(self, role: str, party_id: int) -> Path:
         """Where the secret file of ``role`` ("replica" / "client") ``party_id`` lives."""

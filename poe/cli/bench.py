@@ -4,6 +4,8 @@ Closed-loop clients (``--clients``, each with ``--outstanding`` client messages 
 ``--ops-per-message`` requests in flight) run in ``--client-procs`` worker processes; after
 ``--warmup`` seconds the next ``--duration`` seconds are measured. Prints a live progress
 line (stderr), the final table (stdout) and writes the whole record as JSON (``--json``).
+Exit status 0 only if no request ended "outcome unknown" (no proof before the client
+deadline): otherwise 1, after the table and the JSON record, with one line on stderr.
 
 Must never: use fake crypto without ``--insecure-bench``, or leave a worker process behind.
 """
@@ -109,4 +111,16 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(record))
     if args.json:
         write_json(args.json, record)
+    return unknown_status(record, "bench")
+
+
+def unknown_status(record: dict, command: str) -> int:
+    """1 (with one line on stderr) if any client message ended "outcome unknown", else 0."""
+    unknown = record["results"]["outcome_unknown"]
+    if unknown:
+        sys.stdout.flush()
+        print(f"poe {command}: {unknown} client message(s) ended \"outcome unknown\" (no proof "
+              "of execution before client.deadline_s): the run is not a clean measurement",
+              file=sys.stderr)
+        return 1
     return 0

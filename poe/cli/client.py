@@ -4,10 +4,18 @@ Sends one signed client message to the cluster, waits for nf matching INFORMs (t
 execution, PROTOCOL.md §2.4; f+1 replies for the PBFT baseline) and prints the result with
 the proof: the view, the sequence number and position it was executed at, and the replicas
 whose INFORMs agree. Exit status
-0 with a proof, 1 when the outcome is unknown (no proof before the deadline), 2 on a usage,
-configuration or key problem.
+0 with a proof, 1 when the outcome is unknown (no proof before the deadline) or the request
+was not executed (answered STALE or DUPLICATE: its request id was below or inside the
+window of ids the cluster had already executed for that client id, i.e. another process
+used the same client id), 2 on a usage, configuration or key problem.
 
-Must never: print a result without a proof, or print a secret.
+Client ids: the default is the highest client id of the key file that no other process on
+this host holds (poe/runtime/lease.py); an explicit ``--client-id`` held by another process
+is refused (exit status 2) rather than shared, since two processes acting as one client id
+at once lose writes to STALE/DUPLICATE answers.
+
+Must never: print a result without a proof, print a secret, or report a request answered
+STALE or DUPLICATE as done (exit status 0).
 """
 from __future__ import annotations
 
@@ -17,6 +25,15 @@ import time
 from poe.cli.main import CliError
 
 _STATUS = {0: "OK", 1: "NOT_FOUND", 2: "EXISTS", 3: "DUPLICATE", 4: "STALE"}
+# answers that mean "this request did nothing" (poe/_core/kv.pyx, exactly-once rule)
+_NOT_EXECUTED = {
+    4: "NOT executed: request id {t} is older than the window of ids the cluster has executed "
+       "for client {cid} (another process on another host using client id {cid}?); nothing "
+       "was changed: retry",
+    3: "NOT executed by this request: request id {t} of client {cid} had already been "
+       "executed (by another process on another host using client id {cid}?); check the "
+       "value and retry",
+}
 
 
 def register(sub) -> None:
@@ -25,7 +42,8 @@ def register(sub) -> None:
                                    "its proof of execution (nf matching INFORMs).")
     p.add_argument("--config", required=True, metavar="FILE", help="poe.toml of the cluster")
     p.add_argument("--client-id", type=int, default=None,
-                   help="client id to act as (default: the last client in the key file)")
+                   help="client id to act as (default: the highest client id of the key file "
+                        "that no other process on this host is using)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                    help="override one setting for this run")
     p.add_argument("--insecure-bench", action="store_true",
@@ -57,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from poe.config import ConfigFileError, load_config
     from poe.crypto.errors import CryptoError
     from poe.runtime.client import ClientProcess
+    from poe.runtime.lease import lease_first_free
 
     try:
         config = load_config(args.config, args.set)
@@ -72,9 +91,22 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"VALUE is {len(value)} bytes; at most {codec.MAX_VALUE}")
         op = (args.key, codec.OP_INSERT if args.insert else codec.OP_UPDATE, value)
     clients = len(config.cluster.clients)
-    cid = clients - 1 if args.client_id is None else args.client_id
+    if args.client_id is not None and not 0 <= args.client_id < clients:
+        raise CliError(f"--client-id {args.client_id}: {config.cluster.path} lists {clients} "
+                       f"clients (ids 0..{clients - 1})")
+    if clients == 0:
+        raise CliError(f"{config.cluster.path} lists no clients; run `poe keygen` with "
+                       "--clients 1 or more")
+    candidates = range(clients - 1, -1, -1) if args.client_id is None else [args.client_id]
     try:
-        proc = ClientProcess(config, cid, cid, insecure_bench=args.insecure_bench)
+        cid, lease = lease_first_free(config.cluster.cluster_id, candidates)
+    except ValueError as exc:
+        hint = ("; wait for it, or choose another --client-id" if args.client_id is not None
+                else "; wait for one, or `poe keygen` more --clients")
+        raise CliError(f"{exc}{hint}") from None
+    try:
+        proc = ClientProcess(config, cid, cid, insecure_bench=args.insecure_bench,
+                             lease=lease)
     except (CryptoError, ValueError) as exc:
         raise CliError(str(exc)) from None
     try:
@@ -86,14 +118,14 @@ def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + config.client.deadline_s + 5
         while time.monotonic() < deadline:
             for _, event in proc.turn(0.05):
-                return _report(args, config, event)
+                return _report(args, config, event, cid)
         print("outcome unknown: no decision before the deadline")
         return 1
     finally:
         proc.close()
 
 
-def _report(args, config, event) -> int:
+def _report(args, config, event, cid: int) -> int:
     from poe.protocol.poe.client import Completed
 
     if type(event) is not Completed:
@@ -102,7 +134,10 @@ def _report(args, config, event) -> int:
     t, status, value = event.results[0]
     name = _STATUS.get(status, str(status))
     what = f"{args.operation} {args.key}"
-    if args.operation == "get" and status == 0:
+    not_executed = _NOT_EXECUTED.get(status)
+    if not_executed is not None:
+        print(f"{what}: {name}: " + not_executed.format(t=t, cid=cid))
+    elif args.operation == "get" and status == 0:
         print(f"{what}: {name} {_show(bytes(value))} ({len(value)} bytes)")
     else:
         print(f"{what}: {name}")
@@ -112,8 +147,8 @@ def _report(args, config, event) -> int:
         quorum = f"f+1 = {config.cluster.f + 1}, PBFT"
     else:
         quorum = f"nf = {config.cluster.nf}"
-    print(f"proof: request {t} executed as message {event.index} of batch {event.seq} in view "
-          f"{event.view}; {len(event.replicas)} matching INFORMs ({quorum} of "
+    print(f"proof: request {t} of client {cid} executed as message {event.index} of batch "
+          f"{event.seq} in view {event.view}; {len(event.replicas)} matching INFORMs ({quorum} of "
           f"n = {config.n}) from replicas {', '.join(map(str, event.replicas))}; "
           f"{event.latency_s * 1000:.1f} ms")
-    return 0
+    return 1 if not_executed is not None else 0

@@ -6,6 +6,9 @@ the same checks a replica runs at start-up. Also writes ``OUT/poe.toml``, the co
 file every ``poe replica``, ``poe bench`` and ``poe client`` reads: every setting with its
 default, unit and meaning, pointing at these key files (poe.config).
 
+Fewer than 4 replicas tolerate no fault (f = (n-1)//3 = 0): refused unless ``--allow-f0``,
+and then the output says f = 0 in words.
+
 Must never: print a secret, overwrite files without ``--force``, or leave a secret file
 readable by others.
 """
@@ -43,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="protocol.mode written into poe.toml (default ts; pbft: mac)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing key files in DIR")
+    parser.add_argument("--allow-f0", action="store_true",
+                        help="accept --replicas 1..3: f = 0, a cluster that tolerates no "
+                             "faulty or crashed replica (demonstrations only)")
     parser.set_defaults(func=run)
 
 
@@ -51,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     mode = args.mode or ("mac" if args.protocol == "pbft" else "ts")
     if args.protocol == "pbft" and mode != "mac":
         raise CliError("--protocol pbft runs on the MAC fabric: drop --mode or use --mode mac")
+    if 1 <= args.replicas < 4 and not args.allow_f0:
+        raise CliError(f"--replicas {args.replicas}: n = {args.replicas} tolerates no faulty "
+                       "replica (f = (n-1)//3 = 0; n = 4 is the smallest with f = 1); use "
+                       "--replicas 4 or more, or --allow-f0 to generate it anyway")
     try:
         dealt = deal_cluster(args.replicas, args.clients, host=args.host,
                              base_port=args.base_port)
@@ -78,4 +88,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(paths) - 1} secret files (mode 0600) in {paths[0].parent}; copy each "
           "only to its own host")
     print(f"wrote {config_path} (settings; run `poe replica --config {config_path} --id N`)")
+    if cluster.f == 0:
+        print(f"f = 0: this {cluster.n}-replica cluster tolerates no faulty or crashed replica")
     return 0

@@ -5,7 +5,10 @@
 ``ledger.db``), checks every row, block hash, batch digest and certificate, the ledger base
 and the stable checkpoint (signatures and snapshot), and prints the height and the head
 hash: exit status 0. On the first problem it prints the bad block (or what else is wrong)
-and the repair, exit status 1. ``show`` prints blocks for people.
+and the repair, exit status 1. A store written for another configuration (another
+cluster, mode, data load...) is not damage: one line saying which setting differs and no
+repair, exit status 2 (the configuration is the likely mistake). ``show`` prints blocks
+for people.
 
 ``quarantine`` (the replica stopped) moves ``ledger.db`` and its ``-wal``/``-shm`` files
 into ``DIR/quarantine-<time>/`` and rewrites ``votes.hwm`` with a floor: the highest sequence
@@ -67,12 +70,13 @@ def _open(args):
     data = Path(args.data)
     if not data.is_dir():
         raise CliError(f"--data {data}: not a directory")
-    store = Store(data, genesis=config.genesis(), replica_id=-1, readonly=True)
+    store = Store(data, genesis=config.genesis(), replica_id=-1, readonly=True,
+                  genesis_config=config.genesis_config())
     return config, suite, store
 
 
 def run(args: argparse.Namespace) -> int:
-    from poe.storage.store import StoreError
+    from poe.storage.store import StoreError, StoreMismatch
 
     if args.action == "quarantine":
         return _quarantine(Path(args.data), args.through)
@@ -84,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
             return _show(store, args.first, args.count)
         finally:
             store.db.close()
+    except StoreMismatch as exc:
+        # the configuration does not match the store: not damage, say what differs
+        print(f"poe ledger {args.action}: error: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         print(f"poe ledger {args.action}: FAILED: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,9 @@ be bound is exit status 1. Logs JSON lines on stderr (or ``--log FILE``).
 
 A damaged store (``replica.data_dir``) is one line naming what is wrong and the repair
 (``poe ledger quarantine``, then restart: it abstains until a state transfer), exit status 2.
+A store written for another configuration or replica is one line saying what differs, and
+no repair (the configuration is the likely mistake), exit status 2. A ``data_dir`` that is a
+file or not writable, or a secret file of another replica, is one line, exit status 2.
 
 Must never: start with a configuration or key problem or on a damaged store, use fake crypto without
 ``--insecure-bench``, or print a secret.
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from poe.crypto.errors import CryptoError
     from poe.runtime.log import Log
     from poe.runtime.replica import ReplicaRuntime
-    from poe.storage.store import StoreError
+    from poe.storage.store import StoreError, StoreMismatch
 
     try:
         config = load_config(args.config, args.set)
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     log = Log(stream, level=config.replica.log_level)
     try:
         runtime = ReplicaRuntime(config, args.id, insecure_bench=args.insecure_bench, log=log)
+    except StoreMismatch as exc:
+        log.error("store-mismatch", detail=str(exc))
+        raise CliError(str(exc)) from None
     except StoreError as exc:
         log.error("store-damaged", detail=str(exc))
         raise CliError(str(exc)) from None

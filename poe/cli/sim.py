@@ -2,7 +2,9 @@
 
 ``poe sim --swarm --seeds N`` runs N seeded random runs instead (poe.sim.swarm: random
 configurations, network faults, crashes, Byzantine replicas and clients, then a liveness
-phase) and prints their summed figures and every failing seed.
+phase) and prints their summed figures and every failing seed. While it runs, a progress
+line goes to stderr every ``--progress-every`` seeds and at least every 30 s (seeds done,
+failing so far, elapsed and estimated remaining wall time); ``--verbose`` prints every seed.
 
 ``poe sim --adversary-table`` runs every single-faulty-party adversary of issue 14 against
 the identical fault-free run (poe.sim.adversary_table) and prints one row per adversary x
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 
 from poe.cli.main import CliError
 
@@ -65,6 +68,9 @@ def register(sub) -> None:
                        help="virtual seconds a client message may take once faults stop")
     swarm.add_argument("--verbose", "-v", action="store_true",
                        help="print one line per seed")
+    swarm.add_argument("--progress-every", type=int, default=10, metavar="N",
+                       help="a progress line on stderr every N seeds (and every 30 s); "
+                            "0: none")
     table = p.add_argument_group("one faulty party (issue 14)")
     table.add_argument("--adversary-table", action="store_true",
                        help="run every single-faulty-party adversary against the identical "
@@ -82,6 +88,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+PROGRESS_INTERVAL_S = 30.0     # a swarm progress line at least this often
+
+
 def rerun_line(argv: list[str]) -> str:
     return "poe sim " + " ".join(shlex.quote(a) for a in argv)
 
@@ -91,13 +100,30 @@ def run_swarm(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise CliError("--seeds must be >= 1")
+    if args.progress_every < 0:
+        raise CliError("--progress-every must be >= 0")
     if args.time_budget is not None and args.time_budget <= 0:
         raise CliError("--time-budget must be positive")
     bound = swarm.LIVENESS_BOUND_S if args.liveness_bound is None else args.liveness_bound
     if bound <= 0:
         raise CliError("--liveness-bound must be positive")
 
+    started = time.monotonic()
+    done = {"seeds": 0, "failing": 0, "shown_at": started}
+
     def progress(r) -> None:
+        done["seeds"] += 1
+        done["failing"] += bool(r.violations)
+        now = time.monotonic()
+        if args.progress_every > 0 and (done["seeds"] % args.progress_every == 0
+                                        or now - done["shown_at"] >= PROGRESS_INTERVAL_S):
+            done["shown_at"] = now
+            elapsed = now - started
+            left = elapsed / done["seeds"] * (args.seeds - done["seeds"])
+            budget = "" if args.time_budget is None else f" (budget {args.time_budget:.0f} s)"
+            print(f"poe sim --swarm: {done['seeds']}/{args.seeds} seeds, {done['failing']} "
+                  f"failing, {elapsed:.0f} s elapsed, ~{left:.0f} s left{budget}",
+                  file=sys.stderr, flush=True)
         if args.verbose:
             state = "ok" if not r.violations else f"FAILED ({len(r.violations)} violations)"
             print(f"  seed {r.seed}: {state}  sim {r.sim_time_s:.1f} s  events {r.events}  "

@@ -487,6 +487,23 @@ def load_secret(path: str | os.PathLike[str], cluster: Cluster) -> SecretKeys:
     return SecretKeys(party, cluster_id, where, seed, share, mac_keys)
 
 
+def check_owner(secret: SecretKeys, cluster: Cluster, role: str, party_id: int) -> None:
+    """The secret file loaded for ``role`` ``party_id`` must be that party's: the public key
+    derived from its Ed25519 secret must be the cluster file's entry for ``party_id``
+    (a copied or renamed secret file of another party is refused, KeyFileError)."""
+    entries = cluster.replicas if role == "replica" else cluster.clients
+    expected = entries[party_id].ed25519_public_key
+    if public_key_of(secret.ed25519_seed()) == expected:
+        return
+    owner = next((f"{role} {e.id}" for e in entries
+                  if e.ed25519_public_key == public_key_of(secret.ed25519_seed())),
+                 str(secret.party))
+    raise KeyFileError(secret.path, None,
+                       f"holds the secret keys of {owner}, not of {role} {party_id}: its public "
+                       f"key differs from {cluster.path}'s entry for {role} {party_id}; give "
+                       f"{role} {party_id} its own {role}-{party_id}.secret.toml")
+
+
 def _mismatch(top: _Table, field: str, party: Party, cluster: Cluster) -> KeyFileError:
     return top.error(field, f"does not match {cluster.path} public key for {party} — "
                      + REGENERATE)

@@ -11,7 +11,11 @@ returns the decisions: ``(index, Completed)`` and ``(index, OutcomeUnknown)``.
 
 Request ids start at the wall clock in microseconds, so a client id used again in a later
 run never repeats an id the replicated state has already seen (which the replicas would
-answer as a duplicate with the old result).
+answer as a duplicate with the old result). Two processes must not act as one client id at
+once (their ids would overlap: one's requests answered STALE or DUPLICATE, not executed):
+a ClientProcess holds the lease of every client id it acts as (poe/runtime/lease.py; a held
+id is a ClientIdInUse error at once), and starts above the last id handed out under it.
+The secret file loaded for client j must be client j's (check_owner).
 
 Must never: report a result without a proof (``Completed`` comes only from PoEClient, which
 requires nf matching INFORMs), raise on what a replica sends, or block.
@@ -24,9 +28,11 @@ import zmq
 
 from poe.config import Config
 from poe.crypto import load_secret, load_suite
+from poe.crypto.keyfile import check_owner
 from poe.protocol.actions import CancelTimer, Send, SetTimer
 from poe.protocol.poe.client import Completed, OutcomeUnknown, PoEClient
 from poe.protocol.registry import make_client
+from poe.runtime.lease import ClientLease
 from poe.runtime.timers import Timers
 from poe.transport.zmq import ClientTransport, Settings
 
@@ -35,7 +41,10 @@ _INFORM = 5
 
 class ClientProcess:
     def __init__(self, config: Config, first: int, last: int, *,
-                 insecure_bench: bool = False, outstanding_max: int = 1024) -> None:
+                 insecure_bench: bool = False, outstanding_max: int = 1024,
+                 lease: ClientLease | None = None) -> None:
+        """``lease``: the caller's lease of ids ``first..last`` (taken here if None; the
+        ClientProcess releases it at ``close``)."""
         cluster = config.cluster
         if not 0 <= first <= last < len(cluster.clients):
             raise ValueError(f"client ids {first}..{last} outside 0..{len(cluster.clients) - 1} "
@@ -44,19 +53,32 @@ class ClientProcess:
         self.config = config
         self.first = first
         self.protocol = config.protocol_config()
-        c = config.client
         self.clients: list[PoEClient] = []
-        macs = []
-        start_t = time.time_ns() // 1000
+        macs: list = []
+        if lease is None:
+            lease = ClientLease(cluster.cluster_id, range(first, last + 1))
+        self.lease = lease
+        try:
+            self._build(config, first, last, insecure_bench, outstanding_max, macs)
+        except BaseException:
+            lease.release()
+            raise
+
+    def _build(self, config: Config, first: int, last: int, insecure_bench: bool,
+               outstanding_max: int, macs: list) -> None:
+        cluster = config.cluster
+        c = config.client
+        now_us = time.time_ns() // 1000
         for j in range(first, last + 1):
             secret = load_secret(config.secret_path("client", j), cluster)
+            check_owner(secret, cluster, "client", j)
             suite = load_suite(cluster, secret, variant=config.protocol.mode,
                                fake=insecure_bench, insecure_bench=insecure_bench,
                                purpose="client")
             client = make_client(self.protocol, j, suite, retry_timeout_s=c.retry_timeout_s,
                                  retry_timeout_max_s=c.retry_timeout_max_s,
                                  deadline_s=c.deadline_s, outstanding_max=outstanding_max)
-            client.next_t = start_t
+            client.next_t = self.lease.first_request_id(j, now_us)
             self.clients.append(client)
             macs.append(suite.macs)
         self.settings = Settings(config.transport)
@@ -179,5 +201,10 @@ class ClientProcess:
         return total
 
     def close(self) -> None:
-        self.transport.close()
-        self.ctx.term()
+        try:
+            self.transport.close()
+            self.ctx.term()
+        finally:
+            for j, client in enumerate(self.clients, start=self.first):
+                self.lease.record(j, client.next_t - 1)
+            self.lease.release()

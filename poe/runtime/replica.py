@@ -20,12 +20,20 @@ leaves (the sync policy decides whether that commit is fsynced). A SUPPORT (or P
 that would contradict a vote already durable for the same view and sequence is not sent.
 Without ``replica.data_dir`` nothing is persisted (Persist actions are counted).
 
+Start-up problems an operator can fix are one ValueError / OSError line, never a hang or a
+traceback (issue #16): a secret file of another party (check_owner), a ``data_dir`` that is
+a file or cannot be created or written (checked before the store opens), a port already in
+use (the context is destroyed with linger 0, so the half-built transport cannot hang it).
+A view change is logged at INFO: ``view-change-started`` when this replica asks to leave a
+view, ``view-change`` when a new view is installed (from/to).
+
 Must never: let anything a peer or client sends stop the loop (the protocol drops and counts
 bad frames; the transport counts bad messages), block on a send, keep a growing queue, use
 the fake crypto backend unless ``insecure_bench`` was asked for, or log a secret.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import resource
@@ -38,6 +46,7 @@ import zmq
 
 from poe.config import Config
 from poe.crypto import load_secret, load_suite
+from poe.crypto.keyfile import check_owner
 from poe.protocol.actions import (
     Broadcast,
     CancelTimer,
@@ -55,7 +64,7 @@ from poe.runtime.log import Log
 from poe.runtime.procs import rss_bytes
 from poe.runtime.timers import Timers
 from poe.storage.restore import restore
-from poe.storage.store import Store, StoreError
+from poe.storage.store import DB_FILE, Store, StoreError
 from poe.storage.verify import check_store
 from poe.storage.writer import LedgerWriter
 from poe.transport.zmq import ReplicaTransport, Settings
@@ -76,6 +85,7 @@ class ReplicaRuntime:
         self.log = log or Log(level=config.replica.log_level)
         self.log.context = self._context
         secret = load_secret(config.secret_path("replica", replica_id), cluster)
+        check_owner(secret, cluster, "replica", replica_id)
         mode = config.protocol.mode
         suite = load_suite(cluster, secret, variant=mode, fake=insecure_bench,
                            insecure_bench=insecure_bench)
@@ -99,7 +109,9 @@ class ReplicaRuntime:
         self.writer: LedgerWriter | None = None
         self.recovery: dict = {}
         self.metrics = None
+        self._view_logged = self.replica.view
         if config.replica.data_dir:
+            self._check_data_dir()
             self._open_store(suite)
 
     # ---------------------------------------------------------------- storage
@@ -107,10 +119,29 @@ class ReplicaRuntime:
     def data_dir(self):
         return self.config.data_dir(self.id)
 
+    def _check_data_dir(self) -> None:
+        """ValueError (one line) unless this replica's data directory is, or can be made, a
+        writable directory: a file in the way or a read-only place is the operator's to fix,
+        not a damaged store."""
+        path = self.data_dir()
+        setting = f"replica.data_dir = {self.config.replica.data_dir!r}"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ValueError(f"{setting}: {path} exists and is not a directory") from None
+        except OSError as exc:
+            what = "a file is in the way" if exc.errno == errno.ENOTDIR else exc.strerror
+            raise ValueError(f"{setting}: cannot create {path}: {what}") from None
+        for target, need in ((path, os.W_OK | os.X_OK), (path / DB_FILE, os.R_OK | os.W_OK)):
+            if target.exists() and not os.access(target, need):
+                raise ValueError(f"{setting}: {target} is not writable by this user "
+                                 f"(uid {os.geteuid()})")
+
     def _open_store(self, suite) -> None:
         """Open and check the store; StoreError (with the repair) if it is damaged."""
         store = Store(self.data_dir(), genesis=self.protocol.genesis, replica_id=self.id,
-                      sync_policy=self.config.replica.sync_policy)
+                      sync_policy=self.config.replica.sync_policy,
+                      genesis_config=self.config.genesis_config())
         try:
             stable = store.stable()
             report = check_store(store, suite, n=self.protocol.n, nf=self.protocol.nf,
@@ -173,8 +204,10 @@ class ReplicaRuntime:
                                               self.settings, macs=self._macs)
         except zmq.ZMQError as exc:
             self.log.error("bind-failed", detail=str(exc))
-            self.ctx.term()
-            raise OSError(f"cannot bind replica {self.id}'s ports: {exc}") from None
+            # the sockets made before the failing bind are still open: term() would wait
+            # for them forever
+            self.ctx.destroy(linger=0)
+            raise OSError(self._bind_failure(exc)) from None
         port = self.config.replica.metrics_port
         if port:
             from poe.runtime.metrics import Metrics
@@ -212,6 +245,19 @@ class ReplicaRuntime:
             if self.metrics is not None:
                 self.metrics.close()
         return 0
+
+    def _bind_failure(self, exc: zmq.ZMQError) -> str:
+        """One line naming the port that could not be bound and why."""
+        me = self.config.cluster.replicas[self.id]
+        host = self.settings.bind_host or me.host
+        text = str(exc)
+        ports = [p for p in (me.replica_port, me.client_port) if f":{p}'" in text
+                 or text.endswith(f":{p}")] or [me.replica_port, me.client_port]
+        which = " and ".join(f"port {p}" for p in ports)
+        if exc.errno == errno.EADDRINUSE:
+            return (f"replica {self.id}: {which} on {host} already in use (another replica "
+                    f"with this configuration, or another program, is listening there)")
+        return f"replica {self.id}: cannot bind {which} on {host}: {exc.strerror}"
 
     def _loop(self) -> None:
         transport = self.transport
@@ -294,6 +340,14 @@ class ReplicaRuntime:
                 self.counters["executed-batches"] += 1
             elif t is Persist:
                 self.counters["persist-records"] += 1
+                kind = a.record[0]
+                if kind == "view":
+                    self.log.info("view-change", from_view=self._view_logged,
+                                  to_view=a.record[1],
+                                  primary=self.protocol.primary(a.record[1]))
+                    self._view_logged = a.record[1]
+                elif kind == "view-change":
+                    self.log.info("view-change-started", leaving=a.record[1])
             elif t is Stable:
                 self.log.debug("stable", checkpoint=a.seq, state=a.state_digest.hex()[:16])
             elif t is RolledBack:

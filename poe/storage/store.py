@@ -60,6 +60,48 @@ class StoreError(Exception):
         super().__init__(f"{path}: {what}; {repair(Path(path).parent)}")
 
 
+class StoreMismatch(StoreError):
+    """The store is not damaged but was written for another configuration or another
+    replica: the configuration (or ``--id``) is the thing to check. Never advises the repair:
+    quarantining an intact store over a configuration mistake would throw its ledger away."""
+
+    def __init__(self, path: str | os.PathLike[str], what: str) -> None:
+        self.what = what
+        Exception.__init__(self, f"{path}: {what}; the store itself may be intact: check the "
+                           "configuration (do not quarantine or delete the store over this)")
+
+
+# the settings H(B_0) is made of (poe.config.Config.genesis_config), by their names
+_GENESIS_FIELDS = {"cluster": "cluster_id (cluster.keys)", "n": "replicas n",
+                   "mode": "protocol.mode", "records": "data.record_count",
+                   "value": "data.value_size", "seed": "data.seed",
+                   "zero": "protocol.zero_payload", "protocol": "protocol.protocol"}
+
+
+def describe_mismatch(stored: bytes | None, configured: bytes | None) -> str:
+    """What differs between the settings a store was written with and the configuration's."""
+    if stored is None or configured is None:
+        return ("the configuration's genesis differs from the store's: one of cluster.keys "
+                "(cluster_id and keys), protocol.mode, protocol.protocol, data.record_count, "
+                "data.value_size, data.seed, protocol.zero_payload differs from the "
+                "configuration this store was written with")
+
+    def fields(text: bytes) -> dict[str, str]:
+        out = {"protocol": "poe"}
+        for part in text.decode(errors="replace").split("|")[1:]:
+            name, _, value = part.partition("=")
+            out[name] = value
+        return out
+
+    a, b = fields(stored), fields(configured)
+    diffs = [f"{_GENESIS_FIELDS.get(k, k)}: store {a.get(k)!s}, configuration {b.get(k)!s}"
+             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if not diffs:
+        return ("same settings but other keys: the configuration's cluster.keys file is "
+                "not the one this store was written with")
+    return "written with other settings (" + "; ".join(diffs) + ")"
+
+
 def repair(directory: str | os.PathLike[str]) -> str:
     """The safe repair of a damaged store in ``directory`` (docs/storage.md)."""
     return (f"repair: stop this replica and run `poe ledger quarantine --data {directory}` "
@@ -175,13 +217,17 @@ class Store:
     """One replica's store. ``Store(dir, genesis=…, replica_id=…)`` opens or creates it."""
 
     def __init__(self, directory: str | os.PathLike[str], *, genesis: bytes, replica_id: int,
-                 sync_policy: str = "batch", readonly: bool = False) -> None:
+                 sync_policy: str = "batch", readonly: bool = False,
+                 genesis_config: bytes | None = None) -> None:
+        """``genesis_config``: the settings ``genesis`` was made from (Config.genesis_config);
+        kept in a new store, so a later mismatch can name the setting that differs."""
         if sync_policy not in SYNC_POLICIES:
             raise ValueError(f"sync policy {sync_policy!r}: one of {', '.join(SYNC_POLICIES)}")
         self.dir = Path(directory)
         self.path = self.dir / DB_FILE
         self.sync_policy = sync_policy
         self.genesis = genesis
+        self.genesis_config = genesis_config
         self.dirty = False
         self.writes = 0
         # the vote high-water mark (votes.hwm, poe/storage/hwm.py): checked against the
@@ -242,6 +288,8 @@ class Store:
             self.db.execute("BEGIN")
             self._meta_set("format", FORMAT)
             self._meta_set("genesis", self.genesis)
+            if self.genesis_config is not None:
+                self._meta_set("genesis-config", self.genesis_config)
             self._meta_set("replica", replica_id.to_bytes(4, "little"))
             self.db.execute("COMMIT")
             self.dirty = False
@@ -250,12 +298,15 @@ class Store:
         if fmt != FORMAT:
             raise StoreError(self.path, f"unknown store format {fmt!r}")
         if self._meta_get("genesis") != self.genesis:
-            raise StoreError(self.path, "written for another cluster or configuration "
-                             "(genesis hash differs)")
+            raise StoreMismatch(self.path, "written for another cluster or configuration: "
+                                + describe_mismatch(self._meta_get("genesis-config"),
+                                                    self.genesis_config))
         stored = self._meta_get("replica")
         if replica_id >= 0 and (stored is None or int.from_bytes(stored, "little")
                                 != replica_id):
-            raise StoreError(self.path, f"written by another replica, not replica {replica_id}")
+            owner = "" if stored is None else f" (replica {int.from_bytes(stored, 'little')})"
+            raise StoreMismatch(self.path, f"written by another replica{owner}, not replica "
+                                f"{replica_id} (check --id and replica.data_dir)")
         self.replica_id = int.from_bytes(stored or b"\0", "little")
 
     def _has_meta(self) -> bool:

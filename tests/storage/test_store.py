@@ -15,6 +15,7 @@ from poe.storage.store import (
     Block,
     Store,
     StoreError,
+    StoreMismatch,
     decode_signatures,
     encode_signatures,
     split_results,
@@ -100,8 +101,31 @@ def test_a_store_of_another_cluster_or_replica_is_refused(tmp_path):
     _store(tmp_path).close()
     with pytest.raises(StoreError, match="another cluster"):
         Store(tmp_path / "d", genesis=b"\x09" * 32, replica_id=1)
-    with pytest.raises(StoreError, match="another replica"):
+    with pytest.raises(StoreError, match="another replica") as err:
         Store(tmp_path / "d", genesis=GENESIS, replica_id=2)
+    # not damage: no quarantine advice (issue 16: never advise destroying data on what may
+    # be the configuration's fault)
+    assert type(err.value) is StoreMismatch and "repair:" not in str(err.value)
+    assert "(replica 1), not replica 2" in str(err.value)
+
+
+def test_a_configuration_mismatch_names_the_setting_and_advises_no_repair(tmp_path):
+    written = b"poe-config/1|cluster=abc|n=4|mode=ts|records=10|value=100|seed=1|zero=0"
+    Store(tmp_path / "d", genesis=GENESIS, replica_id=1, genesis_config=written).close()
+    other = written.replace(b"mode=ts", b"mode=mac").replace(b"records=10", b"records=99")
+    with pytest.raises(StoreMismatch) as err:
+        Store(tmp_path / "d", genesis=b"\x09" * 32, replica_id=-1, readonly=True,
+              genesis_config=other + b"|protocol=pbft")
+    text = str(err.value)
+    assert "protocol.mode: store ts, configuration mac" in text
+    assert "data.record_count: store 10, configuration 99" in text
+    assert "protocol.protocol: store poe, configuration pbft" in text
+    assert "repair:" not in text and "quarantine ledger" not in text
+    assert "do not quarantine" in text
+    # a store written before the settings were kept: says what the genesis is made of
+    Store(tmp_path / "old", genesis=GENESIS, replica_id=1).close()
+    with pytest.raises(StoreMismatch, match="protocol.mode, protocol.protocol"):
+        Store(tmp_path / "old", genesis=b"\x09" * 32, replica_id=1, genesis_config=other)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 1000,

@@ -48,7 +48,8 @@ def _spin(proc: ClientProcess, seconds: float) -> None:
         proc.turn(0.05)
 
 
-def test_an_identity_takeover_does_not_cut_off_the_real_client(tmp_path, local_cluster):
+def test_an_identity_takeover_does_not_cut_off_the_real_client(tmp_path, local_cluster,
+                                                                monkeypatch):
     config = keygen(tmp_path, clients=8, mode="mac")
     cluster = local_cluster(config)
     cluster.start_all()
@@ -85,7 +86,10 @@ def test_an_identity_takeover_does_not_cut_off_the_real_client(tmp_path, local_c
         # nothing reached the thieves (no INFORM was routed to them)
         for sock in thieves:
             assert sock.poll(0) == 0
-        # another process of the same client (a restart): gets its route with its HELLO
+        # another process of the same client (a restart): gets its route with its HELLO;
+        # on one host the client-id lease (poe/runtime/lease.py) refuses a second process
+        # of the same client, so it plays one on another host (its own lease directory)
+        monkeypatch.setenv("POE_LOCK_DIR", str(tmp_path / "locks-other-host"))
         other = run_poe(tmp_path, "client", "--config", str(config), "--client-id",
                         str(CLIENT), "put", "9", "elsewhere", timeout=120)
         assert other.returncode == 0, other.stdout + other.stderr
