@@ -402,10 +402,6 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             return out
         if self.status != NORMAL:
             return self._drop("request-during-view-change")
-        if self._executed_here(cid, key[1]):
-            # executed here, its answer evicted from our cache (a flooder's old message):
-            # nobody can answer it again, so neither order it again nor wait for it (T_req)
-            return self._drop("request-executed-unanswerable")
         if not self.is_primary:
             # a client retry reached a backup: hand it to the primary (PROTOCOL.md §4.2),
             # but only what the primary may order (§4.12: a request failing a check the
@@ -427,7 +423,14 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self._forwarded_at[key] = (since, count + 1)
             self.stats["request-forwarded"] += 1
             out: list[Action] = [Send(self.primary, bytes(m.frame))]
-            if key not in self.forwarded and len(self.forwarded) < self.config.forwarded_max:
+            if self._executed_here(cid, key[1]):
+                # executed here (or below the kv's exactly-once window), its answer gone
+                # from our cache: the primary answers it from its cache or orders it as a
+                # no-op (DUPLICATE / STALE), or never again -- we do not wait for it (a
+                # flooder's replay of an old message made a backup suspect, §4.12)
+                self.stats["forwarded-executed"] += 1
+            elif key not in self.forwarded \
+                    and len(self.forwarded) < self.config.forwarded_max:
                 # T_req: the primary must execute it (§4.2)
                 self.forwarded[key] = (now, self._served.get(cid, 0))
             self._arm_progress(now, out)
