@@ -27,6 +27,7 @@ from poe.protocol.actions import Transferred
 from poe.protocol.poe import client as client_mod
 from poe.protocol.poe import clients as clients_mod
 from poe.protocol.poe import replica as replica_mod
+from poe.protocol import pacemaker as pacemaker_mod
 from poe.protocol.poe import view_change as vc_mod
 from poe.sim import swarm
 from poe.storage import restore as restore_mod
@@ -272,6 +273,49 @@ def executed_request_waited_for():
     return _patch(replica_mod.PoEReplica, "_executed_here", lambda self, cid, t: False)
 
 
+def checkpoint_unauthenticated():
+    """CHECKPOINT is taken without a MAC from whoever it claims to be from (issue 14,
+    class 1): a keyless party's copies cost a signature check each."""
+    auth = dict(replica_mod.PoEReplica._auth)
+    auth[codec.CHECKPOINT] = (codec.AUTH_NONE, codec.AUTH_MAC)
+    return _patch(replica_mod.PoEReplica, "_auth", auth)
+
+
+def one_early_support_counts():
+    """One early SUPPORT for a far position is progress owed and binds "whatever you hold"
+    FETCH replies (issue 14, class 3: f + 1 are needed, one may be a faulty replica's)."""
+    def backed(self, slot, digest):
+        return slot.early is not None and digest in slot.early.values()
+    return _patch(replica_mod.PoEReplica, "_backed", backed)
+
+
+def vc_request_entries_unbounded():
+    """A VC-REQUEST may carry any number of entries (issue 14, class 3)."""
+    check = vc_mod.check_vc_request
+
+    def patched(m, **kw):
+        if kw["window"] and len(m.entries) > kw["window"]:
+            return None if check(m, **{**kw, "window": 10 ** 9}) is None else "invalid"
+        return check(m, **kw)
+    return _patch(vc_mod, "check_vc_request", patched)
+
+
+def timeout_never_backs_off():
+    """The progress timeout never doubles: a slow synchronous network gives view changes
+    without end (issue 14, class 4; PROTOCOL.md §4.12)."""
+    def leaving(self, executed):
+        self._fired = False
+    return _patch(pacemaker_mod.Pacemaker, "leaving_view", leaving)
+
+
+def new_view_not_offered():
+    """The primary of a new view never offers its NV-PROPOSE to a replica it hears nothing
+    from (decision 71): a replica deaf during the view change stays left out."""
+    def patched(self, out):
+        self._heard = set()
+    return _patch(replica_mod.PoEReplica, "_offer_new_view", patched)
+
+
 _CORRUPTION_TEST = ("tests/storage/test_corruption.py::"
                     "test_a_flipped_byte_in_the_wal_stops_the_replica_naming_the_file_and_the_repair")
 _SURVIVE = "tests/sim/test_proofs_survive.py::"
@@ -300,6 +344,24 @@ MUTANT_TESTS = {
         _SUSPICION + "test_one_client_gets_its_share_of_the_primary_s_queue_and_no_more",)},
     "executed-request-waited-for": {"poe": (
         _SUSPICION + "test_an_executed_message_whose_answer_was_evicted_is_not_waited_for",)},
+    "checkpoint-unauthenticated": {"poe": (
+        "tests/protocol/test_replica_inputs.py::test_hostile_input_is_dropped_counted_and_"
+        "changes_nothing[ts-CHECKPOINT without a MAC]",)},
+    "one-early-support-counts": {"poe": (
+        _SUSPICION + "test_one_early_support_for_a_far_position_is_not_progress_owed",)},
+    "vc-request-entries-unbounded": {"poe": (
+        _SUSPICION + "test_a_vc_request_with_more_entries_than_a_correct_replica_reports_is_"
+                     "dropped",)},
+    "timeout-never-backs-off": {
+        "poe": ("tests/sim/test_slow_network.py::test_a_slow_synchronous_network_settles_"
+                "after_a_few_view_changes[ts-poe-4]",),
+        "pbft": ("tests/sim/test_slow_network.py::test_a_slow_synchronous_network_settles_"
+                 "after_a_few_view_changes[mac-pbft-4]",)},
+    "new-view-not-offered": {
+        "poe": ("tests/sim/test_partitions.py::test_next_primary_deaf_while_the_old_one_is_"
+                "dead[PoE-TS-7-with-crash]",),
+        "pbft": ("tests/sim/test_partitions.py::test_next_primary_deaf_while_the_old_one_is_"
+                 "dead[PBFT-7-with-crash]",)},
     "forwarded-waits-past-share": {"poe": (
         _SUSPICION + "test_a_forwarded_message_of_a_client_over_its_share_is_not_waited_for",)},
 }
@@ -325,6 +387,11 @@ MUTANTS = {                      # PoE (the default protocol)
     "no-client-share": no_client_share,
     "forwarded-waits-past-share": forwarded_waits_past_share,
     "executed-request-waited-for": executed_request_waited_for,
+    "checkpoint-unauthenticated": checkpoint_unauthenticated,
+    "one-early-support-counts": one_early_support_counts,
+    "vc-request-entries-unbounded": vc_request_entries_unbounded,
+    "timeout-never-backs-off": timeout_never_backs_off,
+    "new-view-not-offered": new_view_not_offered,
 }
 PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-client-f": pbft_client_accepts_f,
@@ -337,6 +404,8 @@ PBFT_MUTANTS = {                 # --protocol pbft
     "corruption-check-skipped": corruption_check_skipped,
     "evidence-cleared-on-new-view": evidence_cleared_on_new_view,
     "nv-propose-not-persisted": nv_propose_not_persisted,
+    "timeout-never-backs-off": timeout_never_backs_off,
+    "new-view-not-offered": new_view_not_offered,
 }
 # not in the PBFT list: replies-not-durable (shared restore code, caught under PoE; PBFT's
 # f+1 clients have their answers before a power cut in the first 500 seeds)
