@@ -33,6 +33,7 @@ from poe.sim import swarm
 from poe.storage import restore as restore_mod
 from poe.storage import store as store_mod
 from poe.storage import writer as writer_mod
+from poe.transport import zmq as zmq_mod
 
 
 def _patch(obj, name, value):
@@ -316,6 +317,16 @@ def new_view_not_offered():
     return _patch(replica_mod.PoEReplica, "_offer_new_view", patched)
 
 
+def client_port_hands_over():
+    """The client port hands a connected identity over to a newcomer (ZMQ_ROUTER_HANDOVER;
+    issue 14, class 5): a peer using another client's identity cuts that client off."""
+    configure = zmq_mod._configure
+
+    def patched(sock, s, *, router, handover=True):
+        return configure(sock, s, router=router, handover=True)
+    return _patch(zmq_mod, "_configure", patched)
+
+
 _CORRUPTION_TEST = ("tests/storage/test_corruption.py::"
                     "test_a_flipped_byte_in_the_wal_stops_the_replica_naming_the_file_and_the_repair")
 _SURVIVE = "tests/sim/test_proofs_survive.py::"
@@ -362,6 +373,9 @@ MUTANT_TESTS = {
                 "dead[PoE-TS-7-with-crash]",),
         "pbft": ("tests/sim/test_partitions.py::test_next_primary_deaf_while_the_old_one_is_"
                  "dead[PBFT-7-with-crash]",)},
+    "client-port-hands-over": {"poe": (
+        "tests/runtime/test_client_routes.py::test_a_live_connection_cannot_be_taken_over_and_"
+        "routes_follow_authentication",)},
     "forwarded-waits-past-share": {"poe": (
         _SUSPICION + "test_a_forwarded_message_of_a_client_over_its_share_is_not_waited_for",)},
 }
@@ -392,6 +406,7 @@ MUTANTS = {                      # PoE (the default protocol)
     "vc-request-entries-unbounded": vc_request_entries_unbounded,
     "timeout-never-backs-off": timeout_never_backs_off,
     "new-view-not-offered": new_view_not_offered,
+    "client-port-hands-over": client_port_hands_over,
 }
 PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-client-f": pbft_client_accepts_f,
