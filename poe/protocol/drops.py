@@ -8,6 +8,11 @@ also counted in ``by_sender[(sender, reason)]``. Frames whose sender is not auth
 only by reason: an unauthenticated frame is never evidence against anyone, not even in a
 metric an operator reads.
 
+``unauthenticated`` counts the drops of frames no correct party ever sends (reasons in
+``UNAUTHENTICATED``, counted while no sender is authenticated): the runtime compares it
+before and after handing a frame over and quarantines the connection it came in on
+(poe/transport/zmq.py, issue 14).
+
 What it must never do: grow with hostile input (``by_sender`` holds at most n x reasons
 entries, reasons being names in the code) or slow the normal case (only drops pay).
 """
@@ -19,8 +24,17 @@ from collections import Counter
 class DropCounter(Counter):
     """A Counter of drop reasons that also counts by authenticated sender."""
 
+    # a frame a correct replica or client never sends: it does not decode, names no peer
+    # (or the receiver), lacks its kind's authentication, carries a bad MAC, is of a kind
+    # never sent to a replica, is a client message whose signature does not verify (a
+    # correct backup forwards only messages it verified) or a VC-REQUEST whose does not
+    UNAUTHENTICATED = frozenset(("malformed", "unknown-sender", "wrong-auth", "bad-mac",
+                                 "unexpected-kind", "bad-client-signature",
+                                 "vc-request-bad-signature"))
+
     def __init__(self, *args, **kwargs) -> None:
         self.sender = -1                            # the authenticated sender, or -1
+        self.unauthenticated = 0                    # drops of UNAUTHENTICATED reasons
         self.by_sender: Counter[tuple[int, str]] = Counter()
         super().__init__(*args, **kwargs)
 
@@ -29,6 +43,8 @@ class DropCounter(Counter):
             delta = value - self.get(reason, 0)
             if delta > 0:
                 self.by_sender[(self.sender, reason)] += delta
+        elif reason in self.UNAUTHENTICATED:
+            self.unauthenticated += 1
         super().__setitem__(reason, value)
 
     def __reduce__(self):

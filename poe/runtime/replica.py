@@ -6,7 +6,11 @@ SIGINT: poll the sockets, drain up to ``transport.drain_messages`` messages per 
 hand every frame to the replica's ``on_message`` (``PoEReplica``, or ``PBFTReplica`` with
 ``protocol = "pbft"``; ``poe.protocol.registry``), carry out the actions in order (frames for
 one peer are queued and leave coalesced at the end of the turn), fire due timers, and log
-a status line every ``replica.status_interval_s``. On a signal it logs its counters and
+a status line every ``replica.status_interval_s``. A connection that delivers a frame no
+correct party sends (the protocol's ``drops.unauthenticated`` moves while handling it) is
+quarantined: the rest of that message and everything it sends later are dropped unread
+(poe/transport/zmq.py; issue 14: a keyless flood costs a replica one frame per connection,
+not a decode and a MAC check per frame). On a signal it logs its counters and
 exits cleanly (status 0).
 
 Durability (issue #7): with ``replica.data_dir`` set, the replica opens its store
@@ -262,7 +266,7 @@ class ReplicaRuntime:
     def _loop(self) -> None:
         transport = self.transport
         replica = self.replica
-        on_message = replica.on_message
+        deliver = self._deliver
         on_timeout = replica.on_timeout
         apply = self._apply
         timers = self.timers
@@ -286,18 +290,20 @@ class ReplicaRuntime:
             started = perf()
             for sock in ready:
                 if sock is peer_router:
-                    frames = transport.drain_peers()
+                    messages = transport.drain_peer_messages()
+                    quarantined = transport.quarantined_peers
+                    client = False
                 elif sock is client_router:
-                    frames = transport.drain_clients()
+                    messages = transport.drain_client_messages()
+                    quarantined = transport.quarantined_clients
+                    client = True
                 else:
                     for name, what in transport.monitor_events(sock):
                         if what in ("up", "down") and name.startswith("r"):
                             self.log.info(f"peer-{what}", peer=name)
                     continue
-                for frame in frames:
-                    actions = on_message(frame, now)
-                    if actions:
-                        apply(actions)
+                if messages:
+                    deliver(messages, quarantined, client, now)
             if due is not None and due <= now:
                 for ident in timers.pop_due(now):
                     apply(on_timeout(ident[0], ident[1], now))
@@ -312,6 +318,28 @@ class ReplicaRuntime:
             if now >= next_status:
                 next_status = now + interval
                 self._status(now)
+
+    def _deliver(self, messages, quarantined: dict, client: bool, now: float) -> None:
+        """Hand the frames of drained (identity, frames) messages to the protocol. A frame
+        the protocol drops as one no correct party sends (``drops.unauthenticated`` moved)
+        quarantines its connection: the rest of its message is not handed over, nor any
+        later message of it (the transport drops those unread)."""
+        on_message = self.replica.on_message
+        drops = self.replica.drops
+        apply = self._apply
+        transport = self.transport
+        for identity, frames in messages:
+            if identity in quarantined:          # since this drain: nothing more of it
+                transport.stats["dropped-quarantined"] += 1
+                continue
+            for i, frame in enumerate(frames):
+                before = drops.unauthenticated
+                actions = on_message(frame, now)
+                if actions:
+                    apply(actions)
+                if drops.unauthenticated != before:
+                    transport.quarantine(identity, client=client, rest=len(frames) - 1 - i)
+                    break
 
     # ---------------------------------------------------------------- actions
 

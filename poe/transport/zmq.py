@@ -28,6 +28,18 @@ What it is for: moving sealed protocol frames (docs/wire.md) between processes o
   message of at most ``coalesce_bytes`` (the envelope's length field makes frames
   self-delimiting); the receiver splits them again. A ZeroMQ message that does not start
   with the frame magic ``"PE"`` is a control message (``\\0`` + word).
+* Quarantine (issue 14): a connection that delivered a frame no correct party ever sends
+  (the protocol counts it under a reason of ``DropCounter.UNAUTHENTICATED``: malformed,
+  unknown sender, wrong auth kind, bad MAC, unexpected kind, a client message or VC-REQUEST
+  whose signature fails) or a HELLO with a bad MAC is quarantined: every later message on
+  it is dropped before it is split or looked at (``dropped-quarantined``), and what was left
+  of the message that tripped it too (``dropped-after-unauthenticated``, frames). The
+  runtime reports the frame (``quarantine``); the sets (one per ROUTER: identities are
+  per socket) hold at most ``QUARANTINE_MAX`` identities, oldest forgotten first. A keyless
+  party thus gets one frame through per connection it opens (a TCP and ZMTP handshake
+  each) instead of costing the replica a decode and a MAC check per frame; a correct
+  replica's or client's connection never enters (its identity is random, and it never
+  sends such a frame).
 * Bounded everywhere: ZMQ_SNDHWM / ZMQ_RCVHWM bound the queues (a send that would block is
   dropped and counted: the protocol retransmits), ZMQ_IMMEDIATE keeps messages for a peer
   that is down from piling up, ZMQ_MAXMSGSIZE (twice ``max_frame_bytes``) makes ZeroMQ cut a
@@ -65,6 +77,7 @@ _HELLO_ENTRY = struct.Struct("<I32s")         # client id, MAC tag
 HELLO_CLIENTS_MAX = 256                       # entries per HELLO message (larger: split)
 _HELLO_STATEMENT = b"PoE/HELLO/v1"
 _HELLO_FIELDS = struct.Struct("<IIQB")        # replica, client, counter, identity length
+QUARANTINE_MAX = 4096                         # quarantined identities per ROUTER (FIFO)
 assert _HELLO_ENTRY.size == 4 + MAC_SIZE
 
 
@@ -314,6 +327,9 @@ class ReplicaTransport:
             self.dealers[info.id] = sock
         self.peer_up = [False] * self.n
         self.routes: dict[int, bytes] = {}           # client id -> identity of its connection
+        # quarantined connection identities (dicts: insertion order is the eviction order)
+        self.quarantined_peers: dict[bytes, None] = {}
+        self.quarantined_clients: dict[bytes, None] = {}
         self._hello_counter = [0] * self.clients     # highest HELLO counter accepted, per client
         self.poller = zmq.Poller()
         for sock in (self.peer_router, self.client_router, self.peer_monitor,
@@ -342,46 +358,85 @@ class ReplicaTransport:
         stats["in-bytes"] += len(payload)
         return payload
 
-    def drain_peers(self) -> list[bytes]:
-        """Up to ``drain`` messages from the replica port, split into frames."""
-        frames: list[bytes] = []
+    def drain_peer_messages(self) -> list[tuple[bytes, list[bytes]]]:
+        """Up to ``drain`` messages from the replica port as (connection identity, frames);
+        a message from a quarantined connection is dropped unsplit (counted)."""
+        out: list[tuple[bytes, list[bytes]]] = []
         recv = self.peer_router.recv_multipart
+        quarantined = self.quarantined_peers
         for _ in range(self.s.drain):
             try:
                 parts = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            payload = self._check(parts)
-            if payload is not None:
-                frames.extend(split_frames(payload))
-        return frames
-
-    def drain_clients(self) -> list[bytes]:
-        """Up to ``drain`` messages from the client port, split into frames; HELLOs (control
-        messages) move client routes when they authenticate."""
-        frames: list[bytes] = []
-        recv = self.client_router.recv_multipart
-        stats = self.stats
-        for _ in range(self.s.drain):
-            try:
-                parts = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if len(parts) == 2 and parts[1][:1] == b"\x00" \
-                    and len(parts[1]) <= self.s.max_frame_bytes:
-                stats["control"] += 1
-                self._hello(parts[0], parts[1])
+            identity = parts[0]
+            if identity in quarantined:
+                self.stats["dropped-quarantined"] += 1
                 continue
             payload = self._check(parts)
             if payload is not None:
-                frames.extend(split_frames(payload))
-        return frames
+                out.append((identity, split_frames(payload)))
+        return out
 
-    def _hello(self, identity: bytes, payload: bytes) -> None:
+    def drain_client_messages(self) -> list[tuple[bytes, list[bytes]]]:
+        """Up to ``drain`` messages from the client port as (connection identity, frames);
+        HELLOs (control messages) move client routes when they authenticate, and quarantine
+        their connection when a MAC is bad. A message from a quarantined connection is
+        dropped unsplit (counted)."""
+        out: list[tuple[bytes, list[bytes]]] = []
+        recv = self.client_router.recv_multipart
+        stats = self.stats
+        quarantined = self.quarantined_clients
+        for _ in range(self.s.drain):
+            try:
+                parts = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            identity = parts[0]
+            if identity in quarantined:
+                stats["dropped-quarantined"] += 1
+                continue
+            if len(parts) == 2 and parts[1][:1] == b"\x00" \
+                    and len(parts[1]) <= self.s.max_frame_bytes:
+                stats["control"] += 1
+                if self._hello(identity, parts[1]) is False:
+                    self.quarantine(identity, client=True)
+                continue
+            payload = self._check(parts)
+            if payload is not None:
+                out.append((identity, split_frames(payload)))
+        return out
+
+    def drain_peers(self) -> list[bytes]:
+        """Up to ``drain`` messages from the replica port, split into frames."""
+        return [frame for _, frames in self.drain_peer_messages() for frame in frames]
+
+    def drain_clients(self) -> list[bytes]:
+        """Up to ``drain`` messages from the client port, split into frames (HELLOs
+        handled)."""
+        return [frame for _, frames in self.drain_client_messages() for frame in frames]
+
+    def quarantine(self, identity: bytes, *, client: bool, rest: int = 0) -> None:
+        """Drop every later message of the connection ``identity`` (of the client port if
+        ``client``, else of the peer port) unread: it delivered a frame no correct party
+        sends. ``rest``: frames of its current message not handed over (counted)."""
+        held = self.quarantined_clients if client else self.quarantined_peers
+        if rest:
+            self.stats["dropped-after-unauthenticated"] += rest
+        if identity in held:
+            return
+        if len(held) >= QUARANTINE_MAX:
+            del held[next(iter(held))]               # the oldest goes (insertion order)
+            self.stats["quarantine-evicted"] += 1
+        held[identity] = None
+        self.stats["client-connections-quarantined" if client
+                   else "peer-connections-quarantined"] += 1
+
+    def _hello(self, identity: bytes, payload: bytes) -> bool | None:
         """Route every client of a HELLO whose entry is fresh and carries a valid MAC to the
         connection ``identity``. Cheap checks first (form, client id, counter); the first
         bad MAC ends the message (a correct client never sends one), so a forged HELLO
-        costs one MAC check."""
+        costs one MAC check, and returns False (the caller quarantines the connection)."""
         stats = self.stats
         parsed = parse_hello(payload)
         if parsed is None:
@@ -409,7 +464,7 @@ class ReplicaTransport:
             if not macs.verify(client_party(cid), hello_statement(self.id, cid, counter, identity),
                                tag):
                 stats["dropped-hello-bad-mac"] += 1
-                return
+                return False
             known[cid] = counter
             if routes.get(cid) != identity:
                 routes[cid] = identity

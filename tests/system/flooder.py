@@ -9,19 +9,23 @@ It holds no key, only the replicas' addresses (replica i's peer port and client 
 order). It builds a pool of forged frames per replica: CERTIFY naming the primary of view 0
 with a garbage certificate (no auth, and a random "MAC"), CHECKPOINT with a garbage
 signature (both auths), PROPOSE in the primary's name, SUPPORT with a garbage share, frames
-naming the receiver itself or a replica that does not exist, and garbage: random bytes,
-truncated frames, a zeroed header, a header with a bad version. Then it sends exactly
+naming the receiver itself or a replica that does not exist, REQUESTs carrying a
+well-formed client message with a garbage signature (what a backup forwards, unauthenticated
+on the peer port; a client's own message on the client port: the replica checks an Ed25519
+signature), and garbage: random bytes (never a control message's leading zero), truncated
+frames, a zeroed header, a header with a bad version. Then it sends exactly
 ``--frames`` of them, as fast as ZeroMQ takes them (blocking sends: nothing is dropped on
 our side, the replicas' queues push back), spread evenly over the replicas and, per replica,
 over DEALERs connected to its peer port under the identities of every other replica
 (ZMQ_ROUTER_HANDOVER takes the identity over) and of its own, and to its client port.
 Well-formed envelopes go out partly one per message, partly coalesced 32 per message as a
-replica would send them; garbage always alone (a coalesced message ends at garbage). Then
-``--hellos`` forged HELLOs (zero MAC tags) to every client port. ``--seconds`` keeps it
+replica would send them; garbage always alone (a coalesced message ends at garbage). The
+first message on every connection is a single frame. Then ``--hellos`` forged HELLOs (zero
+MAC tags) to every client port, on a connection of their own. ``--seconds`` keeps it
 going, the same frames again, until that much time has passed (an open-ended flood).
 
-It writes what it sent (frames per replica, per port and per kind; start and end wall clock
-times) to ``--out`` as JSON. Nothing here is timing-sensitive; the test bounds the process.
+It writes what it sent (frames and messages per replica, per connection and per kind;
+start and end wall clock times) to ``--out`` as JSON. Nothing here is timing-sensitive; the test bounds the process.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import random
 import struct
 import sys
 import time
+from collections import Counter
 
 import zmq
 
@@ -66,7 +71,7 @@ def forged_pool(target: int, n: int, mode: str, rng: random.Random, *, window: i
     pool: dict[str, list[bytes]] = {k: [] for k in (
         "certify-noauth", "certify-fakemac", "checkpoint-noauth", "checkpoint-fakemac",
         "propose-fakemac", "propose-noauth", "support-fakemac", "self-sender-fakemac",
-        "unknown-sender-fakemac", "random-garbage", "truncated-garbage", "zero-header-garbage",
+        "unknown-sender-fakemac", "request-badsig", "random-garbage", "truncated-garbage", "zero-header-garbage",
         "bad-version-garbage")}
     for i in range(POOL):
         k = 1 + i % window
@@ -90,7 +95,9 @@ def forged_pool(target: int, n: int, mode: str, rng: random.Random, *, window: i
             target, 0, k, digest, _rand(rng, share)), rng))
         pool["unknown-sender-fakemac"].append(_fake_mac(codec.encode_support(
             n + i % 5, 0, k, digest, _rand(rng, share)), rng))
-        pool["random-garbage"].append(_rand(rng, 1 + i % 200))
+        pool["request-badsig"].append(codec.encode_request(_client_message(rng)))
+        garbage = _rand(rng, 1 + i % 200)
+        pool["random-garbage"].append(garbage if garbage[:1] != b"\0" else b"\1" + garbage[1:])
         cut = rng.randrange(1, len(certify))
         pool["truncated-garbage"].append(certify[:cut])
         pool["zero-header-garbage"].append(b"PE" + bytes(30 + i % 40))
@@ -157,21 +164,20 @@ def main(argv: list[str] | None = None) -> int:
             row.append(("peer:" + name.decode(), _dealer(ctx, name, _endpoint(peers[target]))))
         row.append(("client:" + me.decode(), _dealer(ctx, me, _endpoint(clients[target]))))
         sockets.append(row)
+    hello_sockets = [_dealer(ctx, me + b"-hello", _endpoint(clients[t])) for t in range(n)]
     share, extra = divmod(args.frames, n)
     plans = [plan(forged_pool(t, n, args.mode, rng), share + (t < extra)) for t in range(n)]
     sent = {"frames": 0, "messages": 0, "failed_frames": 0,
             "per_replica": [0] * n, "per_socket": [{} for _ in range(n)],
+            "messages_per_replica": [0] * n, "messages_per_socket": [{} for _ in range(n)],
+            "first_message_frames": [{} for _ in range(n)],
             "per_kind": {}, "per_replica_kind": [{} for _ in range(n)], "hellos": [0] * n}
-    time.sleep(0.2)                              # let the connections complete
-    sent["start"] = time.time()
+    # the whole schedule is built before the first send: the flood's own CPU (on the
+    # machine the replicas share in a test) is then ZeroMQ's sends, not our bookkeeping
+    schedule: list[tuple[int, str, str, zmq.Socket, bytes, int]] = []
     cursors = [0] * n
     turn = 0
-    until = sent["start"] + args.seconds
-    while True:
-        if not any(cursors[t] < len(plans[t]) for t in range(n)):
-            if time.time() >= until:
-                break
-            cursors = [0] * n                    # again, until the time is up
+    while any(cursors[t] < len(plans[t]) for t in range(n)):
         for t in range(n):
             if cursors[t] >= len(plans[t]):
                 continue
@@ -179,30 +185,50 @@ def main(argv: list[str] | None = None) -> int:
             name, sock = sockets[t][turn % len(sockets[t])]
             cursors[t] += 1
             message = frames[0] if len(frames) == 1 else b"".join(frames)
-            try:
-                sock.send(message)
-            except zmq.Again:
-                sent["failed_frames"] += len(frames)
-                continue
-            sent["frames"] += len(frames)
-            sent["messages"] += 1
-            sent["per_replica"][t] += len(frames)
-            sent["per_socket"][t][name] = sent["per_socket"][t].get(name, 0) + len(frames)
-            sent["per_kind"][kind] = sent["per_kind"].get(kind, 0) + len(frames)
-            mine = sent["per_replica_kind"][t]
-            mine[kind] = mine.get(kind, 0) + len(frames)
+            schedule.append((t, kind, name, sock, message, len(frames)))
         turn += 1
+    time.sleep(0.2)                              # let the connections complete
+    sent["start"] = time.time()
+    until = sent["start"] + args.seconds
+    failed: Counter[int] = Counter()
+    rounds = 0
+    while True:
+        rounds += 1
+        for index, entry in enumerate(schedule):
+            try:
+                entry[3].send(entry[4])
+            except zmq.Again:
+                failed[index] += 1
+        if time.time() >= until:
+            break                                # else again, until the time is up
     sent["end"] = time.time()
-    # forged HELLOs on the client port: control messages, not frames (counted apart)
+    sent["rounds"] = rounds
+    for index, (t, kind, name, _, _, count) in enumerate(schedule):
+        sent["first_message_frames"][t].setdefault(name, count)
+        times = rounds - failed[index]
+        sent["failed_frames"] += (rounds - times) * count
+        if not times:
+            continue
+        sent["frames"] += times * count
+        sent["messages"] += times
+        sent["per_replica"][t] += times * count
+        sent["per_socket"][t][name] = sent["per_socket"][t].get(name, 0) + times * count
+        sent["messages_per_replica"][t] += times
+        per = sent["messages_per_socket"][t]
+        per[name] = per.get(name, 0) + times
+        sent["per_kind"][kind] = sent["per_kind"].get(kind, 0) + times * count
+        mine = sent["per_replica_kind"][t]
+        mine[kind] = mine.get(kind, 0) + times * count
+    # forged HELLOs on the client port, a connection of their own: control messages, not
+    # frames (counted apart)
     for t in range(n):
-        _, sock = sockets[t][-1]
+        sock = hello_sockets[t]
         for i in range(args.hellos):
             sock.send(forged_hello(i))
             sent["hellos"][t] += 1
     # LINGER: what is queued still leaves before the sockets close
-    for row in sockets:
-        for _, sock in row:
-            sock.close(linger=10_000)
+    for sock in [s for row in sockets for _, s in row] + hello_sockets:
+        sock.close(linger=10_000)
     ctx.term()
     sent["closed"] = time.time()
     with open(args.out, "w") as handle:

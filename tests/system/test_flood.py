@@ -3,17 +3,20 @@ stall the cluster), real processes on 127.0.0.1.
 
 While ``poe bench`` keeps a closed-loop load on the cluster, tests/system/flooder.py (a
 process of its own holding no key, only the replicas' addresses) sends 100,000 forged
-CERTIFY / CHECKPOINT / PROPOSE / SUPPORT frames and garbage to every replica's peer port,
-under the identities of the other replicas and its own, and to its client port, then forged
-HELLOs; as fast as ZeroMQ takes them. Asserted: every frame was sent; no replica leaves view
-0 or starts a view change; every forged frame shows in ``/metrics`` as a cheap drop
-(``malformed``, ``unknown-sender``, ``wrong-auth``, ``bad-mac``), none against a replica
-(``poe_messages_dropped_by_sender``), the forged HELLOs as ``transport-dropped-hello-*``;
-the load's requests all proven.
+CERTIFY / CHECKPOINT / PROPOSE / SUPPORT / REQUEST frames and garbage to every replica's
+peer port, under the identities of the other replicas and its own, and to its client port,
+then forged HELLOs on a connection of their own; as fast as ZeroMQ takes them. Asserted:
+every frame was sent; no replica leaves view 0 or starts a view change; every forged message
+shows in ``/metrics`` as a drop: the first frame of each flooding connection as a cheap
+protocol drop (``malformed``, ``unknown-sender``, ``wrong-auth``, ``bad-mac``,
+``bad-client-signature``), which quarantines the connection, and every later message of it
+unread as ``transport-dropped-quarantined`` (the first forged HELLO as
+``transport-dropped-hello-bad-mac``); none against a replica
+(``poe_messages_dropped_by_sender``); the load's requests all proven.
 
 Throughput: the primary's executed requests are sampled from ``/metrics``; A is the rate in
 the 2.5 s before the flood, B the rate from the flood's first frame until every replica has
-counted every forged frame sent to it (the time the flood occupies the cluster). The
+counted every forged message sent to it (the time the flood occupies the cluster). The
 criterion B >= 0.70 A is checked last; see the note at the check for what it measures on
 a 2-core machine.
 """
@@ -42,7 +45,12 @@ RATIO = 0.70
 BASELINE_S = 2.5
 SAMPLE_S = 0.05
 FLOODER = Path(__file__).with_name("flooder.py")
-FORGED = ("malformed", "unknown-sender", "wrong-auth", "bad-mac")
+FORGED = ("malformed", "unknown-sender", "wrong-auth", "bad-mac", "bad-client-signature")
+# what the flood's messages are counted under besides FORGED: every message of a quarantined
+# connection, frames left of the message that quarantined it, the forged HELLOs
+FLOOD_TRANSPORT = ("dropped-quarantined", "dropped-after-unauthenticated",
+                   "dropped-hello-bad-mac", "dropped-hello-stale",
+                   "dropped-hello-unknown-client")
 
 
 def _scrape(port: int) -> str:
@@ -65,9 +73,17 @@ def _forged_drops(text: str, i: int) -> float:
     return sum(_value(text, "poe_messages_dropped_total", replica=i, reason=r) for r in FORGED)
 
 
+def _flood_drops(text: str, i: int) -> float:
+    """Every drop a flood message can be counted under: one per message it sent (the first
+    message of each connection is a single frame, the flooder sees to it)."""
+    return _forged_drops(text, i) + sum(
+        _value(text, "poe_messages_dropped_total", replica=i, reason="transport-" + r)
+        for r in FLOOD_TRANSPORT)
+
+
 class _Sampler(threading.Thread):
     """Scrapes every replica's /metrics each SAMPLE_S: (time, executed at the primary,
-    forged-frame drops per replica)."""
+    flood drops per replica)."""
 
     def __init__(self, port: int, n: int) -> None:
         super().__init__(daemon=True)
@@ -83,7 +99,7 @@ class _Sampler(threading.Thread):
             except OSError:
                 continue
             self.samples.append((t, _value(texts[0], "poe_requests_executed_total", replica=0),
-                                 [_forged_drops(x, i) for i, x in enumerate(texts)]))
+                                 [_flood_drops(x, i) for i, x in enumerate(texts)]))
             self.done.wait(SAMPLE_S)
 
     def rate(self, start: float, end: float) -> tuple[float, float]:
@@ -127,15 +143,16 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
             cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
         assert flood.returncode == 0, flood.stderr[-3000:]
         sent = json.loads(counts.read_text())
-        # the flood is over for the cluster once every replica counted every forged frame
+        # the flood is over for the cluster once every replica counted every forged message
+        expected = [m + HELLOS for m in sent["messages_per_replica"]]
         deadline = time.monotonic() + 60
         while True:
             last = sampler.samples[-1]
-            if all(last[2][i] >= sent["per_replica"][i] for i in range(4)) \
+            if all(last[2][i] >= expected[i] for i in range(4)) \
                     and last[0] > sent["start"]:
                 absorbed = last[0]
                 break
-            assert time.monotonic() < deadline, (last, sent["per_replica"])
+            assert time.monotonic() < deadline, (last, expected)
             time.sleep(0.05)
         assert bench.poll() is None, "the load ended before the flood was absorbed"
         _, err = bench.communicate(timeout=120)
@@ -157,14 +174,19 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
         assert _value(text, "poe_view", replica=i) == 0, text
         assert _value(text, "poe_view_changes_started_total", replica=i) == 0
         assert _value(text, "poe_views_installed_total", replica=i) == 0
-        # every forged frame dropped at the cheap checks and counted, by reason
-        kinds = sent["per_replica_kind"][i]
-        garbage = sum(v for k, v in kinds.items() if k.endswith("-garbage"))
-        assert _forged_drops(text, i) >= sent["per_replica"][i]
+        # every forged message dropped and counted: one frame per flooding connection at
+        # the protocol's cheap checks (each is a single frame), which quarantines it; every
+        # later message of the connection unread; the first forged HELLO of its connection
+        # as a bad MAC, which quarantines that one
+        connections = sent["messages_per_socket"][i]
+        assert all(sent["first_message_frames"][i][name] == 1 for name in connections)
+        assert _forged_drops(text, i) == len(connections)
         assert _value(text, "poe_messages_dropped_total", replica=i,
-                      reason="malformed") >= garbage
-        for reason in FORGED:
-            assert _value(text, "poe_messages_dropped_total", replica=i, reason=reason) > 0
+                      reason="transport-dropped-hello-bad-mac") == 1
+        assert _value(text, "poe_messages_dropped_total", replica=i,
+                      reason="transport-dropped-quarantined") \
+            == sent["messages_per_replica"][i] - len(connections) + HELLOS - 1
+        assert _flood_drops(text, i) == expected[i]
         # ... and none counted against a replica: the per-sender family only holds the
         # drops of a normal run (late SUPPORTs, old CHECKPOINTs), a few hundred
         by_sender = [line for line in text.splitlines()
@@ -172,10 +194,6 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
         assert not any(f'reason="{r}"' in line for line in by_sender for r in FORGED)
         assert sum(float(line.rsplit(" ", 1)[1]) for line in by_sender) \
             < 0.1 * sent["per_replica"][i]
-        # the forged HELLOs: transport drops
-        assert sum(_value(text, "poe_messages_dropped_total", replica=i,
-                          reason=f"transport-dropped-hello-{r}")
-                   for r in ("bad-mac", "stale", "unknown-client")) >= HELLOS
     results = json.loads(out.read_text())["results"]
     assert results["outcome_unknown"] == 0
     assert results["proven_requests"] == results["measured_requests"] > 0
@@ -190,12 +208,21 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
     print(figures)
     records = cluster.stop()
     assert all(r["status"] == 0 for r in records.values())
+    for i, record in records.items():
+        # quarantined: the flooder's peer connections (as every other replica and as itself)
+        # and its two client connections (frames, HELLOs); nothing else
+        transport = record["exit"]["transport"]
+        assert transport["peer-connections-quarantined"] == len(
+            [name for name in sent["messages_per_socket"][i] if name.startswith("peer:")])
+        assert transport["client-connections-quarantined"] == 2
     assert a > 0
     if b < RATIO * a:
-        # Measured on the 2-core machine this was written on: B/A about 0.1 to 0.3. The
-        # flood is a fixed amount of work (about 3 us of Python per forged frame in the
-        # replica: split, decode, MAC check, drop count) that the replicas do as soon as it
-        # arrives, on the cores the load needs; nothing deprioritizes a connection that
-        # sends forged frames. Kept as a visible expected failure with its figures until
-        # the runtime stops reading such connections first (see the issue 14 report).
+        # Measured on the 2-core machine this runs on, since connections are quarantined
+        # (a connection gets one forged frame through): B/A 0.33 to 1.07, about half the
+        # runs below 0.70. The replicas now spend about 15 ms of CPU each on the whole
+        # flood (about 80 before), and their CPU rate in B is no higher than in A; what
+        # remains is the flooder itself (about 0.2 CPU-s, its 30-60 ms burst of sends inside
+        # B) on the cores the load needs, over a window of 0.06 to 0.25 s sampled every
+        # 50 ms. With the flooder at nice 19, B/A 0.77 to 0.88. Kept as a visible expected
+        # failure with its figures rather than a flaky assert (see the issue 14 report).
         pytest.xfail(f"throughput during the flood below {RATIO:.0%} of before: {figures}")

@@ -146,14 +146,17 @@ def test_garbage_truncated_and_oversized_frames_are_counted_and_dropped(tmp_path
     try:
         for target in (0, 1):
             for endpoint in _replica_endpoints(config, target):
-                sock = ctx.socket(zmq.DEALER)
-                sock.setsockopt(zmq.LINGER, 2000)
-                sock.setsockopt(zmq.IDENTITY, b"attacker")
-                sock.connect(endpoint)
-                for message in hostile:
+                # a connection per message: after a frame no correct party sends, the
+                # replica reads nothing more from that connection (quarantine, issue 14)
+                for i, message in enumerate(hostile):
+                    sock = ctx.socket(zmq.DEALER)
+                    sock.setsockopt(zmq.LINGER, 2000)
+                    sock.setsockopt(zmq.IDENTITY, b"attacker-%d" % i)
+                    sock.connect(endpoint)
                     sock.send(message)
-                sock.send(bytes(3 * limit))         # beyond twice the limit: disconnected
-                sock.close()
+                    if message is hostile[-1]:
+                        sock.send(bytes(3 * limit))   # beyond twice the limit: disconnected
+                    sock.close()
         # the cluster keeps serving
         put = run_poe(tmp_path, "client", "--config", str(config), "put", "7", "hello",
                       timeout=120)
@@ -170,7 +173,10 @@ def test_garbage_truncated_and_oversized_frames_are_counted_and_dropped(tmp_path
         exit_record = records[target]["exit"]
         assert records[target]["status"] == 0
         # garbage, short, truncated, zero header and the trailing junk: at least five per port
-        assert exit_record["drops"].get("malformed", 0) >= 10
+        # (the junk follows a REQUEST whose signature fails, which quarantines the
+        # connection: counted as the frame left of that message)
+        assert exit_record["drops"].get("malformed", 0) \
+            + exit_record["transport"].get("dropped-after-unauthenticated", 0) >= 10
         assert exit_record["transport"].get("oversized", 0) >= 2
 
 
