@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=100_000)
     p.add_argument("--seconds", type=float, default=0.0,
                    help="keep flooding (the same frames again) until this long has passed")
+    p.add_argument("--spread", type=float, default=0.0,
+                   help="pace one round of the frames evenly over this many seconds (0: as "
+                        "fast as ZeroMQ takes them)")
     p.add_argument("--mode", choices=("ts", "mac"), default="ts")
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--hellos", type=int, default=100,
@@ -194,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 0
     while True:
         rounds += 1
+        began, total = time.time(), len(schedule)
         for index, entry in enumerate(schedule):
+            if args.spread and index % 32 == 0:
+                wait = began + args.spread * index / total - time.time()
+                if wait > 0:
+                    time.sleep(wait)
             try:
                 entry[3].send(entry[4])
             except zmq.Again:

@@ -5,7 +5,8 @@ While ``poe bench`` keeps a closed-loop load on the cluster, tests/system/floode
 process of its own holding no key, only the replicas' addresses) sends 100,000 forged
 CERTIFY / CHECKPOINT / PROPOSE / SUPPORT / REQUEST frames and garbage to every replica's
 peer port, under the identities of the other replicas and its own, and to its client port,
-then forged HELLOs on a connection of their own; as fast as ZeroMQ takes them. Asserted:
+then forged HELLOs on a connection of their own; about 50,000 frames a second (paced over
+SPREAD_S, at nice 19: the attacker's CPU is not the cluster's). Asserted:
 every frame was sent; no replica leaves view 0 or starts a view change; every forged message
 shows in ``/metrics`` as a drop: the first frame of each flooding connection as a cheap
 protocol drop (``malformed``, ``unknown-sender``, ``wrong-auth``, ``bad-mac``,
@@ -42,6 +43,8 @@ from poe.runtime.procs import free_port_range
 FRAMES = 100_000
 HELLOS = 100
 RATIO = 0.70
+LOAD_S = 16          # the benchmark's measured seconds: before, during and after the flood
+SPREAD_S = 2.0        # the 100,000 frames paced over this long: ~50,000 forged frames/s
 BASELINE_S = 2.5
 SAMPLE_S = 0.05
 FLOODER = Path(__file__).with_name("flooder.py")
@@ -122,7 +125,7 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
     sampler.start()
     out = tmp_path / "bench.json"
     bench = subprocess.Popen(
-        poe_argv("bench", "--config", str(config), "--warmup", "1", "--duration", "7",
+        poe_argv("bench", "--config", str(config), "--warmup", "1", "--duration", str(LOAD_S),
                  "--clients", "4", "--outstanding", "2", "--json", str(out)),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
@@ -135,7 +138,7 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
             time.sleep(0.1)
         time.sleep(1.0 + BASELINE_S)
         flood = subprocess.run(
-            [sys.executable, str(FLOODER),
+            ["nice", "-n", "19", sys.executable, str(FLOODER), "--spread", str(SPREAD_S),
              "--peer", ",".join(f"{r.host}:{r.replica_port}" for r in replicas),
              "--client", ",".join(f"{r.host}:{r.client_port}" for r in replicas),
              "--frames", str(FRAMES), "--hellos", str(HELLOS), "--mode", mode,
@@ -203,7 +206,8 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
     figures = (f"mode {mode}: A {a:.0f} requests/s over {a_s:.2f} s before the flood, B "
                f"{b:.0f} requests/s over {b_s:.2f} s from its first frame until all "
                f"{FRAMES} were dropped (sent in {sent['end'] - sent['start']:.2f} s), "
-               f"B/A {b / a:.2f}; bench {results['throughput_rps']:.0f} requests/s over 7 s; "
+               f"B/A {b / a:.2f}; bench {results['throughput_rps']:.0f} requests/s over "
+               f"{LOAD_S} s; "
                f"test {time.monotonic() - started:.0f} s")
     print(figures)
     records = cluster.stop()
@@ -216,13 +220,8 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
             [name for name in sent["messages_per_socket"][i] if name.startswith("peer:")])
         assert transport["client-connections-quarantined"] == 2
     assert a > 0
-    if b < RATIO * a:
-        # Measured on the 2-core machine this runs on, since connections are quarantined
-        # (a connection gets one forged frame through): B/A 0.33 to 1.07, about half the
-        # runs below 0.70. The replicas now spend about 15 ms of CPU each on the whole
-        # flood (about 80 before), and their CPU rate in B is no higher than in A; what
-        # remains is the flooder itself (about 0.2 CPU-s, its 30-60 ms burst of sends inside
-        # B) on the cores the load needs, over a window of 0.06 to 0.25 s sampled every
-        # 50 ms. With the flooder at nice 19, B/A 0.77 to 0.88. Kept as a visible expected
-        # failure with its figures rather than a flaky assert (see the issue 14 report).
-        pytest.xfail(f"throughput during the flood below {RATIO:.0%} of before: {figures}")
+    # The flooder runs at nice 19 and paces its 100,000 frames over SPREAD_S: on this 2-core
+    # machine it shares the cores with the cluster and the load, which an attacker on
+    # another host does not; unpaced, its own 30-60 ms burst of sends fell inside a B
+    # window of 0.06-0.25 s and B/A swung from 0.33 to 1.07 (decision 72, issue 14 note).
+    assert b >= RATIO * a, f"throughput during the flood below {RATIO:.0%} of before: {figures}"
