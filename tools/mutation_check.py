@@ -243,11 +243,13 @@ def unserved_on_any_retry():
     """Every retry of an answered message counts toward "client unserved", as long as the
     client signed it, whoever else is in the view (the old rule; issue 14, class 2)."""
     def patched(self, m, key, now, out):
-        first, retries, attempt = self._retries.get(key, (now, 0, 0))
-        self._retries[key] = (first, retries + 1, attempt)
-        if retries + 1 >= replica_mod.CLIENT_RETRIES_BEFORE_SUSPECT \
-                and now - first >= self.pacemaker.timeout_s and self._unserved_view != self.view:
-            self._unserved_view = self.view
+        seen = self.__dict__.setdefault("_mutant_retries", {})
+        first, retries = seen.get(key, (now, 0))
+        seen[key] = (first, retries + 1)
+        if retries + 1 >= pacemaker_mod.RETRIES_BEFORE_SUSPECT \
+                and now - first >= self.pacemaker.timeout_s \
+                and self.watch._unserved_view != self.view:
+            self.watch.unserved(self.view)
             self.suspect("client-unserved", now, out)
     return _patch(replica_mod.PoEReplica, "_count_unserved", patched)
 
@@ -261,10 +263,10 @@ def forwarded_waits_past_share():
     """A backup waits for a forwarded message of a client however many of the client's
     messages executed since: a flooder's message the primary dropped for its share costs
     the primary its view (issue 14, class 2)."""
-    def patched(self, now):
-        timeout = self.pacemaker.timeout_s
-        return any(now - t >= timeout for t, _ in self.forwarded.values())
-    return _patch(vc_mod.ViewChangeMixin, "forwarded_expired", patched)
+    def patched(self, now, timeout_s):
+        return -1 if any(now - t >= timeout_s for t, _ in self.forwarded.values()) else 0
+    return _patch(pacemaker_mod.RequestWatch, "expired", patched)
+
 
 
 def executed_request_waited_for():

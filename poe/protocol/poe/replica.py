@@ -33,7 +33,7 @@ from poe.protocol.actions import (
 )
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.drops import DropCounter
-from poe.protocol.pacemaker import Pacemaker
+from poe.protocol.pacemaker import Pacemaker, RequestWatch
 from poe.protocol.poe.checkpoint import CheckpointTracker
 from poe.protocol.poe.clients import PendingSet, ReplyCache, first_bad_client_signature
 from poe.protocol.poe.evidence import EvidenceLog
@@ -49,7 +49,6 @@ TIMER_BATCH = "batch"        # close the open batch (primary)
 TIMER_TICK = "tick"          # retransmit proposals, fetch missing slots, resend checkpoints
 
 SUPPORT_VOTES = 0            # window vote kind: SUPPORTs (MAC mode)
-CLIENT_RETRIES_BEFORE_SUSPECT = 3   # retries of an answered message that make us suspect
 FETCH_AHEAD = 32             # slots a lagging replica asks for at once
 FETCH_WANTED_MAX = 4         # digests a slot remembers having FETCHed
 FORWARDS_PER_TIMEOUT = 3     # forwards of one client message per retransmission timeout
@@ -166,14 +165,11 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         self.stats: Counter[str] = Counter()
         self._init_view_change()
         self._init_state_transfer()
-        # answered messages a client retried: key -> (first retry, retries, last retry number)
-        self._retries: dict[tuple[int, int], tuple[float, int, int]] = {}
         # PROPOSE / SUPPORT / CERTIFY of this view for the next window, kept until our window
         # moves (a replica one checkpoint behind would otherwise lose a whole window of votes
         # and wait a retransmission timeout for each slot): (k, kind, sender) -> message
         self._ahead: dict[tuple[int, int, int], object] = {}
         self._ahead_view = 0
-        self._unserved_view = -1          # the view we last suspected for unserved clients
         self._fetch_served: dict[tuple[int, int, bytes], float] = {}   # FETCH answers
         self._forwarded_at: dict[tuple[int, int], tuple[float, int]] = {}   # forwards
         self._heard: set[int] = set()    # replicas that SUPPORTed in this view lately
@@ -429,10 +425,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 # no-op (DUPLICATE / STALE), or never again -- we do not wait for it (a
                 # flooder's replay of an old message made a backup suspect, §4.12)
                 self.stats["forwarded-executed"] += 1
-            elif key not in self.forwarded \
-                    and len(self.forwarded) < self.config.forwarded_max:
-                # T_req: the primary must execute it (§4.2)
-                self.forwarded[key] = (now, self._served.get(cid, 0))
+            else:
+                self.watch.forward(key, now)    # T_req: the primary must execute it (§4.2)
             self._arm_progress(now, out)
             return out
         if key in self.pending:
@@ -493,23 +487,17 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 self._client(m.client), m.signed, m.auth):
             self.stats["retry-unauthenticated"] += 1
             return
-        first, retries, attempt = self._retries.get(key, (now, 0, 0))
-        if m.seq <= attempt:
-            self.stats["retry-replayed"] += 1
-            return
-        if len(self._retries) >= self.config.forwarded_max:
-            self._retries.clear()
-        retries += 1
-        self._retries[key] = (first, retries, m.seq)
-        if retries < CLIENT_RETRIES_BEFORE_SUSPECT or now - first < self.pacemaker.timeout_s \
-                or self._unserved_view == self.view:
+        verdict = self.watch.retry(key, m.seq, now, self.pacemaker.timeout_s, self.view)
+        if verdict != "due":
+            if verdict == "replayed":
+                self.stats["retry-replayed"] += 1
             return
         view = self.view
         if not any(sender != self.id and max(held) >= view
                    for sender, held in self.vc_requests.items()):
             self.stats["retry-all-in-view"] += 1
             return
-        self._unserved_view = view
+        self.watch.unserved(view)
         self.suspect("client-unserved", now, out)
 
     def _refresh_final_reply(self, key, cid: int, cached):
@@ -1048,8 +1036,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             key = (cid, batch.first_request_id(i))
             pending.discard(key)
             if forwarded:
-                forwarded.pop(key, None)
-                self._served[cid] = self._served.get(cid, 0) + 1
+                self.watch.executed(key)
             if results.all_duplicate(i):
                 cached = self.replies.get(key)
                 if cached is not None:       # a re-submitted message: its original answer

@@ -20,6 +20,7 @@ from poe.crypto.base import Certificate, CryptoSuite
 from poe.crypto.base import replica as replica_party
 from poe.crypto.statements import checkpoint_statement, support_statement, vc_request_statement
 from poe.protocol.actions import Broadcast, CancelTimer, Persist, RolledBack, Send, SetTimer
+from poe.protocol.pacemaker import RequestWatch
 from poe.protocol.poe.evidence import SUPPORTED_PER_SEQ
 from poe.protocol.quorum import popcount
 
@@ -211,9 +212,9 @@ class ViewChangeMixin:
         self.progress_armed = False
         self.progress_mark = -1
         self.nv_armed_for = -1
-        # T_req: messages we forwarded -> (when, their client's executed count then)
-        self.forwarded: dict[tuple[int, int], tuple[float, int]] = {}
-        self._served: dict[int, int] = {}       # client -> messages executed while forwarding
+        # T_req and "client unserved" (pacemaker.RequestWatch); forwarded: its table
+        self.watch = RequestWatch(self.config.client_pending_max, self.config.forwarded_max)
+        self.forwarded = self.watch.forwarded
         self._vc_verified: set[bytes] = set()   # VC-REQUEST frames already checked
         self._nv_served: dict[int, float] = {}  # replica -> when we last sent it our NV-PROPOSE
         self._reported: dict[int, int] = {}     # k -> highest evidence view we reported
@@ -252,26 +253,11 @@ class ViewChangeMixin:
         return out
 
     def forwarded_expired(self, now: float) -> bool:
-        """T_req (§4.2): a message we forwarded has waited a timeout. A message stops
-        being waited for when it executes, or once ``client_pending_max`` other messages of
-        its client executed after we forwarded it: that client had more than its share
-        queued, so a correct primary may have dropped it (§4.13); a correct client keeps
-        fewer outstanding and its retries are forwarded afresh."""
-        forwarded = self.forwarded
-        if not forwarded:
-            self._served.clear()
-            return False
-        timeout = self.pacemaker.timeout_s
-        share = self.config.client_pending_max
-        served = self._served
-        expired = False
-        for key, (t, base) in list(forwarded.items()):
-            if served.get(key[0], 0) - base >= share:
-                del forwarded[key]
-                self.stats["forwarded-over-share"] += 1
-            elif now - t >= timeout:
-                expired = True
-        return expired
+        """T_req (§4.2): a message we forwarded has waited a timeout (RequestWatch)."""
+        verdict = self.watch.expired(now, self.pacemaker.timeout_s)
+        if verdict > 0:
+            self.stats["forwarded-over-share"] += verdict
+        return verdict < 0
 
     def suspect(self, reason: str, now: float, out: list) -> None:
         """Local evidence against the primary (equivocation, invalid CERTIFY): §4.2."""
@@ -595,8 +581,7 @@ class ViewChangeMixin:
             if not held:
                 del self.vc_requests[sender]
         self.own_vcs.clear()
-        self.forwarded.clear()
-        self._retries.clear()        # a new view gets its own chance to serve every client
+        self.watch.new_view()        # a new view gets its own chance to serve every client
         self.stats["views-installed"] += 1
         window = self.window
         for k in range(window.low + 1, window.high + 1):
