@@ -33,7 +33,7 @@ from poe.protocol.actions import (
 )
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.drops import DropCounter
-from poe.protocol.pacemaker import Pacemaker, RequestWatch
+from poe.protocol.pacemaker import Pacemaker
 from poe.protocol.poe.checkpoint import CheckpointTracker
 from poe.protocol.poe.clients import PendingSet, ReplyCache, first_bad_client_signature
 from poe.protocol.poe.evidence import EvidenceLog
