@@ -10,7 +10,9 @@ Groups (each result records n, sizes and library versions in extra_info):
   cert-verify-multi    bls-multi certificate verify, aggregate key cached per bitmap
   share-verify         one share checked alone (the fallback path, naming a bad signer)
   mac-250B / mac-1748B / mac-5400B   keyed BLAKE2b (chosen) vs HMAC-SHA-256, tag and verify
-  ed25519              sign and verify of a 250 B client message
+  ed25519-sign / ed25519-verify   a 250 B client message: poe.crypto.ed25519 (PyNaCl,
+                       libsodium) against the previous backend (cryptography, OpenSSL) in the
+                       same run; extra_info "backend" names which
 
 Run: pytest benchmarks/test_bench_crypto.py --benchmark-columns=min,median,mean,rounds
 """
@@ -39,7 +41,8 @@ from poe.crypto.shamir import compile_msm, lagrange_delta, run_msm
 SIZES_N = [4, 16, 32]
 MAC_SIZES = [250, 1748, 5400]   # SUPPORT/other (250 B), client response, PROPOSE (PROTOCOL §2.10)
 STATEMENT = support_statement(3, 1234, hashlib.sha256(b"batch").digest())
-VERSIONS = {name: importlib.metadata.version(name) for name in ("blspy", "cryptography")}
+VERSIONS = {name: importlib.metadata.version(name)
+            for name in ("blspy", "pynacl", "cryptography")}
 
 
 def info(benchmark, **extra) -> None:
@@ -174,24 +177,55 @@ def test_mac_hmac_sha256(benchmark, size) -> None:
     assert len(tag) == 32
 
 
+class _CryptographyEd25519:
+    """The previous backend (cryptography/OpenSSL), as poe.crypto.ed25519 had it before issue
+    #15: the baseline of the ed25519 groups."""
+
+    def __init__(self, seed: bytes) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self._public = self._key.public_key()   # parsed once, as the old verifier cached it
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def verify(self, signer, data: bytes, signature: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        if type(signature) is not bytes or len(signature) != 64:
+            return False
+        try:
+            self._public.verify(signature, data)
+        except (InvalidSignature, TypeError, ValueError):
+            return False
+        return True
+
+
+ED_BACKENDS = ["pynacl", "cryptography"]
+
+
 @pytest.fixture(scope="module")
 def ed():
-    signer = Ed25519Signer(replica(0), bytes(range(32)))
-    verifier = Ed25519Verifier({replica(0): signer.public_key()})
-    return signer, verifier
+    seed = bytes(range(32))
+    signer = Ed25519Signer(replica(0), seed)
+    old = _CryptographyEd25519(seed)
+    return {"pynacl": (signer, Ed25519Verifier({replica(0): signer.public_key()})),
+            "cryptography": (old, old)}
 
 
-def test_ed25519_sign(benchmark, ed) -> None:
-    signer, _ = ed
-    benchmark.group = "ed25519"
+@pytest.mark.parametrize("backend", ED_BACKENDS)
+def test_ed25519_sign(benchmark, ed, backend) -> None:
+    signer, _ = ed[backend]
+    benchmark.group = "ed25519-sign"
     message = request_statement(os.urandom(250 - 64))
-    info(benchmark, message_bytes=len(message))
-    assert len(benchmark(signer.sign, message)) == 64
+    info(benchmark, message_bytes=len(message), backend=backend)
+    signature = benchmark(signer.sign, message)
+    assert signature == ed["cryptography"][0].sign(message)   # byte-identical
 
 
-def test_ed25519_verify(benchmark, ed) -> None:
-    signer, verifier = ed
-    benchmark.group = "ed25519"
+@pytest.mark.parametrize("backend", ED_BACKENDS)
+def test_ed25519_verify(benchmark, ed, backend) -> None:
+    signer, verifier = ed[backend]
+    benchmark.group = "ed25519-verify"
     message = request_statement(os.urandom(250 - 64))
-    info(benchmark, message_bytes=len(message))
+    info(benchmark, message_bytes=len(message), backend=backend)
     assert benchmark(verifier.verify, replica(0), message, signer.sign(message))
