@@ -133,7 +133,13 @@ class ByzantineReplica:
 
     def on_message(self, data: bytes, now: float) -> list:
         if self.active:
-            data = self.receive(data, now)
+            try:
+                data = self.receive(data, now)
+            except WireError:
+                # an adversary's own look at a garbled frame (another faulty replica's)
+                # must not stop the simulation: the frame goes to the replica as it is
+                # (swarm seeds 675, 756: fetch-flood peeking at a garbled PROPOSE)
+                self.counters["receive-malformed"] += 1
             if data is None:
                 self.counters["ignored"] += 1
                 return []

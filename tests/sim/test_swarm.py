@@ -249,3 +249,19 @@ def test_storm_seeds_run_clean(seed):
     assert result.violations == [], (result.description, result.violations,
                                      swarm.rerun_command(seed, swarm.PRIMARY_FAULTS))
     assert result.requests > 0
+
+
+# issue 14's kinds mixed in (Case.one_faulty): 675 and 756 stopped the simulation with a
+# WireError raised by the fetch-flood adversary's own look at a frame another faulty replica
+# had garbled (its wrapper now passes such a frame on as it is)
+ONE_FAULTY_SEEDS = [675, 756]
+
+
+@pytest.mark.parametrize("seed", ONE_FAULTY_SEEDS)
+def test_one_faulty_party_seeds_run_clean(seed):
+    case = swarm.draw(seed)
+    assert case.one_faulty                      # the seed really mixes an issue-14 kind in
+    result = swarm.run_case(case)
+    assert result.violations == [], (result.description, result.violations,
+                                     swarm.rerun_command(seed, swarm.PRIMARY_FAULTS))
+    assert result.requests > 0
