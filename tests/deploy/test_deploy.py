@@ -47,7 +47,7 @@ CONFIG_DIR = "/etc/poe"
 
 def _scalar(text: str):
     text = text.strip()
-    if text.startswith("[") or text.startswith('"'):
+    if text.startswith(("[", '"')):
         return json.loads(text)
     if text.startswith("'"):
         return text[1:-1]
@@ -146,7 +146,7 @@ def check_command(argv: list[str]) -> None:
     from poe.config import SETTINGS, parse_override
 
     sub = argv[0]
-    assert re.search(rf"^\s+{sub}\s", help_text(), re.M), f"poe has no subcommand {sub!r}"
+    assert re.search(rf"^\s+{sub}\s", help_text(), re.MULTILINE), f"poe has no subcommand {sub!r}"
     words = [sub]
     if sub == "ledger":                   # nested: `poe ledger verify --data ...`
         words.append(argv[1])
@@ -354,7 +354,7 @@ def _healthcheck_code() -> str:
 
 
 class _Metrics(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         self.send_response(200 if self.path == "/metrics" else 404)
         self.end_headers()
         self.wfile.write(b"poe_view 0\n")
