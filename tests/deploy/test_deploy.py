@@ -426,3 +426,27 @@ def test_systemd_unit_verifies(tmp_path):
                           capture_output=True, text=True, timeout=60, check=False)
     problems = [ln for ln in done.stderr.splitlines() if "poe-replica@2.service" in ln]
     assert done.returncode == 0 and not problems, done.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# docs/operations.md: the deployment sections' commands
+# ------------------------------------------------------------------------------------------
+
+def test_operations_doc_commands_are_real():
+    """Every `poe <subcommand> ...` in the "Multi-host deployment" and "One Docker host"
+    sections (code blocks and inline code, wrapped lines joined) uses real options."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    start = text.index("## Multi-host deployment")
+    end = text.index("## ", text.index("## One Docker host", start) + 3)
+    section = re.sub(r"\n +", " ", text[start:end])      # join wrapped list items
+    spans = re.findall(r"```sh\n(.*?)```", section, re.DOTALL) + re.findall(r"`([^`\n]+)`", section)
+    commands = []
+    for span in spans:
+        for line in span.replace("\\\n", " ").splitlines():
+            for match in re.finditer(r"(?:^|[\s/])poe ((?:keygen|replica|cluster|bench|client"
+                                     r"|ledger)(?=\s|$)[^|&;#]*)", line):
+                commands.append(shlex.split(match.group(1)))
+    subs = {argv[0] for argv in commands}
+    assert {"keygen", "replica", "bench", "client", "ledger"} <= subs, subs
+    for argv in commands:
+        check_command(argv)
