@@ -10,6 +10,9 @@ Groups (each result records n, sizes and library versions in extra_info):
   cert-verify-multi    bls-multi certificate verify, aggregate key cached per bitmap
   share-verify         one share checked alone (the fallback path, naming a bad signer)
   mac-250B / mac-1748B / mac-5400B   keyed BLAKE2b (chosen) vs HMAC-SHA-256, tag and verify
+  The BLS groups (share-sign, combine, combine-multi, cert-verify, cert-verify-multi,
+  share-verify) run once per BLS backend in the same run: blspy and, when installed, pyblst
+  (blst; the 'fast' extra); extra_info "backend" names which, outputs are checked identical.
   ed25519-sign / ed25519-verify   a 250 B client message: poe.crypto.ed25519 (PyNaCl,
                        libsodium) against the previous backend (cryptography, OpenSSL) in the
                        same run; extra_info "backend" names which
@@ -28,9 +31,7 @@ import pytest
 
 from poe.crypto import load_cluster, load_secret, replica, request_statement, support_statement
 from poe.crypto.bls import (
-    BlsMultiVerifier,
-    BlsThresholdSigner,
-    BlsThresholdVerifier,
+    backend_classes,
     decode_g2,
 )
 from poe.crypto.dealer import deal_cluster, secret_file_name, write_keys
@@ -43,6 +44,11 @@ MAC_SIZES = [250, 1748, 5400]   # SUPPORT/other (250 B), client response, PROPOS
 STATEMENT = support_statement(3, 1234, hashlib.sha256(b"batch").digest())
 VERSIONS = {name: importlib.metadata.version(name)
             for name in ("blspy", "pynacl", "cryptography")}
+try:
+    VERSIONS["pyblst"] = importlib.metadata.version("pyblst")
+    BLS_BACKENDS = ["blspy", "pyblst"]
+except importlib.metadata.PackageNotFoundError:
+    BLS_BACKENDS = ["blspy"]
 
 
 def info(benchmark, **extra) -> None:
@@ -50,17 +56,19 @@ def info(benchmark, **extra) -> None:
 
 
 class Cluster:
-    def __init__(self, directory: Path, n: int) -> None:
-        write_keys(directory, deal_cluster(n, 1))
+    def __init__(self, directory: Path, n: int, backend: str = "blspy") -> None:
+        if not (directory / "cluster.toml").exists():
+            write_keys(directory, deal_cluster(n, 1))
+        signer_class, threshold_class, multi_class = backend_classes(backend)
         self.cluster = load_cluster(directory / "cluster.toml")
         self.n, self.nf = n, self.cluster.nf
         self.signers = [
-            BlsThresholdSigner(i, load_secret(directory / secret_file_name(replica(i)),
-                                              self.cluster).bls_share()) for i in range(n)]
+            signer_class(i, load_secret(directory / secret_file_name(replica(i)),
+                                        self.cluster).bls_share()) for i in range(n)]
         keys = self.cluster.share_public_keys()
-        self.threshold = BlsThresholdVerifier(self.cluster.bls_group_public_key, keys,
-                                              verified_cache=0)
-        self.multi = BlsMultiVerifier(keys, verified_cache=0)
+        self.threshold = threshold_class(self.cluster.bls_group_public_key, keys,
+                                         verified_cache=0)
+        self.multi = multi_class(keys, verified_cache=0)
         self.shares = {i: self.signers[i].share_sign(STATEMENT) for i in range(self.nf)}
 
 
@@ -69,23 +77,39 @@ def clusters(tmp_path_factory) -> dict[int, Cluster]:
     return {n: Cluster(tmp_path_factory.mktemp(f"bench{n}"), n) for n in SIZES_N}
 
 
+@pytest.fixture(scope="module")
+def bls(clusters, tmp_path_factory) -> dict[tuple[int, str], Cluster]:
+    """The same keys (those of ``clusters``) loaded by each BLS backend."""
+    out: dict[tuple[int, str], Cluster] = {}
+    for n, base in clusters.items():
+        directory = Path(base.cluster.path).parent
+        for backend in BLS_BACKENDS:
+            out[n, backend] = base if backend == "blspy" else Cluster(directory, n, backend)
+            assert out[n, backend].shares == base.shares          # byte-identical shares
+    return out
+
+
+@pytest.mark.parametrize("backend", BLS_BACKENDS)
 @pytest.mark.parametrize("n", SIZES_N)
-def test_share_sign(benchmark, clusters, n) -> None:
+def test_share_sign(benchmark, bls, n, backend) -> None:
     benchmark.group = "share-sign"
-    info(benchmark, n=n, statement_bytes=len(STATEMENT))
-    share = benchmark(clusters[n].signers[0].share_sign, STATEMENT)
+    info(benchmark, backend=backend, n=n, statement_bytes=len(STATEMENT))
+    share = benchmark(bls[n, backend].signers[0].share_sign, STATEMENT)
     assert len(share) == 96
 
 
+@pytest.mark.parametrize("backend", BLS_BACKENDS)
 @pytest.mark.parametrize("n", SIZES_N)
-def test_combine(benchmark, clusters, n) -> None:
-    c = clusters[n]
+def test_combine(benchmark, bls, n, backend) -> None:
+    c = bls[n, backend]
     benchmark.group = "combine"
     program = c.threshold.program(tuple(range(c.nf)))
-    info(benchmark, n=n, nf=c.nf, additions=program.additions, negations=program.negations,
-         includes="nf unchecked share decodes + addition chain + 1 checked decode + 1 verify")
+    info(benchmark, backend=backend, n=n, nf=c.nf, additions=program.additions, negations=program.negations,
+         includes="nf share decodes (blspy unchecked, pyblst checked) + addition chain "
+         "+ 1 checked decode (blspy only) + 1 verify")
     cert = benchmark(c.threshold.combine, c.shares, STATEMENT)
     assert c.threshold.verify_cert(cert, STATEMENT)
+    assert cert == bls[n, "blspy"].threshold.combine(c.shares, STATEMENT)   # byte-identical
 
 
 @pytest.mark.parametrize("n", SIZES_N)
@@ -99,13 +123,15 @@ def test_combine_chain_only(benchmark, clusters, n) -> None:
     benchmark(run_msm, program, points)
 
 
+@pytest.mark.parametrize("backend", BLS_BACKENDS)
 @pytest.mark.parametrize("n", SIZES_N)
-def test_combine_multi(benchmark, clusters, n) -> None:
-    c = clusters[n]
+def test_combine_multi(benchmark, bls, n, backend) -> None:
+    c = bls[n, backend]
     benchmark.group = "combine-multi"
-    info(benchmark, n=n, nf=c.nf, includes="nf unchecked decodes + nf-1 adds + 1 verify")
+    info(benchmark, backend=backend, n=n, nf=c.nf, includes="nf unchecked decodes + nf-1 adds + 1 verify")
     cert = benchmark(c.multi.combine, c.shares, STATEMENT)
     assert c.multi.verify_cert(cert, STATEMENT)
+    assert cert == bls[n, "blspy"].multi.combine(c.shares, STATEMENT)   # byte-identical
 
 
 @pytest.mark.parametrize("n", SIZES_N)
@@ -117,28 +143,31 @@ def test_combine_compile(benchmark, clusters, n) -> None:
     benchmark(lambda: compile_msm(lagrange_delta(xs, n)))
 
 
+@pytest.mark.parametrize("backend", BLS_BACKENDS)
 @pytest.mark.parametrize("n", SIZES_N)
-def test_cert_verify(benchmark, clusters, n) -> None:
-    c = clusters[n]
+def test_cert_verify(benchmark, bls, n, backend) -> None:
+    c = bls[n, backend]
     benchmark.group = "cert-verify"
-    info(benchmark, n=n, verified_cache=0)
+    info(benchmark, backend=backend, n=n, verified_cache=0)
     cert = c.threshold.combine(c.shares, STATEMENT)
     assert benchmark(c.threshold.verify_cert, cert, STATEMENT)
 
 
+@pytest.mark.parametrize("backend", BLS_BACKENDS)
 @pytest.mark.parametrize("n", SIZES_N)
-def test_cert_verify_multi(benchmark, clusters, n) -> None:
-    c = clusters[n]
+def test_cert_verify_multi(benchmark, bls, n, backend) -> None:
+    c = bls[n, backend]
     benchmark.group = "cert-verify-multi"
-    info(benchmark, n=n, verified_cache=0, aggregate_key_cache="per bitmap")
+    info(benchmark, backend=backend, n=n, verified_cache=0, aggregate_key_cache="per bitmap")
     cert = c.multi.combine(c.shares, STATEMENT)
     assert benchmark(c.multi.verify_cert, cert, STATEMENT)
 
 
-def test_share_verify(benchmark, clusters) -> None:
-    c = clusters[4]
+@pytest.mark.parametrize("backend", BLS_BACKENDS)
+def test_share_verify(benchmark, bls, backend) -> None:
+    c = bls[4, backend]
     benchmark.group = "share-verify"
-    info(benchmark, n=4)
+    info(benchmark, backend=backend, n=4)
     assert benchmark(c.threshold.verify_share, 1, STATEMENT, c.shares[1])
 
 

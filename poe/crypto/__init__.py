@@ -7,6 +7,8 @@ Protocols see only the interfaces of :mod:`poe.crypto.base`, bundled in a
   certificates), ``"bls-multi"`` (aggregate + bitmap certificates), ``"mac"`` (pairwise keyed
   BLAKE2b), ``"ed25519"`` (client requests, VC-REQUEST, CHECKPOINT) or ``"fake"``
   (simulation only);
+  The BLS kinds run on blspy or, when installed, the faster ``pyblst`` (same bytes;
+  ``POE_BLS_BACKEND=blspy|pyblst`` overrides, :func:`bls_backend` names the choice);
 * ``load_suite(cluster, secret, variant=...)`` for a whole PoE variant: ``"ts"`` = BLS + MAC +
   Ed25519, ``"mac"`` = MAC + Ed25519.
 
@@ -72,6 +74,7 @@ __all__ = [
     "bitmap_from_ids",
     "bitmap_ids",
     "bitmap_ok",
+    "bls_backend",
     "checkpoint_statement",
     "client",
     "faults_tolerated",
@@ -87,6 +90,12 @@ __all__ = [
 
 BACKENDS = ("bls", "bls-multi", "mac", "ed25519", "fake")
 VARIANTS = ("ts", "mac")
+
+
+def bls_backend() -> str:
+    """Name of the BLS backend ``load_backend`` uses now: ``"pyblst"`` or ``"blspy"``."""
+    from .bls import select_backend
+    return select_backend()
 
 
 def load_backend(kind: str, cluster: Cluster, secret: SecretKeys | None = None, *,
@@ -108,15 +117,16 @@ def load_backend(kind: str, cluster: Cluster, secret: SecretKeys | None = None, 
                           purpose=purpose, insecure_bench=insecure_bench)
         return fake.suite(party)
     if kind in ("bls", "bls-multi"):
-        from .bls import BlsMultiVerifier, BlsThresholdSigner, BlsThresholdVerifier
+        from .bls import backend_classes, select_backend
+        signer_class, threshold_class, multi_class = backend_classes(select_backend())
         verifier: ThresholdVerifier
         if kind == "bls":
-            verifier = BlsThresholdVerifier(cluster.bls_group_public_key,
-                                            cluster.share_public_keys())
+            verifier = threshold_class(cluster.bls_group_public_key,
+                                       cluster.share_public_keys())
         else:
-            verifier = BlsMultiVerifier(cluster.share_public_keys())
+            verifier = multi_class(cluster.share_public_keys())
         share = secret.bls_share() if secret is not None else None
-        signer = BlsThresholdSigner(secret.party.id, share) \
+        signer = signer_class(secret.party.id, share) \
             if secret is not None and share is not None else None
         return CryptoSuite(party=party, threshold_signer=signer, threshold=verifier)
     if kind == "mac":

@@ -49,7 +49,7 @@ from collections import Counter
 import zmq
 
 from poe.config import Config
-from poe.crypto import load_secret, load_suite
+from poe.crypto import bls_backend, load_secret, load_suite
 from poe.crypto.keyfile import check_owner
 from poe.protocol.actions import (
     Broadcast,
@@ -189,6 +189,7 @@ class ReplicaRuntime:
                       cluster_id=cfg.cluster.cluster_id, settings=cfg.effective(),
                       changed=cfg.non_defaults(), genesis=self.protocol.genesis.hex(),
                       crypto="fake (--insecure-bench)" if self.insecure_bench else "real",
+                      bls_backend=bls_backend(),
                       pid=os.getpid())
         if self.insecure_bench:
             self.log.warning("insecure-bench", detail="fake crypto: anyone can forge "
