@@ -134,7 +134,8 @@ def compose() -> dict:
 
 @cache
 def help_text(*words: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "poe", *words, "--help"], cwd=ROOT,
+    # -P: the installed package, not the checkout's (whose kernels are not built in CI)
+    done = subprocess.run([sys.executable, "-P", "-m", "poe", *words, "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, (words, done.stderr)
     return done.stdout
@@ -173,7 +174,7 @@ def overrides(argv: list[str]) -> list[str]:
 
 
 def poe_keygen_script(tmp_path: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, POE=f"{shlex.quote(sys.executable)} -m poe")
+    env = dict(os.environ, POE=f"{shlex.quote(sys.executable)} -P -m poe")
     return subprocess.run(["sh", str(DEPLOY / "compose-keygen.sh"), str(out), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
                           check=False)

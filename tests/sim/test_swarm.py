@@ -225,7 +225,9 @@ def test_a_storm_makes_view_changes_in_a_row():
     crashes the incoming primary or cuts the power mid view change; the run is clean."""
     seen = Counter()
     for seed in STORM_SEEDS:
-        case = swarm.draw(seed)
+        # the storms as drawn before issue 14's kinds were mixed in: an issue-14 party can
+        # change a storm's trajectory so that no vote of it happens to be lost
+        case = swarm.without_one_faulty(swarm.draw(seed))
         (storm,) = case.vc_storms
         sim, actors = swarm.build(case)
         sim.start(case.requests)
