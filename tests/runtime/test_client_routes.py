@@ -8,16 +8,16 @@ import os
 import time
 
 import zmq
+from sockets import cluster as local_cluster
+from sockets import settings as _settings
 
 from poe.crypto.base import MAC_SIZE, client, replica
 from poe.crypto.mac import PairwiseMacKeys
-from poe.runtime.procs import free_port_range
 from poe.transport.zmq import (
     HELLO,
     HELLO_CLIENTS_MAX,
     ClientTransport,
     ReplicaTransport,
-    Settings,
     pack_hellos,
     parse_hello,
 )
@@ -145,24 +145,6 @@ def test_large_processes_split_their_hello():
 # with sockets: a ReplicaTransport and ClientTransports in this process, on 127.0.0.1
 # ---------------------------------------------------------------------------------------------
 
-def _settings():
-    from types import SimpleNamespace
-
-    return Settings(SimpleNamespace(
-        max_frame_bytes=1 << 20, coalesce_bytes=1 << 16, send_queue_messages=100,
-        receive_queue_messages=100, drain_messages=64, heartbeat_interval_s=1.0,
-        heartbeat_timeout_s=5.0, reconnect_interval_s=0.05, reconnect_interval_max_s=0.2,
-        bind_host=""))
-
-
-def _one_replica_cluster():
-    from types import SimpleNamespace
-
-    base = free_port_range(2)
-    info = SimpleNamespace(id=0, host="127.0.0.1", replica_port=base, client_port=base + 1)
-    return SimpleNamespace(n=1, replicas=[info], clients=list(range(CLIENTS)))
-
-
 def _pump(replica_t, clients, until, timeout_s=10.0):
     """Run both sides' loops until ``until()`` holds (bounded)."""
     deadline = time.monotonic() + timeout_s
@@ -183,7 +165,7 @@ def test_a_live_connection_cannot_be_taken_over_and_routes_follow_authentication
     pair = {j: os.urandom(32) for j in range(CLIENTS)}
     mine = PairwiseMacKeys(replica(0), {client(j): pair[j] for j in range(CLIENTS)})
     theirs = [PairwiseMacKeys(client(j), {replica(0): pair[j]}) for j in range(CLIENTS)]
-    cluster = _one_replica_cluster()
+    cluster = local_cluster(1, clients=CLIENTS)
     ctx = zmq.Context()
     t = ReplicaTransport(ctx, cluster, 0, _settings(), macs=mine)
     real = ClientTransport(ctx, cluster, 7, 7, _settings(), theirs[7:8])

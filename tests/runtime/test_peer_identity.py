@@ -6,27 +6,12 @@ process on 127.0.0.1, and a thief connecting under every name it could guess."""
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import zmq
+from sockets import cluster as _cluster
+from sockets import settings as _settings
 
-from poe.runtime.procs import free_port_range
-from poe.transport.zmq import ReplicaTransport, Settings, replica_identity
-
-
-def _settings() -> Settings:
-    return Settings(SimpleNamespace(
-        max_frame_bytes=1 << 20, coalesce_bytes=1 << 16, send_queue_messages=100,
-        receive_queue_messages=100, drain_messages=64, heartbeat_interval_s=1.0,
-        heartbeat_timeout_s=5.0, reconnect_interval_s=0.05, reconnect_interval_max_s=0.2,
-        bind_host=""))
-
-
-def _cluster(n: int):
-    base = free_port_range(2 * n)
-    replicas = [SimpleNamespace(id=i, host="127.0.0.1", replica_port=base + 2 * i,
-                                client_port=base + 2 * i + 1) for i in range(n)]
-    return SimpleNamespace(n=n, replicas=replicas, clients=[])
+from poe.transport.zmq import ReplicaTransport, replica_identity
 
 
 def _pump(transports, until, timeout_s=10.0) -> list[bytes]:

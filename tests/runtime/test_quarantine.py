@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 import zmq
+from sockets import cluster as local_cluster
+from sockets import settings as _settings
 
 import poe.transport.zmq as transport_module
 from poe._core import codec
@@ -20,9 +21,8 @@ from poe.crypto.statements import request_statement
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.drops import DropCounter
 from poe.protocol.registry import make_replica
-from poe.runtime.procs import free_port_range
 from poe.runtime.replica import ReplicaRuntime
-from poe.transport.zmq import ReplicaTransport, Settings, pack_hellos
+from poe.transport.zmq import ReplicaTransport, pack_hellos
 
 N = 4
 FC = FakeCrypto(N, 4, 11, purpose="test")
@@ -191,14 +191,6 @@ def test_the_new_counters_are_transport_drops_in_metrics():
 
 # ---------------------------------------------------------------- real sockets
 
-def _settings() -> Settings:
-    return Settings(SimpleNamespace(
-        max_frame_bytes=1 << 20, coalesce_bytes=1 << 16, send_queue_messages=100,
-        receive_queue_messages=100, drain_messages=64, heartbeat_interval_s=1.0,
-        heartbeat_timeout_s=5.0, reconnect_interval_s=0.05, reconnect_interval_max_s=0.2,
-        bind_host=""))
-
-
 def _drain_until(t: ReplicaTransport, peer: bool, until, timeout_s: float = 10.0):
     got = []
     deadline = time.monotonic() + timeout_s
@@ -216,9 +208,7 @@ def _drain_until(t: ReplicaTransport, peer: bool, until, timeout_s: float = 10.0
 
 @pytest.fixture
 def one_replica():
-    base = free_port_range(2)
-    info = SimpleNamespace(id=0, host="127.0.0.1", replica_port=base, client_port=base + 1)
-    cluster = SimpleNamespace(n=1, replicas=[info], clients=list(range(4)))
+    cluster = local_cluster(1, clients=4)
     ctx = zmq.Context()
     t = ReplicaTransport(ctx, cluster, 0, _settings(), macs=_suite(replica_party(0)).macs)
     sockets = []
@@ -231,7 +221,7 @@ def one_replica():
         sockets.append(sock)
         return sock
 
-    yield t, dealer, info
+    yield t, dealer, cluster.replicas[0]
     for sock in sockets:
         sock.close(0)
     t.close()
