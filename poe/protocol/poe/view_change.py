@@ -233,18 +233,17 @@ class ViewChangeMixin:
         out: list = []
         if self.status != NORMAL:
             return out
-        self.forwarded_expired(now)             # drops what is no longer waited for
+        expired = self.forwarded_expired(now)   # and drops what is no longer waited for
         waiting = self.forwarded or self.max_seen > self.k_exec or (
             self.history is not None and self.h_next <= self.history.k_max)
         if not waiting:
             return out
-        if self.k_exec + self.h_next > self.progress_mark and not self.forwarded_expired(now):
+        if self.k_exec + self.h_next > self.progress_mark and not expired:
             self._arm_progress(now, out)        # progress was made: keep watching
             return out
         nxt = self.window.payload(self.k_exec + 1) if self.window.contains(self.k_exec + 1) \
             else None
-        if nxt is not None and now - nxt.seen_at < self.pacemaker.timeout_s \
-                and not self.forwarded_expired(now):
+        if nxt is not None and now - nxt.seen_at < self.pacemaker.timeout_s and not expired:
             self._arm_progress(now, out)        # what we wait for is younger than a timeout
             return out
         self.stats["suspect-timeout"] += 1
