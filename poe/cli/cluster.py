@@ -24,6 +24,11 @@ from pathlib import Path
 from poe.cli.main import CliError
 
 READY_TIMEOUT_S = 120.0
+START_ATTEMPTS = 3          # fresh ports after a replica found its port taken at start-up
+
+
+class _PortTaken(CliError):
+    """A replica exited at start-up because another program took its port after the probe."""
 
 
 def register(sub) -> None:
@@ -104,12 +109,6 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         state.dir = Path(tempfile.mkdtemp(prefix="poe-cluster-"))
-        base = procs.free_port_range(2 * args.replicas)
-        try:
-            write_keys(state.dir, deal_cluster(args.replicas, clients, host="127.0.0.1",
-                                               base_port=base))
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
         values = {"protocol.protocol": args.protocol, "protocol.mode": mode,
                   "protocol.batch_size": args.batch_size,
                   "protocol.zero_payload": args.zero_payload}
@@ -117,33 +116,49 @@ def run(args: argparse.Namespace) -> int:
             values["data.record_count"] = args.record_count
         if args.value_size is not None:
             values["data.value_size"] = args.value_size
-        config_path = write_config(state.dir / CONFIG_FILE, values,
-                                   header="written by `poe cluster`")
-        try:
-            config = load_config(config_path, args.set)
-        except ConfigFileError as exc:
-            raise CliError(str(exc)) from None
         spec = spec_from(args)
-        try:
-            spec.check(config)
-        except BenchError as exc:
-            raise CliError(str(exc)) from None
         extra = [a for s in args.set for a in ("--set", s)]
         if args.insecure_bench:
             extra.append("--insecure-bench")
-        print(f"poe cluster: {args.replicas} replicas, protocol {args.protocol}, mode {mode}, "
-              f"ports {base}.."
-              f"{base + 2 * args.replicas - 1} on 127.0.0.1, files in {state.dir}",
-              file=sys.stderr)
-        for i in range(args.replicas):
-            log = state.dir / f"replica-{i}.log"
-            state.logs.append(log)
-            with open(log, "ab") as handle:
-                state.replicas.append(procs.spawn(
-                    procs.poe_command("replica", "--config", str(config_path), "--id", str(i),
-                                      *extra),
-                    stdout=handle, stderr=handle, cwd=str(state.dir)))
-        _wait_ready(state)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            base = procs.free_port_range(2 * args.replicas)
+            where = state.dir if attempt == 1 else state.dir / f"try-{attempt}"
+            try:
+                write_keys(where, deal_cluster(args.replicas, clients, host="127.0.0.1",
+                                                   base_port=base))
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+            config_path = write_config(where / CONFIG_FILE, values,
+                                       header="written by `poe cluster`")
+            try:
+                config = load_config(config_path, args.set)
+            except ConfigFileError as exc:
+                raise CliError(str(exc)) from None
+            try:
+                spec.check(config)
+            except BenchError as exc:
+                raise CliError(str(exc)) from None
+            print(f"poe cluster: {args.replicas} replicas, protocol {args.protocol}, "
+                  f"mode {mode}, ports {base}..{base + 2 * args.replicas - 1} on 127.0.0.1, "
+                  f"files in {where}", file=sys.stderr)
+            for i in range(args.replicas):
+                log = where / f"replica-{i}.log"
+                state.logs.append(log)
+                with open(log, "ab") as handle:
+                    state.replicas.append(procs.spawn(
+                        procs.poe_command("replica", "--config", str(config_path),
+                                          "--id", str(i), *extra),
+                        stdout=handle, stderr=handle, cwd=str(where)))
+            try:
+                _wait_ready(state)
+                break
+            except _PortTaken as exc:
+                if attempt == START_ATTEMPTS:
+                    raise
+                print(f"poe cluster: {exc}; trying other ports", file=sys.stderr)
+                procs.stop_all(state.replicas, grace_s=5.0)
+                state.replicas.clear()
+                state.logs.clear()
         crashed = None
         if args.crash_backup:
             crashed = args.replicas - 1            # never the primary of view 0
@@ -191,7 +206,8 @@ def _wait_ready(state: _Cluster) -> None:
                 pending.discard(i)
             elif state.replicas[i].poll() is not None:
                 last = text.strip().splitlines()[-1] if text.strip() else "no output"
-                raise CliError(f"replica {i} exited at start-up "
+                kind = _PortTaken if "already in use" in last else CliError
+                raise kind(f"replica {i} exited at start-up "
                                f"(status {state.replicas[i].returncode}): {last[:300]}")
         if pending and time.monotonic() > deadline:
             raise CliError(f"replicas {sorted(pending)} not ready after {READY_TIMEOUT_S:.0f} s")

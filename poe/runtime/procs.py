@@ -41,11 +41,32 @@ def die_with_parent() -> None:
         pass
 
 
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux default 32768..60999)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            low, high = (int(v) for v in handle.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_range(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """A base port such that base .. base+count-1 could all be bound on ``host`` just now."""
+    """A base port such that base .. base+count-1 could all be bound on ``host`` just now.
+
+    The range lies outside the kernel's ephemeral range: there any outgoing connection (one
+    replica dialling another a moment later) may take a port between this probe and the bind,
+    and the replica then fails at start-up with "port in use" (CI, stop 18)."""
     rng = random.Random()
+    low, high = ephemeral_port_range()
+    spans = [(a, b) for a, b in ((10_000, min(low, 65_536) - count),
+                                 (max(high + 1, 10_000), 65_536 - count)) if b > a]
+    if not spans:                       # the whole range is ephemeral: take our chances
+        spans = [(10_000, 65_536 - count)]
+    weights = [b - a for a, b in spans]
     for _ in range(attempts):
-        base = rng.randrange(20_000, 60_000 - count)
+        a, b = rng.choices(spans, weights)[0]
+        base = rng.randrange(a, b)
         sockets = []
         try:
             for port in range(base, base + count):

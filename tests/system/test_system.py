@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -284,3 +285,34 @@ def test_poe_replica_entry_point_runs_poe_replica(tmp_path):
                            "0"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           check=False)
     _one_line_error(done, "replica")
+
+
+def test_poe_cluster_takes_other_ports_when_one_is_taken_at_start_up(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Another program may bind a probed port before the replica does; `poe cluster` then
+    starts over on other ports (three attempts) instead of failing the run."""
+    from poe.cli.main import main
+    from poe.runtime import procs
+
+    real = procs.free_port_range
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    first = real(8)
+    held.bind(("127.0.0.1", first + 5))
+    held.listen()
+    calls = []
+
+    def probe(count, *a, **k):
+        calls.append(count)
+        return first if len(calls) == 1 else real(count, *a, **k)
+
+    monkeypatch.setattr(procs, "free_port_range", probe)
+    try:
+        rc = main(["cluster", "--replicas", "4", "--warmup", "0.5", "--duration", "1",
+                   "--clients", "2", "--outstanding", "1"])
+    finally:
+        held.close()
+    err = capsys.readouterr().err
+    assert rc == 0, err[-3000:]
+    assert len(calls) == 2
+    assert "already in use" in err and "trying other ports" in err
