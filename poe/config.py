@@ -119,7 +119,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("protocol", "client_auth", str, "ed25519", "-",
       "how a client authenticates its requests: one Ed25519 signature per client message "
       "(PROTOCOL.md §1.5); MAC authenticators are not implemented", choices=("ed25519",)),
-    S("protocol", "batch_size", int, 100, "requests",
+    S("protocol", "batch_size", int, 200, "requests",
       "requests per batch; the primary closes a batch when it is full", 1, 4096),
     S("protocol", "batch_timeout_s", float, 0.002, "s",
       "close a non-empty batch after this long even if it is not full", 0.0, 10.0),

@@ -43,7 +43,7 @@ class BenchSpec:
     read_proportion: float | None = None
     clients: int = 8
     outstanding: int = 4
-    ops_per_message: int = 10
+    ops_per_message: int = 50
     warmup_s: float = 5.0
     duration_s: float = 25.0
     client_procs: int = 1

@@ -43,7 +43,7 @@ def register(sub) -> None:
                    help="poe, or the PBFT baseline on the same fabric (default poe)")
     p.add_argument("--mode", choices=("ts", "mac"), default=None,
                    help="PoE variant (default ts; PBFT runs on mac)")
-    p.add_argument("--batch-size", type=int, default=100, help="requests per batch")
+    p.add_argument("--batch-size", type=int, default=200, help="requests per batch")
     p.add_argument("--crash-backup", action="store_true",
                    help="kill -9 the last replica (a backup) once all are ready, before the "
                         "load starts: the paper's single-backup-failure runs")

@@ -77,7 +77,7 @@ def test_overrides_are_parsed_as_toml_or_words(keys):
 
 def test_every_problem_is_reported_in_one_line(tmp_path, keys):
     text = (keys / "poe.toml").read_text()
-    text = text.replace("batch_size = 100", "batch_size = -1")
+    text = text.replace("batch_size = 200", "batch_size = -1")
     text = text.replace("heartbeat_interval_s = 1.0", 'heartbeat_interval_s = "soon"')
     text = text.replace("[replica]", "[replica]\nmystery = 1")
     text = text.replace('keys = "cluster.toml"', f'keys = "{keys}/cluster.toml"')

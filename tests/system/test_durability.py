@@ -31,7 +31,9 @@ def _data(config: Path, i: int) -> Path:
 def _start_load(tmp_path: Path, config: Path, seconds: int) -> subprocess.Popen:
     return subprocess.Popen(
         poe_argv("bench", "--config", str(config), "--warmup", "1", "--duration", str(seconds),
-                 "--clients", "4", "--outstanding", "2", "--json", str(tmp_path / "b.json")),
+                 "--clients", "4", "--outstanding", "2", "--json", str(tmp_path / "b.json"),
+                 # the load's keys stay below LOAD_KEYS: KEY_BEFORE/KEY_AFTER are the tests'
+                 "--set", f"data.record_count={LOAD_KEYS}"),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
 
@@ -150,19 +152,25 @@ def test_kill_9_of_a_backup_under_load_then_it_catches_up(tmp_path, durable):
     _verify_all(tmp_path, config)
 
 
+# keys the bench's YCSB load never touches (_start_load keeps it below LOAD_KEYS of the
+# 10,000 loaded records): the load, not a lost write, must never be what overwrites them
+LOAD_KEYS = 9_900
+KEY_BEFORE, KEY_AFTER = 9_911, 9_912
+
+
 def test_kill_9_of_the_primary_under_load_keeps_every_proven_request(tmp_path, durable):
     config, cluster = durable
     cluster.start_all()
     bench = _start_load(tmp_path, config, 10)
-    _put(tmp_path, config, 11, "before-the-kill")
+    _put(tmp_path, config, KEY_BEFORE, "before-the-kill")
     cluster.kill9(0)                              # the primary of view 0
-    _put(tmp_path, config, 12, "after-the-kill")  # needs a view change to be proven
+    _put(tmp_path, config, KEY_AFTER, "after-the-kill")  # needs a view change to be proven
     _finish(bench)
-    assert "before-the-kill" in _get(tmp_path, config, 11)
+    assert "before-the-kill" in _get(tmp_path, config, KEY_BEFORE)
     _wait_converged(config, (1, 2, 3))
     for i in (1, 2, 3):
-        assert _holds_put(config, i, 11, "before-the-kill"), f"replica {i}"
-        assert _holds_put(config, i, 12, "after-the-kill"), f"replica {i}"
+        assert _holds_put(config, i, KEY_BEFORE, "before-the-kill"), f"replica {i}"
+        assert _holds_put(config, i, KEY_AFTER, "after-the-kill"), f"replica {i}"
     # the old primary comes back on its own store (see docs/storage.md for what it can
     # execute before it learns the new view)
     cluster.start(0)

@@ -228,8 +228,8 @@ def _edited(tmp_path: Path, keys: Path, old: str, new: str) -> Path:
 
 
 @pytest.mark.parametrize("old,new,expect", [
-    ("batch_size = 100", "batch_size = 0", "protocol.batch_size = 0: must be at least 1"),
-    ("batch_size = 100", "batch_size = \"many\"", "expected an integer"),
+    ("batch_size = 200", "batch_size = 0", "protocol.batch_size = 0: must be at least 1"),
+    ("batch_size = 200", "batch_size = \"many\"", "expected an integer"),
     ("window = 128", "window = 100", "at least 2 x protocol.checkpoint_period"),
     ('mode = "ts"', 'mode = "pbft"', "must be one of 'ts', 'mac'"),
     ("[protocol]", "[protocol]\nbatch_sise = 10", "did you mean protocol.batch_size"),
