@@ -195,8 +195,8 @@ def test_text_table_is_aligned_with_failures_below():
                for line in table)
     assert lines[1 + len(SYNTHETIC):] == [
         "failed: poe-ts, zero payload, no failure: stopped after 313 s (timeout)",
-        "failed: pbft, zero payload, 1 backup crashed: poe cluster: error: replica 2 exited at "
-        "start-up"]
+        ("failed: pbft, zero payload, 1 backup crashed: poe cluster: error: replica 2 exited "
+         "at start-up")]
 
 
 def test_only_table_prints_the_table_and_rerenders_table_and_plot(tmp_path, capsys,
