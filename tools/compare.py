@@ -3,16 +3,20 @@ each protocol, one ``poe cluster`` run each, written up as a table and a plot.
 
 Usage:  python tools/compare.py [--protocols poe-ts,poe-mac,pbft] [--scenarios NAME,...]
                                 [--warmup 3] [--duration 10] [--out DIR]
-        python tools/compare.py --only-table benchmarks/results/compare/runs.json
+        python tools/compare.py --only-table out/compare/runs.json [--out DIR]
 
 For each scenario (n = --replicas, batch 100; standard or zero payload; no failure, or one
 backup killed -9 before the load) and each protocol variant (PoE with threshold
 certificates, PoE with MACs, PBFT) it runs ``python -P -m poe cluster ... --json FILE``, one
-run at a time, and writes into --out: runs.json (every run's full record, its exact command
-line and labels, or its error line), table.md (throughput, p50, p99 and the PoE / PBFT
-throughput ratio per scenario) and compare.png. A failed run is recorded as failed and the
-comparison goes on; the exit status is then 1 (also with --only-table, which re-renders
-table.md and compare.png from a runs.json without running anything).
+run at a time, prints the table (throughput, p50, p99 and the PoE / PBFT throughput ratio
+per scenario) on stdout and writes into --out: runs.json (every run's full record, its exact
+command line and labels, or its error line), table.md (the same table) and compare.png.
+--out defaults to out/compare/ in this checkout, which .gitignore covers: the recorded
+results in benchmarks/results/compare/ (tracked) change only when --out names them. A
+failed run (a ``poe cluster`` exit status other than 0, e.g. a request whose outcome stayed
+unknown) is recorded as failed and the comparison goes on; the exit status is then 1 (also
+with --only-table, which re-renders the table, table.md and compare.png from a runs.json
+without running anything).
 
 Must never: run two clusters at once (they would share the cores and skew each other), leave
 a process behind (each run is its own session, dies with this process, and is stopped on
@@ -50,7 +54,10 @@ BATCH_SIZE = 100
 # connect and key loading, the stop of every process
 RUN_SLACK_S = 300.0
 STOP_GRACE_S = 20.0        # poe cluster gives its replicas 10 s to exit on SIGTERM
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "compare"
+# git-ignored (.gitignore: /out/); the tracked benchmarks/results/compare only with --out
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "out" / "compare"
+HEADERS = ("protocol", "scenario", "throughput (req/s)", "p50 (ms)", "p99 (ms)",
+           "throughput / PBFT")
 
 
 def cluster_command(protocol: str, scenario: str, json_path: Path | str, *, replicas: int = 4,
@@ -199,6 +206,30 @@ def _setup(runs: list[dict]) -> str | None:
     return None
 
 
+def row_cells(row: dict) -> tuple[str, ...]:
+    """The table cells of one ``table_rows`` row, in ``HEADERS`` order."""
+    scenario = SCENARIO_LABELS[row["scenario"]]
+    if row["status"] != "ok":
+        return (row["protocol"], scenario, "failed", "—", "—", "—")
+    ratio = "baseline" if row["protocol"] == BASELINE else _cell(row["ratio"], ".2f")
+    return (row["protocol"], scenario, f"{row['throughput_rps']:,.0f}",
+            _cell(row["p50_ms"], ".2f"), _cell(row["p99_ms"], ".2f"), ratio)
+
+
+def render_text(doc: dict) -> str:
+    """The table for a terminal (stdout): aligned columns, numbers right-aligned, then one
+    line per failed run with its error."""
+    rows = table_rows(doc["runs"])
+    table = [HEADERS] + [row_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
+             for line in table]
+    lines += [f"failed: {row['protocol']}, {SCENARIO_LABELS[row['scenario']]}: {row['error']}"
+              for row in rows if row["status"] != "ok"]
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(doc: dict) -> str:
     """table.md of a runs.json document."""
     m = doc["machine"]
@@ -208,19 +239,9 @@ def render_markdown(doc: dict) -> str:
     setup = _setup(doc["runs"])
     if setup:
         lines += [f"Setup: {setup}.", ""]
-    lines += [("| protocol | scenario | throughput (req/s) | p50 (ms) | p99 (ms) | "
-               "throughput / PBFT |"),
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += ["| " + " | ".join(HEADERS) + " |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     rows = table_rows(doc["runs"])
-    for row in rows:
-        scenario = SCENARIO_LABELS[row["scenario"]]
-        if row["status"] != "ok":
-            lines.append(f"| {row['protocol']} | {scenario} | failed | — | — | — |")
-            continue
-        ratio = "baseline" if row["protocol"] == BASELINE else _cell(row["ratio"], ".2f")
-        lines.append(f"| {row['protocol']} | {scenario} | {row['throughput_rps']:,.0f} | "
-                     f"{_cell(row['p50_ms'], '.2f')} | {_cell(row['p99_ms'], '.2f')} | "
-                     f"{ratio} |")
+    lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
     failed = [row for row in rows if row["status"] != "ok"]
     if failed:
         lines += ["", "Failed runs:", ""]
@@ -325,12 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-procs", type=int, help="load-generator processes")
     p.add_argument("--insecure-bench", action="store_true",
                    help="FAKE crypto on replicas and clients: a smoke test, not a comparison")
-    p.add_argument("--out", type=Path,
-                   help="directory for runs.json, table.md, compare.png (default "
-                        "benchmarks/results/compare in this checkout; with --only-table the "
-                        "directory of FILE)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"directory for runs.json, table.md, compare.png (default {DEFAULT_OUT}"
+                        ", git-ignored; the recorded results are benchmarks/results/compare: "
+                        "name it here to replace them)")
     p.add_argument("--only-table", type=Path, metavar="FILE",
-                   help="re-render table.md and compare.png from this runs.json; run nothing")
+                   help="print the table of this runs.json and re-render table.md and "
+                        "compare.png (into --out); run nothing")
     args = p.parse_args(argv)
 
     if args.only_table is not None:
@@ -339,18 +361,29 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"compare: error: --only-table {args.only_table}: {exc}", file=sys.stderr)
             return 2
-        out = args.out or args.only_table.parent
+        out = args.out or DEFAULT_OUT
         try:
+            text = render_text(doc)                # checks the document before any write
+            render_markdown(doc)
+            failed = any(r["status"] != "ok" for r in doc["runs"])
             write_outputs(doc, out)
-        except (KeyError, TypeError) as exc:
-            print(f"compare: error: --only-table {args.only_table}: not a runs.json of this "
-                  f"tool (missing {exc})", file=sys.stderr)
+        except OSError as exc:
+            print(f"compare: error: --out {out}: {exc.strerror or exc}", file=sys.stderr)
             return 2
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            print(f"compare: error: --only-table {args.only_table}: not a runs.json of this "
+                  f"tool ({type(exc).__name__}: {exc})", file=sys.stderr)
+            return 2
+        print(text, end="", flush=True)
         print(f"compare: wrote {out / 'table.md'} and {out / 'compare.png'}", file=sys.stderr)
-        return 1 if any(r["status"] != "ok" for r in doc["runs"]) else 0
+        return 1 if failed else 0
 
     out = args.out or DEFAULT_OUT
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"compare: error: --out {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     options = {"replicas": args.replicas, "warmup_s": args.warmup, "duration_s": args.duration,
                "clients": args.clients, "outstanding": args.outstanding,
                "ops_per_message": args.ops_per_message, "client_procs": args.client_procs,
@@ -382,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+    print(render_text(doc), end="", flush=True)
     write_outputs(doc, out)
     failed = sum(run["status"] != "ok" for run in doc["runs"])
     print(f"compare: {len(plan) - failed} of {len(plan)} runs ok; wrote {out / 'runs.json'}, "

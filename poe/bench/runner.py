@@ -355,8 +355,11 @@ def format_table(record: dict) -> str:
         ("CPU / request", f"replicas {replica_us} us, clients {client_us} us"),
     ]
     if r["replica_rss"]:
+        # drift None: the first sample was unreadable (a replica stopped or not yet up)
         drift = ", ".join(f"{v['first_mb']:.0f}->{v['last_mb']:.0f} MB "
-                          f"({v['drift_percent']:+.1f}%)" for v in r["replica_rss"].values())
+                          + ("(drift unknown)" if v["drift_percent"] is None
+                             else f"({v['drift_percent']:+.1f}%)")
+                          for v in r["replica_rss"].values())
         rows.append(("replica RSS", drift))
     m = record["machine"]
     if m.get("busy_cores") is not None:

@@ -4,6 +4,10 @@ Generates keys for ``--replicas`` replicas in a temporary directory, finds free 
 127.0.0.1, starts one ``poe replica`` process per replica, waits until each is listening,
 runs ``poe bench`` against them (warm-up, then the measured window), prints the result and
 stops everything it started. Replica logs stay in the temporary directory with ``--keep``.
+Exit status (after the table and the ``--json`` record): 2 with one line on stderr if a
+replica exited with an error, else 1 with one line on stderr if any client message ended
+"outcome unknown" (no proof before ``client.deadline_s``; the same rule as ``poe bench``),
+else 0.
 
 Must never: leave a process behind (every child runs in its own session, dies with this
 process, and is stopped in a ``finally``, by ``atexit`` and on SIGTERM), use fake crypto
@@ -185,15 +189,27 @@ def run(args: argparse.Namespace) -> int:
             write_json(args.json, record)
         if args.keep:
             print(f"poe cluster: kept {state.dir}", file=sys.stderr)
-        bad = [i for i, s in enumerate(statuses) if s not in (0, None) and i != crashed]
-        if bad:
-            raise CliError(f"replica(s) {bad} exited with an error; see their logs"
-                           + (f" in {state.dir}" if args.keep else " (rerun with --keep)"))
-        return 0
+        return exit_status(record, statuses, crashed,
+                           f" in {state.dir}" if args.keep else " (rerun with --keep)")
     finally:
         state.cleanup()
         signal.signal(signal.SIGTERM, previous)
         atexit.unregister(state.cleanup)
+
+
+def exit_status(record: dict, statuses, crashed: int | None, where: str) -> int:
+    """The exit status of a finished run: ``CliError`` (status 2) if a replica other than
+    the one ``--crash-backup`` killed exited with an error (``where`` says where its log is),
+    else 1 with one line on stderr if any client message ended "outcome unknown" (as ``poe
+    bench``), else 0. Called after the table and the JSON record are out."""
+    from poe.cli.bench import unknown_status
+
+    bad = [i for i, s in enumerate(statuses) if s not in (0, None) and i != crashed]
+    if bad:
+        unknown = record["results"]["outcome_unknown"]
+        also = (f"; {unknown} client message(s) ended \"outcome unknown\"" if unknown else "")
+        raise CliError(f"replica(s) {bad} exited with an error; see their logs{where}{also}")
+    return unknown_status(record, "cluster")
 
 
 def _wait_ready(state: _Cluster) -> None:

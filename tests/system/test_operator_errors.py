@@ -182,6 +182,86 @@ def test_bench_exits_non_zero_when_an_outcome_is_unknown(tmp_path, keys, local_c
     cluster.stop()
 
 
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_cluster_exit_status_rule(capsys):
+    """`poe cluster`'s decision after a run: 2 (CliError) when a replica failed, else 1 with
+    one stderr line when any outcome is unknown, else 0; the --crash-backup victim's
+    SIGKILL status is no failure."""
+    from poe.cli.cluster import exit_status
+    from poe.cli.main import CliError
+
+    def record(unknown: int) -> dict:
+        return {"results": {"outcome_unknown": unknown}}
+
+    assert exit_status(record(0), [0, 0, 0, 0], None, "") == 0
+    assert exit_status(record(0), [0, 0, 0, -9], 3, "") == 0
+    assert exit_status(record(0), [0, None, 0, 0], None, "") == 0
+    assert capsys.readouterr().err == ""
+    assert exit_status(record(5), [0, 0, 0, -9], 3, "") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith('poe cluster: 5 client message(s) ended "outcome unknown"'), err
+    with pytest.raises(CliError) as failed:
+        exit_status(record(2), [0, 1, 0, -9], 3, " (rerun with --keep)")
+    assert str(failed.value) == ('replica(s) [1] exited with an error; see their logs (rerun '
+                                 'with --keep); 2 client message(s) ended "outcome unknown"')
+    with pytest.raises(CliError, match=r"^replica\(s\) \[3\] exited with an error; see their "
+                                       r"logs in /x$"):
+        exit_status(record(0), [0, 0, 0, -9], None, " in /x")
+    assert capsys.readouterr().err == ""
+
+
+def test_cluster_exits_non_zero_when_an_outcome_is_unknown(tmp_path, monkeypatch, capsys):
+    """A real `poe cluster` run in which two of the four replicas stop (SIGTERM, a clean
+    exit) just before the load starts: no quorum, every request ends "outcome unknown", and
+    the command prints its table and record, then exits 1 with one line on stderr."""
+    from poe.bench import runner
+    from poe.cli.main import main
+
+    real = runner.run_bench
+    stopped = []
+
+    def without_quorum(config, settings, spec):
+        for pid in spec.replica_pids[2:4]:
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+        deadline = time.monotonic() + 60
+        while not all(map(_zombie_or_gone, stopped)):
+            assert time.monotonic() < deadline, "stopped replicas did not exit in 60 s"
+            time.sleep(0.05)
+        return real(config, settings, spec)
+
+    monkeypatch.setattr(runner, "run_bench", without_quorum)
+    target = tmp_path / "run.json"
+    rc = main(["cluster", "--replicas", "4", "--mode", "mac", "--clients", "1",
+               "--outstanding", "1", "--warmup", "0", "--duration", "2",
+               "--set", "client.deadline_s=1", "--set", "client.connect_timeout_s=2",
+               "--json", str(target)])
+    out, err = capsys.readouterr()
+    assert len(stopped) == 2
+    assert rc == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('poe cluster: ') and 'ended "outcome unknown"' in last, err[-3000:]
+    assert "error:" not in err and "Traceback" not in err
+    assert "outcome unknown" in out                    # the table came first
+    record = json.loads(target.read_text())
+    assert record["results"]["outcome_unknown"] >= 1
+    assert record["results"]["proven_requests"] == 0
+    assert [r["exit_status"] for r in record["replicas"]] == [0, 0, 0, 0]
+    # a replica whose memory could not be read at the first sample (stopped): no drift
+    rss = record["results"]["replica_rss"]
+    assert rss, record["results"]
+    for value in rss.values():
+        value.update(first_mb=0.0, drift_percent=None)
+    assert "(drift unknown)" in runner.format_table(record)
+
+
 def _client(tmp_path, config, *args, lock_dir: Path, timeout=120):
     env = dict(os.environ, POE_LOCK_DIR=str(lock_dir))
     return subprocess.run(poe_argv("client", "--config", str(config), *args), cwd=tmp_path,

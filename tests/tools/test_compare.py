@@ -6,11 +6,14 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 # tools/ is not a package (nor installed): load the script from the checkout
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "compare.py"
@@ -172,13 +175,39 @@ def test_run_cluster_stops_a_run_that_outlives_its_timeout_and_its_children(tmp_
     assert _gone(child), f"process {child} left behind"
 
 
-def test_only_table_rerenders_table_and_plot(tmp_path):
+def test_text_table_is_aligned_with_failures_below():
+    text = compare.render_text(_doc(SYNTHETIC))
+    lines = text.splitlines()
+    assert lines[0].split("  ")[0] == "protocol"
+    assert re.fullmatch(r"protocol +scenario +throughput \(req/s\) +p50 \(ms\) +p99 \(ms\) +"
+                        r"throughput / PBFT", lines[0]), lines[0]
+    table = lines[:1 + len(SYNTHETIC)]
+    # every numeric column ends where its header ends: right-aligned under it
+    for header in ("throughput (req/s)", "p50 (ms)", "p99 (ms)", "throughput / PBFT"):
+        end = lines[0].index(header) + len(header)
+        for line in table[1:]:
+            assert line[end - 1] != " " and (len(line) == end or line[end] == " "), \
+                (header, line)
+    assert re.fullmatch(r"poe-ts +standard payload, no failure +20,000 +2\.00 +9\.00 +2\.00",
+                        table[1]), table[1]
+    assert re.fullmatch(r"pbft +zero payload, 1 backup crashed +failed +— +— +—", table[-1])
+    assert any(re.fullmatch(r"pbft +standard payload, no failure +10,000 .* baseline", line)
+               for line in table)
+    assert lines[1 + len(SYNTHETIC):] == [
+        "failed: poe-ts, zero payload, no failure: stopped after 313 s (timeout)",
+        ("failed: pbft, zero payload, 1 backup crashed: poe cluster: error: replica 2 exited "
+         "at start-up")]
+
+
+def test_only_table_prints_the_table_and_rerenders_table_and_plot(tmp_path, capsys,
+                                                                  monkeypatch):
     runs_json = tmp_path / "in" / "runs.json"
     runs_json.parent.mkdir()
     runs_json.write_text(json.dumps(_doc(SYNTHETIC)))
     out = tmp_path / "out"
     status = compare.main(["--only-table", str(runs_json), "--out", str(out)])
     assert status == 1                                   # two of the runs failed
+    assert capsys.readouterr().out == compare.render_text(_doc(SYNTHETIC))
     table = (out / "table.md").read_text()
     assert table == compare.render_markdown(_doc(SYNTHETIC))
     png = (out / "compare.png").read_bytes()
@@ -186,40 +215,89 @@ def test_only_table_rerenders_table_and_plot(tmp_path):
     assert not (out / "runs.json").exists()              # nothing was run
     ok = [r for r in SYNTHETIC if r["status"] == "ok"]
     runs_json.write_text(json.dumps(_doc(ok)))
+    default = tmp_path / "default-out"
+    monkeypatch.setattr(compare, "DEFAULT_OUT", default)
     assert compare.main(["--only-table", str(runs_json)]) == 0
-    assert (runs_json.parent / "table.md").exists()      # default: beside FILE
-    assert (runs_json.parent / "compare.png").read_bytes().startswith(PNG_MAGIC)
+    assert "poe-ts" in capsys.readouterr().out
+    assert sorted(p.name for p in runs_json.parent.iterdir()) == ["runs.json"]  # untouched
+    assert (default / "table.md").read_text() == compare.render_markdown(_doc(ok))
+    assert (default / "compare.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def _git(*args):
+    return subprocess.run(["git", "-C", str(TOOL.parents[1]), *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_default_output_directory_is_git_ignored_and_untracked():
+    """Without --out nothing tracked is written: the default directory lies in this checkout
+    under a .gitignore'd path and holds no tracked file; the recorded results stay where
+    BENCHMARKS.md points."""
+    if shutil.which("git") is None or _git("rev-parse", "--git-dir").returncode != 0:
+        pytest.skip("not a git checkout (or no git): nothing to be tracked")
+    root = TOOL.parents[1]
+    assert compare.DEFAULT_OUT == root / "out" / "compare"
+    names = [str(compare.DEFAULT_OUT.relative_to(root) / name)
+             for name in ("runs.json", "table.md", "compare.png")]
+    ignored = _git("check-ignore", "--no-index", *names)
+    assert ignored.returncode == 0 and ignored.stdout.split() == names, ignored
+    assert _git("ls-files", "--", str(compare.DEFAULT_OUT.relative_to(root))).stdout == ""
+    recorded = _git("ls-files", "--", "benchmarks/results/compare").stdout.split()
+    assert "benchmarks/results/compare/runs.json" in recorded
+    assert compare.DEFAULT_OUT.resolve() != (root / "benchmarks/results/compare").resolve()
+
+
+def test_an_unusable_out_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert compare.main(["--out", str(blocker / "sub"), "--protocols", "pbft",
+                         "--scenarios", "standard-none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"compare: error: --out {blocker / 'sub'}: ") and "\n" not in err
+    runs_json = tmp_path / "runs.json"
+    runs_json.write_text(json.dumps(_doc(SYNTHETIC)))
+    assert compare.main(["--only-table", str(runs_json), "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"compare: error: --out {blocker}: ") and "\n" not in err
 
 
 def test_only_table_unreadable_file_is_one_line(tmp_path, capsys):
     assert compare.main(["--only-table", str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("compare: error: --only-table") and "\n" not in err
-    (tmp_path / "other.json").write_text('{"runs": [{"protocol": "pbft"}]}')
-    assert compare.main(["--only-table", str(tmp_path / "other.json")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "not a runs.json of this tool" in err and "\n" not in err
+    out = tmp_path / "out"
+    for text in ('{"runs": [{"protocol": "pbft"}]}', '[1, 2]', '{"runs": ["x"]}',
+                 json.dumps({"runs": [dict(SYNTHETIC[0], scenario="nope")]}),
+                 json.dumps({k: v for k, v in _doc(SYNTHETIC).items() if k != "machine"})):
+        (tmp_path / "other.json").write_text(text)
+        assert compare.main(["--only-table", str(tmp_path / "other.json"),
+                             "--out", str(out)]) == 2, text
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert "not a runs.json of this tool" in err and "\n" not in err, err
+        assert captured.out == "" and not out.exists()      # checked before any write
 
 
 def _compare(tmp_path, *args, timeout_s=120.0):
     """Run the tool as a script (its own session, killed with its group on timeout)."""
     proc = subprocess.Popen([sys.executable, str(TOOL), "--out", str(tmp_path), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        _, err = proc.communicate(timeout=timeout_s)
+        out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
+        out, err = proc.communicate()
         raise AssertionError(f"compare did not finish in {timeout_s} s:\n{err[-3000:]}")
-    return proc.returncode, err
+    return proc.returncode, out, err
 
 
 def test_failed_runs_are_recorded_and_the_comparison_goes_on(tmp_path):
     # poe cluster refuses n = 3 at once: two fast failures, both recorded
-    status, err = _compare(tmp_path, "--protocols", "poe-mac,pbft", "--scenarios",
-                           "standard-none", "--replicas", "3", timeout_s=60)
+    status, out, err = _compare(tmp_path, "--protocols", "poe-mac,pbft", "--scenarios",
+                                "standard-none", "--replicas", "3", timeout_s=60)
     assert status == 1, err
+    assert out.count(" failed ") == 2 and out.count("\nfailed: ") == 2, out
     doc = json.loads((tmp_path / "runs.json").read_text())
     assert [(r["protocol"], r["status"]) for r in doc["runs"]] == \
         [("poe-mac", "failed"), ("pbft", "failed")]
@@ -235,10 +313,14 @@ def test_failed_runs_are_recorded_and_the_comparison_goes_on(tmp_path):
 
 
 def test_end_to_end_two_protocols_one_scenario(tmp_path):
-    status, err = _compare(tmp_path, "--protocols", "poe-mac,pbft", "--scenarios",
-                           "standard-none", "--warmup", "0.5", "--duration", "1",
-                           "--insecure-bench")
+    status, out, err = _compare(tmp_path, "--protocols", "poe-mac,pbft", "--scenarios",
+                                "standard-none", "--warmup", "0.5", "--duration", "1",
+                                "--insecure-bench")
     assert status == 0, err
+    assert out == compare.render_text(json.loads((tmp_path / "runs.json").read_text())), out
+    assert re.search(r"^poe-mac +standard payload, no failure +[\d,]+ +[\d.]+ +[\d.]+ +"
+                     r"\d+\.\d\d$", out, re.M), out
+    assert re.search(r"^pbft +standard payload, no failure .* baseline$", out, re.M), out
     doc = json.loads((tmp_path / "runs.json").read_text())
     assert [r["protocol"] for r in doc["runs"]] == ["poe-mac", "pbft"]
     for run in doc["runs"]:
