@@ -16,18 +16,21 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from conftest import make_client_messages
-
 from poe._core import codec
 from poe.transport.zmq import coalesce, split_frames
 
 FRAMES_PER_TURN = 24
 
 
+def _client_messages(n: int) -> list[bytes]:
+    return [codec.pack_client_message(1000 + i, [(i + 1, i, codec.OP_UPDATE, b"v" * 16)])
+            + b"s" * 64 for i in range(n)]
+
+
 def _frames() -> list[bytes]:
     out = [codec.seal(codec.encode_support(2, 3, 17 + i, bytes([i]) * 32, b"s" * 96),
                       b"m" * 32) for i in range(FRAMES_PER_TURN - 1)]
-    propose = codec.seal(codec.encode_propose(0, 3, 17, make_client_messages(20)), b"m" * 32)
+    propose = codec.seal(codec.encode_propose(0, 3, 17, _client_messages(20)), b"m" * 32)
     return [propose] + out         # a PROPOSE first, then SUPPORT-sized frames
 
 
