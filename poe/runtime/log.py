@@ -80,8 +80,9 @@ class Log:
         self.stream = stream if stream is not None else sys.stderr
         self.context = context
         # constructed, not logging.getLogger(name): a logger of its own, outside the global
-        # hierarchy (see the module's docstring)
-        self.logger = logging.Logger(name, LEVELS[level])
+        # hierarchy (see the module's docstring); getLogger would hand two Logs of one
+        # process the same logger, and each line to both streams
+        self.logger = logging.Logger(name, LEVELS[level])  # noqa: LOG001
         self.logger.propagate = False
         self.handler = _StreamHandler(self.stream)
         self.handler.setFormatter(JsonLinesFormatter())
