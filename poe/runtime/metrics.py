@@ -2,9 +2,25 @@
 on metrics_port + i).
 
 What it is for: a collector that reads the replica's own counters when Prometheus scrapes
-(nothing is counted twice, nothing costs anything between scrapes), plus two histograms the
-loop feeds: the duration of a loop turn and of the store commit. Served by
-``prometheus_client`` on a daemon thread from a private registry.
+(nothing is counted twice, nothing costs anything between scrapes), three histograms the
+loop feeds (the duration of a loop turn, of the store commit, and the latency of an
+executed batch), and the process's CPU, memory and file descriptors (prometheus_client's
+ProcessCollector). Served by ``prometheus_client`` on a daemon thread from a private
+registry. Every series carries ``replica="<id>"`` (the process series too), so series of
+several replicas stay apart whatever the scrape configuration.
+
+Batch latency (``poe_batch_latency_seconds``): for each batch this replica executes, the
+time from when it first heard of the batch's sequence number (the primary: when it proposed
+it; a backup: its PROPOSE, or the first vote for it, arriving) to its execution. Both ends
+are read from the monotonic clock the loop hands the protocol (the start: the loop turn
+that delivered the message, ``Slot.seen_at``), so it is the ordering part of every request
+of that batch: the client's network hop and its wait in the primary's queue are not in it
+(the client's own figure, ``poe bench``, has them). One observation per batch, not per
+request; batches re-executed while recovering from the store are not observed.
+
+Peers (``poe_peer_up{replica, peer}``): 1 while this replica's connection to that peer is
+up, from the ZeroMQ monitor events the loop already handles (the same events as the
+``peer-up`` / ``peer-down`` log lines; ``ReplicaTransport.peer_up``).
 
 Drops: ``poe_messages_dropped{replica, reason}`` counts every drop, the protocol's by its
 reason and the transport's as ``transport-<counter>`` (forged or malformed HELLOs, oversized
@@ -19,10 +35,13 @@ expose anything secret.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+import time
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LOOP_BUCKETS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
+LATENCY_BUCKETS = (1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def transport_drop_reason(key: str) -> str | None:
@@ -50,6 +69,7 @@ class _Collector:
         senders = dict(getattr(r.drops, "by_sender", None) or {})
         runtime = dict(rt.counters)
         transport = dict(rt.transport.stats) if rt.transport is not None else {}
+        peer_up = list(rt.transport.peer_up) if rt.transport is not None else []
 
         def counter(name, doc, value):
             c = CounterMetricFamily(name, doc, labels=labels)
@@ -80,6 +100,11 @@ class _Collector:
         yield gauge("poe_window_use", "fraction of the window between the low watermark and "
                     "the highest sequence number seen",
                     min(1.0, max(0, r.max_seen - r.window.low) / r.config.window))
+        peers = GaugeMetricFamily("poe_peer_up", "1 while the connection to that replica is "
+                                  "up, else 0", labels=["replica", "peer"])
+        for p in rt.peers:
+            peers.add_metric(me + [str(p)], 1 if p < len(peer_up) and peer_up[p] else 0)
+        yield peers
         queues = GaugeMetricFamily("poe_queue_depth", "queued items by queue",
                                    labels=["replica", "queue"])
         queues.add_metric(me + ["pending-requests"], len(r.pending))
@@ -106,18 +131,63 @@ class _Collector:
         yield by_sender
 
 
+class _ProcessCollector:
+    """prometheus_client's process series (CPU seconds, resident and virtual memory, open
+    and maximum file descriptors, start time) with the ``replica`` label added."""
+
+    def __init__(self, replica_id: int) -> None:
+        self.me = str(replica_id)
+        self.inner = ProcessCollector(registry=None)
+
+    def collect(self):
+        for family in self.inner.collect():      # fresh families on every scrape
+            family.samples = [s._replace(labels={"replica": self.me, **s.labels})
+                              for s in family.samples]
+            yield family
+
+
+def make_registry(runtime) -> tuple[CollectorRegistry, dict[str, Histogram]]:
+    """The private registry of ``runtime``'s metrics and the per-replica children of its
+    histograms (``loop``, ``commit``, ``latency``)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(runtime))
+    registry.register(_ProcessCollector(runtime.id))
+    me = str(runtime.id)
+    histograms = {
+        "loop": Histogram("poe_loop_turn_seconds", "duration of one event-loop turn",
+                          labelnames=["replica"], buckets=LOOP_BUCKETS, registry=registry),
+        "commit": Histogram("poe_store_commit_seconds",
+                            "duration of the per-turn store commit (fsync included)",
+                            labelnames=["replica"], buckets=LOOP_BUCKETS, registry=registry),
+        "latency": Histogram("poe_batch_latency_seconds",
+                             "per executed batch: seconds from this replica first hearing of "
+                             "its sequence number (the primary: proposing it) to executing it",
+                             labelnames=["replica"], buckets=LATENCY_BUCKETS,
+                             registry=registry),
+    }
+    return registry, {name: h.labels(me) for name, h in histograms.items()}
+
+
 class Metrics:
-    """Start with ``Metrics(runtime, host, port)``; the loop calls ``turn`` / ``commit``."""
+    """Start with ``Metrics(runtime, host, port)``; the loop calls ``loop.observe`` /
+    ``commit.observe`` each turn and ``executed(seq)`` for each executed batch."""
 
     def __init__(self, runtime, host: str, port: int) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(runtime))
-        self.loop = Histogram("poe_loop_turn_seconds", "duration of one event-loop turn",
-                              buckets=LOOP_BUCKETS, registry=self.registry)
-        self.commit = Histogram("poe_store_commit_seconds",
-                                "duration of the per-turn store commit (fsync included)",
-                                buckets=LOOP_BUCKETS, registry=self.registry)
+        self.runtime = runtime
+        self.registry, histograms = make_registry(runtime)
+        self.loop = histograms["loop"]
+        self.commit = histograms["commit"]
+        self.latency = histograms["latency"]
         self.server, self.thread = start_http_server(port, addr=host, registry=self.registry)
+
+    def executed(self, seq: int) -> None:
+        """Batch ``seq`` was just executed: observe its latency (O(1): a window look-up). A
+        slot no longer in the window (a stable checkpoint of the same turn moved it) is not
+        observed."""
+        window = self.runtime.replica.window
+        slot = window.payload(seq) if window.contains(seq) else None
+        if slot is not None:
+            self.latency.observe(max(0.0, time.monotonic() - slot.seen_at))
 
     def close(self) -> None:
         self.server.shutdown()

@@ -3,7 +3,8 @@
 What it is for: finding free TCP ports on 127.0.0.1, starting poe child processes in their
 own session (so they can be stopped as a group) that die with their parent, stopping them
 (SIGTERM, then SIGKILL of the whole group), and reading a process's CPU time and resident
-memory from /proc.
+memory and the machine's busy CPU time (psutil: the maintained reader of /proc, instead of
+parsing /proc/PID/stat by hand).
 
 Must never: signal a process it did not start, or leave a started process running when
 ``stop`` returns.
@@ -21,9 +22,12 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
+import psutil
+
 _PR_SET_PDEATHSIG = 1
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# a process that is gone, a zombie whose figures can no longer be read, or one of another
+# user's we may not inspect: no figure (None), never an exception
+_GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError)
 
 
 def poe_command(*args: str) -> list[str]:
@@ -135,39 +139,36 @@ def stop_all(procs: Sequence[subprocess.Popen], grace_s: float = 5.0) -> None:
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` (None if it is gone)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    except (OSError, IndexError, ValueError):
+        times = psutil.Process(pid).cpu_times()
+    except _GONE:
         return None
+    return times.user + times.system
 
 
 def rss_bytes(pid: int) -> int | None:
     """Resident set size of process ``pid`` in bytes (None if it is gone)."""
     try:
-        with open(f"/proc/{pid}/statm", "rb") as handle:
-            return int(handle.read().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
+        return psutil.Process(pid).memory_info().rss
+    except _GONE:
         return None
 
 
 def machine_cpu_seconds() -> float | None:
-    """CPU seconds every core of the machine spent busy since boot (/proc/stat), to tell how
-    much of a run's CPU went to other processes."""
+    """CPU seconds every core of the machine spent busy since boot (everything but idle and
+    iowait), to tell how much of a run's CPU went to other processes."""
     try:
-        with open("/proc/stat", "rb") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:]]
-    except (OSError, ValueError):
+        times = psutil.cpu_times()
+    except OSError:
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
-    return (sum(fields[:8]) - idle) / _CLK_TCK
+    return sum(getattr(times, field, 0.0)
+               for field in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
 def alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
-        return state != b"Z"
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.AccessDenied:
+        return True                    # it exists: another user's we may not inspect
+    except (psutil.NoSuchProcess, OSError):
         return False

@@ -113,6 +113,7 @@ class ReplicaRuntime:
         self.writer: LedgerWriter | None = None
         self.recovery: dict = {}
         self.metrics = None
+        self._on_executed = None        # Metrics.executed (batch latency) once recovered
         self._view_logged = self.replica.view
         if config.replica.data_dir:
             self._check_data_dir()
@@ -227,6 +228,8 @@ class ReplicaRuntime:
         old = {sig: signal.signal(sig, self.request_stop)
                for sig in (signal.SIGTERM, signal.SIGINT)}
         self._recover()
+        if self.metrics is not None:    # not the batches replayed from the store
+            self._on_executed = self.metrics.executed
         gc.collect()
         gc.freeze()            # the loaded keys and tables are never garbage
         self.log.info("ready", endpoints=list(self.transport.endpoints),
@@ -367,6 +370,8 @@ class ReplicaRuntime:
                 self.timers.cancel((a.kind, a.key))
             elif t is Executed:
                 self.counters["executed-batches"] += 1
+                if self._on_executed is not None:
+                    self._on_executed(a.seq)
             elif t is Persist:
                 self.counters["persist-records"] += 1
                 kind = a.record[0]

@@ -1,9 +1,13 @@
 """The /metrics collector (poe/runtime/metrics.py) over a real PoE replica object and a fake
-runtime: drops by reason, by authenticated sender (issue 14), and the transport's drops."""
+runtime: drops by reason, by authenticated sender (issue 14), and the transport's drops; the
+replica label on every series (the process series included), peer connectivity and the
+batch latency histogram, also through a running endpoint."""
 from __future__ import annotations
 
+import time
 from collections import Counter
 from types import SimpleNamespace
+from urllib.request import urlopen
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +17,7 @@ from poe.crypto.base import replica as replica_party
 from poe.crypto.fake import FakeCrypto
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.registry import make_replica
-from poe.runtime.metrics import _Collector, transport_drop_reason
+from poe.runtime.metrics import Metrics, _Collector, make_registry, transport_drop_reason
 
 
 def _samples(runtime) -> dict[str, list[tuple[dict, float]]]:
@@ -27,9 +31,20 @@ def _samples(runtime) -> dict[str, list[tuple[dict, float]]]:
     return out
 
 
-def _runtime(replica, transport_stats: Counter):
+def _runtime(replica, transport_stats: Counter, peer_up=None):
+    n = replica.config.n
     return SimpleNamespace(id=replica.id, replica=replica, counters=Counter(), timers=[],
-                           transport=SimpleNamespace(stats=transport_stats))
+                           peers=[p for p in range(n) if p != replica.id],
+                           transport=SimpleNamespace(stats=transport_stats,
+                                                     peer_up=peer_up or [False] * n))
+
+
+def _parse(text: str) -> dict[str, list[tuple[dict, float]]]:
+    out: dict[str, list[tuple[dict, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
 
 
 def test_drops_by_reason_by_sender_and_transport_drops_are_exported():
@@ -88,3 +103,74 @@ def test_transport_counters_that_are_no_drops_stay_out():
     assert transport_drop_reason("r2-up") is None
     assert transport_drop_reason("dropped-control-unknown") == "transport-dropped-control-unknown"
     assert transport_drop_reason("monitor-garbage") == "transport-monitor-garbage"
+
+
+def _replica(me: int = 1, mode: str = "mac"):
+    fc = FakeCrypto(4, 4, 11, purpose="test")
+    return make_replica(ProtocolConfig(n=4, mode=mode), me, fc.suite(replica_party(me)))
+
+
+def test_every_series_carries_the_replica_label_process_series_included():
+    r = _replica(2)
+    r.on_message(b"no frame at all", 0.0)                     # one drop, so a drop series
+    registry, histograms = make_registry(_runtime(r, Counter({"oversized": 1})))
+    histograms["loop"].observe(0.001)
+    samples = _parse(generate_latest(registry).decode())
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_open_fds", "process_max_fds", "poe_loop_turn_seconds_count",
+                 "poe_store_commit_seconds_bucket", "poe_batch_latency_seconds_sum",
+                 "poe_view", "poe_executed_seq", "poe_stable_checkpoint", "poe_peer_up",
+                 "poe_messages_dropped_total"):
+        assert name in samples, name
+    for name, series in samples.items():
+        for labels, _ in series:
+            assert labels.get("replica") == "2", (name, labels)
+    assert samples["process_resident_memory_bytes"][0][1] > 1e6
+    assert samples["poe_loop_turn_seconds_count"] == [({"replica": "2"}, 1.0)]
+
+
+def test_peer_connectivity_is_one_gauge_per_peer():
+    r = _replica(1)
+    samples = _samples(_runtime(r, Counter(), peer_up=[True, False, False, True]))
+    up = {labels["peer"]: value for labels, value in samples["poe_peer_up"]}
+    assert up == {"0": 1.0, "2": 0.0, "3": 1.0}                 # never itself
+
+
+class _Turn:
+    """A runtime around a real replica whose slot ``seq`` was first heard of at ``at``."""
+
+    def __init__(self, seq: int, at: float) -> None:
+        self.replica = _replica(1)
+        self.replica._slot(seq, at)
+        self.runtime = _runtime(self.replica, Counter())
+
+
+def test_batch_latency_is_observed_from_the_slot_first_heard_of():
+    seen = time.monotonic() - 0.3
+    turn = _Turn(5, seen)
+    registry, histograms = make_registry(turn.runtime)
+    metrics = SimpleNamespace(runtime=turn.runtime, latency=histograms["latency"])
+    Metrics.executed(metrics, 5)
+    Metrics.executed(metrics, 10 ** 6)            # outside the window: not observed
+    samples = _parse(generate_latest(registry).decode())
+    assert samples["poe_batch_latency_seconds_count"] == [({"replica": "1"}, 1.0)]
+    (_, total), = samples["poe_batch_latency_seconds_sum"]
+    assert 0.3 <= total < 5.0
+    buckets = {labels["le"]: v for labels, v in samples["poe_batch_latency_seconds_bucket"]}
+    assert buckets["0.25"] == 0.0 and buckets["0.5"] == 1.0 and buckets["+Inf"] == 1.0
+
+
+def test_a_running_endpoint_serves_the_series_over_http():
+    turn = _Turn(3, time.monotonic())
+    metrics = Metrics(turn.runtime, "127.0.0.1", 0)
+    try:
+        metrics.executed(3)
+        metrics.loop.observe(0.002)
+        port = metrics.server.server_port
+        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            samples = _parse(reply.read().decode())
+    finally:
+        metrics.close()
+    assert samples["poe_batch_latency_seconds_count"] == [({"replica": "1"}, 1.0)]
+    assert samples["poe_loop_turn_seconds_count"] == [({"replica": "1"}, 1.0)]
+    assert samples["process_open_fds"][0][0] == {"replica": "1"}

@@ -116,3 +116,16 @@ def test_percentiles_are_observed_values():
     s = latency_summary(lat)
     assert (s["p50"], s["p95"], s["p99"], s["max"]) == (50.0, 95.0, 99.0, 100.0)
     assert latency_summary(np.empty(0))["p50"] is None
+
+
+@given(st.lists(st.floats(0.0, 10.0, allow_nan=False), min_size=1, max_size=300))
+def test_percentiles_are_the_nearest_rank(values):
+    """numpy's inverted_cdf is the nearest-rank definition: the ceil(p/100 * n)-th smallest
+    value, never an interpolation between two."""
+    lat = np.array(values)
+    ms = np.sort(lat * 1000.0)
+    s = latency_summary(lat)
+    for p in (50, 95, 99):
+        rank = max(int(np.ceil(p / 100 * ms.size)) - 1, 0)
+        assert s[f"p{p}"] == round(float(ms[rank]), 3)
+    assert s["count"] == len(values) and s["max"] == round(float(ms[-1]), 3)

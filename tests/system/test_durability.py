@@ -276,6 +276,8 @@ def test_a_damaged_ledger_stops_that_replica_while_the_others_serve(tmp_path, du
 def test_every_replica_serves_prometheus_metrics(tmp_path, local_cluster):
     from urllib.request import urlopen
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     from poe.runtime.procs import free_port_range
 
     config = keygen(tmp_path, mode="ts")
@@ -283,16 +285,37 @@ def test_every_replica_serves_prometheus_metrics(tmp_path, local_cluster):
     cluster = local_cluster(config, settings=SETTINGS + (f"replica.metrics_port={port}",))
     cluster.start_all()
     _put(tmp_path, config, 41, "counted")
-    texts = []
-    for i in range(4):
-        with urlopen(f"http://127.0.0.1:{port + i}/metrics", timeout=30) as reply:
-            texts.append(reply.read().decode())
+
+    def scrape() -> list[str]:
+        texts = []
+        for i in range(4):
+            with urlopen(f"http://127.0.0.1:{port + i}/metrics", timeout=30) as reply:
+                texts.append(reply.read().decode())
+        return texts
+
+    def value(text: str, name: str, **labels) -> float:
+        want = {k: str(v) for k, v in labels.items()}
+        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == name and s.labels == want)
+
+    deadline = time.monotonic() + 30
+    while True:                         # every connection between the four reported up
+        texts = scrape()
+        up = [value(text, "poe_peer_up", replica=i, peer=p)
+              for i, text in enumerate(texts) for p in range(4) if p != i]
+        if all(up) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert up == [1.0] * 12
     executed = []
     for i, text in enumerate(texts):
-        assert f'poe_view{{replica="{i}"}} 0.0' in text
+        assert value(text, "poe_view", replica=i) == 0.0
         assert "poe_loop_turn_seconds_bucket" in text and "poe_store_commit_seconds_count" in text
-        line = next(ln for ln in text.splitlines()
-                    if ln.startswith(f'poe_requests_executed_total{{replica="{i}"}}'))
-        executed.append(float(line.split()[-1]))
+        for family in text_string_to_metric_families(text):     # process_* included
+            assert all(s.labels.get("replica") == str(i) for s in family.samples), family.name
+        assert value(text, "process_resident_memory_bytes", replica=i) > 1e6
+        executed.append(value(text, "poe_requests_executed_total", replica=i))
+        if executed[-1] >= 1:           # it executed the put's batch: one latency observed
+            assert value(text, "poe_batch_latency_seconds_count", replica=i) >= 1
     assert sum(e >= 1 for e in executed) >= 3      # the put was proven: nf replicas executed it
     assert all(r["status"] == 0 for r in cluster.stop().values())
