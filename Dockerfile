@@ -7,7 +7,9 @@
 #
 # Stage 1 compiles the Cython kernels (gcc; the python image carries the headers) into a
 # wheel, together with wheels of every dependency. Stage 2 installs them without a compiler
-# or a package index and runs as the unprivileged user `poe` (uid/gid 10001).
+# or a package index and runs as the unprivileged user `poe` (uid/gid 10001). The package is
+# the distribution poe-bft; its command is `poe` (also `poe-bft`). Any supported Python:
+# --build-arg PYTHON_VERSION=3.12 or 3.13 (3.13 runs the pyblst BLS backend, README "Install").
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
@@ -24,7 +26,7 @@ FROM python:${PYTHON_VERSION}-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels poe \
+    pip install --no-cache-dir --no-index --find-links=/wheels poe-bft \
     && poe --version
 RUN groupadd --system --gid 10001 poe \
     && useradd --system --uid 10001 --gid poe --home-dir /var/lib/poe --no-create-home \

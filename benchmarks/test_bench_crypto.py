@@ -11,8 +11,9 @@ Groups (each result records n, sizes and library versions in extra_info):
   share-verify         one share checked alone (the fallback path, naming a bad signer)
   mac-250B / mac-1748B / mac-5400B   keyed BLAKE2b (chosen) vs HMAC-SHA-256, tag and verify
   The BLS groups (share-sign, combine, combine-multi, cert-verify, cert-verify-multi,
-  share-verify) run once per BLS backend in the same run: blspy and, when installed, pyblst
-  (blst; the 'fast' extra); extra_info "backend" names which, outputs are checked identical.
+  share-verify) run once per installed BLS backend in the same run: blspy (CPython < 3.13)
+  and pyblst (blst; the 'fast' extra there, a dependency on 3.13); extra_info "backend" names
+  which, outputs are checked identical to the first backend's.
   ed25519-sign / ed25519-verify   a 250 B client message: poe.crypto.ed25519 (PyNaCl,
                        libsodium) against the previous backend (cryptography, OpenSSL) in the
                        same run; extra_info "backend" names which
@@ -30,25 +31,20 @@ from pathlib import Path
 import pytest
 
 from poe.crypto import load_cluster, load_secret, replica, request_statement, support_statement
-from poe.crypto.bls import (
-    backend_classes,
-    decode_g2,
-)
+from poe.crypto.bls import backend_classes, backend_ops, installed_backends
 from poe.crypto.dealer import deal_cluster, secret_file_name, write_keys
 from poe.crypto.ed25519 import Ed25519Signer, Ed25519Verifier
 from poe.crypto.mac import PairwiseMacKeys
-from poe.crypto.shamir import compile_msm, lagrange_delta, run_msm
+from poe.crypto.shamir import compile_msm, lagrange_delta
 
 SIZES_N = [4, 16, 32]
 MAC_SIZES = [250, 1748, 5400]   # SUPPORT/other (250 B), client response, PROPOSE (PROTOCOL §2.10)
 STATEMENT = support_statement(3, 1234, hashlib.sha256(b"batch").digest())
+# blspy first where installed (the reference), then pyblst
+BLS_BACKENDS = sorted(installed_backends(), key=lambda name: name != "blspy")
+REFERENCE = BLS_BACKENDS[0]
 VERSIONS = {name: importlib.metadata.version(name)
-            for name in ("blspy", "pynacl", "cryptography")}
-try:
-    VERSIONS["pyblst"] = importlib.metadata.version("pyblst")
-    BLS_BACKENDS = ["blspy", "pyblst"]
-except importlib.metadata.PackageNotFoundError:
-    BLS_BACKENDS = ["blspy"]
+            for name in (*BLS_BACKENDS, "pynacl", "cryptography")}
 
 
 def info(benchmark, **extra) -> None:
@@ -56,7 +52,7 @@ def info(benchmark, **extra) -> None:
 
 
 class Cluster:
-    def __init__(self, directory: Path, n: int, backend: str = "blspy") -> None:
+    def __init__(self, directory: Path, n: int, backend: str = REFERENCE) -> None:
         if not (directory / "cluster.toml").exists():
             write_keys(directory, deal_cluster(n, 1))
         signer_class, threshold_class, multi_class = backend_classes(backend)
@@ -84,7 +80,7 @@ def bls(clusters, tmp_path_factory) -> dict[tuple[int, str], Cluster]:
     for n, base in clusters.items():
         directory = Path(base.cluster.path).parent
         for backend in BLS_BACKENDS:
-            out[n, backend] = base if backend == "blspy" else Cluster(directory, n, backend)
+            out[n, backend] = base if backend == REFERENCE else Cluster(directory, n, backend)
             assert out[n, backend].shares == base.shares          # byte-identical shares
     return out
 
@@ -109,7 +105,7 @@ def test_combine(benchmark, bls, n, backend) -> None:
          "+ 1 checked decode (blspy only) + 1 verify")
     cert = benchmark(c.threshold.combine, c.shares, STATEMENT)
     assert c.threshold.verify_cert(cert, STATEMENT)
-    assert cert == bls[n, "blspy"].threshold.combine(c.shares, STATEMENT)   # byte-identical
+    assert cert == bls[n, REFERENCE].threshold.combine(c.shares, STATEMENT)   # byte-identical
 
 
 @pytest.mark.parametrize("n", SIZES_N)
@@ -117,10 +113,11 @@ def test_combine_chain_only(benchmark, clusters, n) -> None:
     c = clusters[n]
     benchmark.group = "combine-chain"
     program = c.threshold.program(tuple(range(c.nf)))
-    points = [decode_g2(c.shares[i], checked=False) for i in range(c.nf)]
-    info(benchmark, n=n, nf=c.nf, additions=program.additions, negations=program.negations,
-         includes="addition chain only (G2 + and negate)")
-    benchmark(run_msm, program, points)
+    ops = backend_ops(REFERENCE)
+    points = [ops.decode_g2(c.shares[i], checked=False) for i in range(c.nf)]
+    info(benchmark, backend=REFERENCE, n=n, nf=c.nf, additions=program.additions,
+         negations=program.negations, includes="addition chain only (G2 + and negate)")
+    benchmark(ops.run_msm, program, points)
 
 
 @pytest.mark.parametrize("backend", BLS_BACKENDS)
@@ -131,7 +128,7 @@ def test_combine_multi(benchmark, bls, n, backend) -> None:
     info(benchmark, backend=backend, n=n, nf=c.nf, includes="nf unchecked decodes + nf-1 adds + 1 verify")
     cert = benchmark(c.multi.combine, c.shares, STATEMENT)
     assert c.multi.verify_cert(cert, STATEMENT)
-    assert cert == bls[n, "blspy"].multi.combine(c.shares, STATEMENT)   # byte-identical
+    assert cert == bls[n, REFERENCE].multi.combine(c.shares, STATEMENT)   # byte-identical
 
 
 @pytest.mark.parametrize("n", SIZES_N)

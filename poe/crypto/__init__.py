@@ -7,8 +7,8 @@ Protocols see only the interfaces of :mod:`poe.crypto.base`, bundled in a
   certificates), ``"bls-multi"`` (aggregate + bitmap certificates), ``"mac"`` (pairwise keyed
   BLAKE2b), ``"ed25519"`` (client requests, VC-REQUEST, CHECKPOINT) or ``"fake"``
   (simulation only);
-  The BLS kinds run on blspy or, when installed, the faster ``pyblst`` (same bytes;
-  ``POE_BLS_BACKEND=blspy|pyblst`` overrides, :func:`bls_backend` names the choice);
+  The BLS kinds run on pyblst when installed, else blspy (same bytes; either alone is
+  enough; ``POE_BLS_BACKEND=blspy|pyblst`` overrides, :func:`bls_backend` names the choice);
 * ``load_suite(cluster, secret, variant=...)`` for a whole PoE variant: ``"ts"`` = BLS + MAC +
   Ed25519, ``"mac"`` = MAC + Ed25519.
 

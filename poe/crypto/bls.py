@@ -1,4 +1,4 @@
-"""BLS12-381 certificates with blspy's ``PopSchemeMPL`` (PROTOCOL.md §1.5, §2.5, §2.7).
+"""BLS12-381 certificates in blspy's ``PopSchemeMPL`` scheme (PROTOCOL.md §1.5, §2.5, §2.7).
 
 Two verifiers share the same replica key shares and share format:
 
@@ -10,29 +10,31 @@ Two verifiers share the same replica key shares and share format:
   proof-of-possession share keys; the bitmap is bound to the signature and the aggregate public
   key is cached per bitmap.
 
-Combining is optimistic: shares are decoded without the (expensive) subgroup check, combined,
-the result is decoded *with* the check and verified once; only on failure are the shares
-checked one by one to name the bad signers.
+Combining is optimistic: shares are decoded without the (expensive) subgroup check where the
+backend can, combined, the result is decoded *with* the check and verified once; only on
+failure are the shares checked one by one to name the bad signers.
 
-The group operations go through a small "ops" class (:class:`BlspyOps` here,
-:class:`poe.crypto.bls_pyblst.PyblstOps` for the optional ``pyblst`` binding of blst): both
-read and write the same bytes (48-byte G1 keys, 96-byte G2 signatures, 32-byte big-endian
-scalars) and produce byte-identical shares and certificates. :func:`select_backend` picks one
-(pyblst when importable, overridable with ``POE_BLS_BACKEND=blspy|pyblst``).
+This module imports no BLS library. The group operations go through a small "ops" class of
+a backend module: :class:`poe.crypto.bls_blspy.BlspyOps` (blspy) or
+:class:`poe.crypto.bls_pyblst.PyblstOps` (pyblst, the binding of blst). Both read and write
+the same bytes (48-byte G1 keys, 96-byte G2 signatures, 32-byte big-endian scalars) and
+produce byte-identical shares, certificates and proofs of possession. Each backend module
+subclasses the classes below with its ops; either one alone is enough (blspy has no wheels
+for CPython 3.13, where the package installs pyblst). :func:`select_backend` picks one
+(pyblst when importable, else blspy; ``POE_BLS_BACKEND=blspy|pyblst`` overrides),
+:func:`backend_classes` / :func:`backend_ops` load it.
 
-Must never: verify shares one by one on the fast path, let a blspy exception escape from a
+Must never: verify shares one by one on the fast path, let a backend exception escape from a
 ``verify*`` call, or show a private key in ``repr`` (blspy's own ``PrivateKey`` repr does).
 """
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping, Sequence
 
-from blspy import G1Element, G2Element, PopSchemeMPL, PrivateKey
-
 from .base import (
     CERT_SIGNATURE_SIZE,
-    SHARE_SIZE,
     Certificate,
     ThresholdSigner,
     ThresholdVerifier,
@@ -42,59 +44,35 @@ from .base import (
     faults_tolerated,
 )
 from .errors import CombineError, CryptoError
-from .shamir import MsmProgram, compile_msm, lagrange_delta, run_msm
+from .shamir import MsmProgram, compile_msm, lagrange_delta
 
 __all__ = [
     "BACKEND_ENV",
+    "BACKEND_PACKAGES",
     "BLS_BACKENDS",
     "G1_SIZE",
+    "POP_SIZE",
     "SCALAR_SIZE",
     "BlsMultiVerifier",
     "BlsThresholdSigner",
     "BlsThresholdVerifier",
-    "BlspyOps",
     "backend_classes",
-    "decode_g1",
-    "decode_g2",
+    "backend_ops",
+    "installed_backends",
     "select_backend",
 ]
 
 SCALAR_SIZE = 32
 G1_SIZE = 48
+POP_SIZE = 96
 PROGRAM_CACHE_MAX = 1024     # signer sets whose combination program is kept
 AGGREGATE_KEY_CACHE_MAX = 1024
 VERIFIED_CACHE_MAX = 4096    # (statement, signature) pairs known valid (view change re-checks)
 BLS_BACKENDS = ("pyblst", "blspy")   # preference order of select_backend()
 BACKEND_ENV = "POE_BLS_BACKEND"
-
-
-def decode_g1(data: object) -> G1Element | None:
-    """Checked decode of a compressed G1 point; ``None`` if invalid or the identity."""
-    if type(data) is not bytes or len(data) != G1_SIZE:
-        return None
-    try:
-        point = G1Element.from_bytes(data)
-    except (ValueError, RuntimeError):
-        return None
-    return None if point == G1Element() else point
-
-
-def decode_g2(data: object, checked: bool = True) -> G2Element | None:
-    """Decode a compressed G2 point (subgroup-checked unless ``checked=False``);
-    ``None`` if the bytes are not a point."""
-    if type(data) is not bytes or len(data) != SHARE_SIZE:
-        return None
-    try:
-        return G2Element.from_bytes(data) if checked else G2Element.from_bytes_unchecked(data)
-    except (ValueError, RuntimeError):
-        return None
-
-
-def _verify(public_key: G1Element, statement: bytes, signature: G2Element) -> bool:
-    try:
-        return bool(PopSchemeMPL.verify(public_key, statement, signature))
-    except (ValueError, RuntimeError, TypeError):
-        return False
+# backend name -> its module in this package, and the library that module imports
+BACKEND_MODULES = {"pyblst": "bls_pyblst", "blspy": "bls_blspy"}
+BACKEND_PACKAGES = {"pyblst": "pyblst", "blspy": "blspy"}
 
 
 def _put_bounded(cache: dict, key: object, value: object, limit: int) -> None:
@@ -105,46 +83,22 @@ def _put_bounded(cache: dict, key: object, value: object, limit: int) -> None:
     cache[key] = value
 
 
-class BlspyOps:
-    """The group operations of the blspy backend (the reference for byte identity)."""
-
-    name = "blspy"
-    decode_g1 = staticmethod(decode_g1)
-    decode_g2 = staticmethod(decode_g2)
-    verify = staticmethod(_verify)
-
-    @staticmethod
-    def secret_key(share_secret: bytes) -> PrivateKey:
-        """The key for 32 big-endian bytes; ``ValueError`` if not below the group order."""
-        return PrivateKey.from_bytes(share_secret)
-
-    @staticmethod
-    def sign(key: PrivateKey, statement: bytes) -> bytes:
-        return bytes(PopSchemeMPL.sign(key, statement))
-
-    @staticmethod
-    def public_key(key: PrivateKey) -> bytes:
-        return bytes(key.get_g1())
-
-    @staticmethod
-    def run_msm(program: MsmProgram, points: list) -> G2Element:
-        return run_msm(program, points)
-
-    @staticmethod
-    def finish(point: G2Element) -> tuple[bytes, G2Element | None]:
-        """Encode a combined point; return it again decoded *with* the subgroup check (its
-        inputs were decoded without one)."""
-        raw = bytes(point)
-        return raw, decode_g2(raw)
+def _backend_only(cls: type) -> None:
+    """Refuse to build the backend-independent classes themselves (they have no ops)."""
+    if cls._ops is None:
+        raise TypeError(f"{cls.__name__} has no BLS backend: use backend_classes(name) or "
+                        "poe.crypto.load_backend(), which choose one (POE_BLS_BACKEND)")
 
 
 class BlsThresholdSigner(ThresholdSigner):
-    """Replica ``replica``'s key share ``k_i``; signs SUPPORT statements."""
+    """Replica ``replica``'s key share ``k_i``; signs SUPPORT statements. Built through a
+    backend's subclass (:func:`backend_classes`)."""
 
     __slots__ = ("_key", "replica")
-    _ops = BlspyOps
+    _ops = None
 
     def __init__(self, replica_id: int, share_secret: bytes) -> None:
+        _backend_only(type(self))
         if type(share_secret) is not bytes or len(share_secret) != SCALAR_SIZE:
             raise ValueError(f"BLS key share must be {SCALAR_SIZE} bytes")
         try:
@@ -169,11 +123,13 @@ class BlsThresholdSigner(ThresholdSigner):
 
 
 class _BlsVerifierBase(ThresholdVerifier):
-    """Share verification and the optimistic combine/fallback shared by both kinds."""
+    """Share verification and the optimistic combine/fallback shared by both kinds. Built
+    through a backend's subclass (:func:`backend_classes`)."""
 
-    _ops = BlspyOps
+    _ops = None
 
     def __init__(self, share_public_keys: Sequence[bytes], verified_cache: int) -> None:
+        _backend_only(type(self))
         n = len(share_public_keys)
         self.n, self.f = n, faults_tolerated(n)
         self.nf = n - self.f
@@ -274,7 +230,8 @@ class BlsThresholdVerifier(_BlsVerifierBase):
         ops = self._ops
         points = [ops.decode_g2(shares[i], checked=False) for i in signers]
         if all(point is not None for point in points):
-            # finish: the one subgroup check of the fast path (blspy)
+            # finish: the one subgroup check of the fast path (blspy; pyblst checked
+            # each share when decoding)
             combined, point = ops.finish(ops.run_msm(self.program(signers), points))
             if point is not None and ops.verify(self._group_key, statement, point):
                 self._remember(statement, combined)
@@ -339,38 +296,73 @@ class BlsMultiVerifier(_BlsVerifierBase):
 # backend selection
 # ---------------------------------------------------------------------------------------------
 
-def _pyblst_importable() -> bool:
+def _importable(name: str) -> bool:
+    """Whether backend ``name``'s library imports (installed, and loads on this machine)."""
     try:
-        import pyblst  # noqa: F401
+        importlib.import_module(BACKEND_PACKAGES[name])
     except ImportError:
         return False
     return True
 
 
+def installed_backends() -> tuple[str, ...]:
+    """The BLS backends whose library is installed, in preference order."""
+    return tuple(name for name in BLS_BACKENDS if _importable(name))
+
+
+def _install_hint(name: str) -> str:
+    if name == "blspy":
+        return "pip install blspy (wheels for CPython 3.11 and 3.12 only)"
+    return "pip install pyblst"
+
+
 def select_backend(environ: Mapping[str, str] | None = None) -> str:
     """The BLS backend to use: ``$POE_BLS_BACKEND`` if set (``"blspy"`` or ``"pyblst"``),
-    else ``"pyblst"`` when importable (the faster one, docs/crypto.md), else ``"blspy"``.
-    Raises :class:`CryptoError` for an unknown name or an explicit ``pyblst`` that is not
-    installed."""
+    else the first installed of ``pyblst`` (the faster verify, docs/crypto.md) and ``blspy``.
+    Raises :class:`CryptoError` for an unknown name, a chosen backend that is not installed,
+    or no backend installed at all."""
     env = os.environ if environ is None else environ
     wanted = env.get(BACKEND_ENV, "").strip().lower()
     if wanted:
         if wanted not in BLS_BACKENDS:
             raise CryptoError(f"{BACKEND_ENV}={wanted!r}: choose one of "
                               f"{', '.join(BLS_BACKENDS)}")
-        if wanted == "pyblst" and not _pyblst_importable():
-            raise CryptoError(f"{BACKEND_ENV}=pyblst but pyblst is not installed; "
-                              "pip install 'poe[fast]' or unset the variable")
+        if not _importable(wanted):
+            raise CryptoError(f"{BACKEND_ENV}={wanted} but {wanted} is not installed; "
+                              f"{_install_hint(wanted)}, or unset the variable")
         return wanted
-    return "pyblst" if _pyblst_importable() else "blspy"
+    for name in BLS_BACKENDS:
+        if _importable(name):
+            return name
+    raise CryptoError("no BLS backend is installed (pyblst or blspy; poe-bft depends on one): "
+                      "pip install pyblst")
+
+
+def _backend_module(name: str):
+    if name not in BACKEND_MODULES:
+        raise CryptoError(f"unknown BLS backend {name!r}; choose one of "
+                          f"{', '.join(BLS_BACKENDS)}")
+    try:
+        return importlib.import_module(f"{__package__}.{BACKEND_MODULES[name]}")
+    except ImportError as exc:
+        if exc.name not in (BACKEND_PACKAGES[name], None):
+            raise
+        raise CryptoError(f"BLS backend {name} is not installed; {_install_hint(name)}") \
+            from None
+
+
+def backend_ops(name: str):
+    """The ops class of backend ``name`` (group operations, key derivation, proofs of
+    possession; see :class:`poe.crypto.bls_blspy.BlspyOps`)."""
+    module = _backend_module(name)
+    return module.PyblstOps if name == "pyblst" else module.BlspyOps
 
 
 def backend_classes(name: str) -> tuple[type[BlsThresholdSigner], type[BlsThresholdVerifier],
                                         type[BlsMultiVerifier]]:
     """(signer, threshold verifier, multi verifier) classes of backend ``name``."""
-    if name == "blspy":
-        return BlsThresholdSigner, BlsThresholdVerifier, BlsMultiVerifier
+    module = _backend_module(name)
     if name == "pyblst":
-        from .bls_pyblst import PyblstMultiVerifier, PyblstThresholdSigner, PyblstThresholdVerifier
-        return PyblstThresholdSigner, PyblstThresholdVerifier, PyblstMultiVerifier
-    raise CryptoError(f"unknown BLS backend {name!r}; choose one of {', '.join(BLS_BACKENDS)}")
+        return (module.PyblstThresholdSigner, module.PyblstThresholdVerifier,
+                module.PyblstMultiVerifier)
+    return module.BlspyThresholdSigner, module.BlspyThresholdVerifier, module.BlspyMultiVerifier

@@ -17,9 +17,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from blspy import PopSchemeMPL, PrivateKey
-
 from .base import Party, Role, client, faults_tolerated, replica
+from .bls import backend_ops, select_backend
 from .ed25519 import SEED_SIZE, public_key_of
 from .errors import CryptoError
 from .keyfile import (
@@ -78,12 +77,14 @@ def deal_cluster(n: int, clients: int, host: str = "127.0.0.1",
     """Generate all keys for ``n`` replicas and ``clients`` clients, rendered as TOML.
 
     Replica ``i`` listens on ``base_port + 2i`` (replicas) and ``base_port + 2i + 1``
-    (clients). Raises ``ValueError`` on bad arguments.
+    (clients). Raises ``ValueError`` on bad arguments. BLS public keys and proofs of
+    possession come from the selected BLS backend (byte-identical with either).
     """
     layout = _validate(n, clients, host, base_port)
+    ops = backend_ops(select_backend())
     f = faults_tolerated(n)
     group_secret, shares = deal(n, n - f)
-    group_public = bytes(PrivateKey.from_bytes(group_secret.to_bytes(32, "big")).get_g1())
+    group_public = ops.public_key(ops.secret_key(group_secret.to_bytes(32, "big")))
     del group_secret  # the dealer forgets s: no file ever holds it
     parties = [replica(i) for i in range(n)] + [client(j) for j in range(clients)]
     seeds = {p: secrets.token_bytes(SEED_SIZE) for p in parties}
@@ -93,7 +94,7 @@ def deal_cluster(n: int, clients: int, host: str = "127.0.0.1",
             if peer != replica(i) and frozenset((replica(i), peer)) not in pair:
                 pair[frozenset((replica(i), peer))] = secrets.token_bytes(MAC_KEY_SIZE)
     share_bytes = [k.to_bytes(32, "big") for k in shares]
-    share_keys = [PrivateKey.from_bytes(k) for k in share_bytes]
+    share_keys = [ops.secret_key(k) for k in share_bytes]
     cluster_id = secrets.token_hex(CLUSTER_ID_HEX // 2)
 
     lines = [
@@ -111,8 +112,8 @@ def deal_cluster(n: int, clients: int, host: str = "127.0.0.1",
             "", "[[replica]]", f"id = {i}", f'host = "{layout.host}"',
             f"replica_port = {base_port + 2 * i}", f"client_port = {base_port + 2 * i + 1}",
             f'ed25519_public_key = "{public_key_of(seeds[replica(i)]).hex()}"',
-            f'bls_share_public_key = "{bytes(share_keys[i].get_g1()).hex()}"',
-            f'bls_pop = "{bytes(PopSchemeMPL.pop_prove(share_keys[i])).hex()}"',
+            f'bls_share_public_key = "{ops.public_key(share_keys[i]).hex()}"',
+            f'bls_pop = "{ops.pop_prove(share_keys[i]).hex()}"',
         ]
     for j in range(clients):
         lines += ["", "[[client]]", f"id = {j}",

@@ -25,14 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blspy import G1Element, PopSchemeMPL, PrivateKey
-
 from .base import Party, Role, client, faults_tolerated, replica
-from .bls import G1_SIZE, SCALAR_SIZE, decode_g1, decode_g2
+from .bls import G1_SIZE, POP_SIZE, SCALAR_SIZE, backend_ops, select_backend
 from .ed25519 import PUBLIC_KEY_SIZE, SEED_SIZE, public_key_of
 from .errors import KeyFileError
 from .mac import MAC_KEY_SIZE
-from .shamir import R, compile_msm, delta, lagrange_delta, run_msm
+from .shamir import R, compile_msm, delta, lagrange_delta
 
 __all__ = [
     "CLIENTS_MAX",
@@ -54,7 +52,6 @@ SECRET_FORMAT = "poe-secret/1"
 REPLICAS_MAX = 128          # Δ-trick combine cost grows ~n²·log n; see docs/crypto.md
 CLIENTS_MAX = 65_536
 FILE_BYTES_MAX = 64 << 20
-POP_SIZE = 96
 CLUSTER_ID_HEX = 16
 REGENERATE = "regenerate keys with `poe keygen`"
 
@@ -279,7 +276,9 @@ def _check_format(table: _Table, expected: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def load_cluster(path: str | os.PathLike[str]) -> Cluster:
-    """Load and fully check a cluster file (structure, keys, PoPs, share-key polynomial)."""
+    """Load and fully check a cluster file (structure, keys, PoPs, share-key polynomial),
+    with the selected BLS backend (:func:`poe.crypto.bls.select_backend`)."""
+    ops = backend_ops(select_backend())
     where = str(path)
     top = _Table(where, _read_toml(Path(path), secret=False), "")
     _check_format(top, CLUSTER_FORMAT)
@@ -308,31 +307,24 @@ def load_cluster(path: str | os.PathLike[str]) -> Cluster:
                     enumerate(client_tables))
     _check_unique(where, replicas, clients)
 
-    group = decode_g1(group_raw)
+    group = ops.decode_g1(group_raw)
     if group is None:
         raise top.error("bls_group_public_key", "not a valid BLS12-381 G1 point; " + REGENERATE)
     share_keys = []
     for info in replicas:
-        point = decode_g1(info.bls_share_public_key)
+        point = ops.decode_g1(info.bls_share_public_key)
         if point is None:
             raise KeyFileError(where, f"replica[{info.id}].bls_share_public_key",
                                "not a valid BLS12-381 G1 point; " + REGENERATE)
-        pop = decode_g2(info.bls_pop)
-        if pop is None or not _pop_ok(point, pop):
+        pop = ops.decode_g2(info.bls_pop)
+        if pop is None or not ops.pop_verify(point, pop):
             raise KeyFileError(where, f"replica[{info.id}].bls_pop",
                                "proof of possession does not verify for bls_share_public_key; "
                                + REGENERATE)
         share_keys.append(point)
-    _check_polynomial(where, group, share_keys, n, n - f)
+    _check_polynomial(ops, where, group, share_keys, n, n - f)
     return Cluster(cluster_id=cluster_id, n=n, f=f, bls_group_public_key=group_raw,
                    replicas=replicas, clients=clients, path=where)
-
-
-def _pop_ok(point: G1Element, pop: object) -> bool:
-    try:
-        return bool(PopSchemeMPL.pop_verify(point, pop))
-    except (ValueError, RuntimeError, TypeError):
-        return False
 
 
 def _item(where: str, kind: str, index: int, item: object) -> _Table:
@@ -394,25 +386,24 @@ def _check_unique(where: str, replicas: tuple[ReplicaInfo, ...],
         keys[cinfo.ed25519_public_key] = f"client {cinfo.id}"
 
 
-def _combination_matches(points: list[G1Element], xs: list[int], n: int, at: int,
-                         target: G1Element) -> bool:
+def _combination_matches(ops, points: list, xs: list[int], n: int, at: int,
+                         target) -> bool:
     """Σ c_k·points[k] (Δ-scaled Lagrange at ``at``) equals ``target`` (at 0) or
-    ``Δ·target`` (at a replica's point)."""
+    ``Δ·target`` (at a replica's point); G1 points of backend ``ops``."""
     scalars = lagrange_delta(xs, n, at)
     if at == 0:
-        return run_msm(compile_msm(scalars), points) == target
-    total = run_msm(compile_msm(scalars + [-delta(n)]), points + [target])
-    return total == G1Element()
+        return ops.run_msm(compile_msm(scalars), points) == target
+    total = ops.run_msm(compile_msm(scalars + [-delta(n)]), points + [target])
+    return total == ops.G1_IDENTITY
 
 
-def _check_polynomial(where: str, group: G1Element, keys: list[G1Element], n: int,
-                      threshold: int) -> None:
+def _check_polynomial(ops, where: str, group, keys: list, n: int, threshold: int) -> None:
     """Every share public key lies on the dealer's polynomial, whose value at 0 is the group
     key: otherwise shares would verify one by one yet never combine."""
     base = list(range(threshold))
     xs = [i + 1 for i in base]
-    if not _combination_matches([keys[i] for i in base], xs, n, 0, group):
-        culprit = _find_bad_base_key(group, keys, n, threshold)
+    if not _combination_matches(ops, [keys[i] for i in base], xs, n, 0, group):
+        culprit = _find_bad_base_key(ops, group, keys, n, threshold)
         if culprit is None:
             raise KeyFileError(where, "bls_group_public_key",
                                "does not match the replicas' bls_share_public_key values; "
@@ -421,21 +412,20 @@ def _check_polynomial(where: str, group: G1Element, keys: list[G1Element], n: in
                            "not on the same sharing polynomial as bls_group_public_key and the "
                            "other replicas' share keys; " + REGENERATE)
     for j in range(threshold, n):
-        if not _combination_matches([keys[i] for i in base], xs, n, j + 1, keys[j]):
+        if not _combination_matches(ops, [keys[i] for i in base], xs, n, j + 1, keys[j]):
             raise KeyFileError(where, f"replica[{j}].bls_share_public_key",
                                "not on the same sharing polynomial as bls_group_public_key and "
                                "the other replicas' share keys; " + REGENERATE)
 
 
-def _find_bad_base_key(group: G1Element, keys: list[G1Element], n: int,
-                       threshold: int) -> int | None:
+def _find_bad_base_key(ops, group, keys: list, n: int, threshold: int) -> int | None:
     """With one bad key among replicas ``0..t-1``: swap each out for replica ``t``."""
     if threshold >= n:
         return None
     for suspect in range(threshold):
         members = [i for i in range(threshold) if i != suspect] + [threshold]
-        if _combination_matches([keys[i] for i in members], [i + 1 for i in members], n, 0,
-                                group):
+        if _combination_matches(ops, [keys[i] for i in members], [i + 1 for i in members], n,
+                                0, group):
             return suspect
     return None
 
@@ -478,7 +468,8 @@ def load_secret(path: str | os.PathLike[str], cluster: Cluster) -> SecretKeys:
         if not 0 < scalar < R:
             raise top.error("bls_share", "not a non-zero scalar below the BLS12-381 group order; "
                             + REGENERATE)
-        public = bytes(PrivateKey.from_bytes(share).get_g1())
+        ops = backend_ops(select_backend())
+        public = ops.public_key(ops.secret_key(share))
         if public != cluster.replicas[party_id].bls_share_public_key:
             raise _mismatch(top, "bls_share", party, cluster)
 

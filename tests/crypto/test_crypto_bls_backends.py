@@ -1,38 +1,52 @@
-"""The pyblst BLS backend against blspy: byte-identical keys, shares and certificates for random
-statements and t-of-n signer sets, certificates verified across backends, bad ones refused, and
-the backend selection (issue #15, docs/crypto.md). Skipped where pyblst is not installed."""
+"""The pyblst BLS backend against blspy: byte-identical keys, proofs of possession, shares and
+certificates for random statements and t-of-n signer sets, certificates verified across
+backends, key files dealt by one loaded by the other, bad ones refused (issue #15,
+docs/crypto.md). Needs both libraries: skipped where either is missing (blspy has no wheels
+for CPython 3.13; pyblst alone is tested in test_crypto_bls_without_blspy.py, the selection
+in test_crypto_bls_selection.py)."""
 from __future__ import annotations
 
 import itertools
 import random
 
 import pytest
-from blspy import G2Element
 
-from poe.crypto import CombineError, CryptoError, bls_backend, load_backend, support_statement
-from poe.crypto.base import Certificate, bitmap_from_ids
-from poe.crypto.bls import (
-    BACKEND_ENV,
-    BlsMultiVerifier,
-    BlsThresholdSigner,
-    BlsThresholdVerifier,
-    backend_classes,
-    select_backend,
+blspy = pytest.importorskip(
+    "blspy", reason="blspy is not installed (no wheels for CPython 3.13): nothing to "
+    "cross-check pyblst against")
+pytest.importorskip("pyblst", reason="pyblst is not installed (pip install pyblst): nothing "
+                    "to cross-check blspy against")
+
+from poe.crypto import (
+    CombineError,
+    bls_backend,
+    load_backend,
+    load_cluster,
+    load_secret,
+    support_statement,
 )
-from poe.crypto.bls import decode_g1 as blspy_g1
-from poe.crypto.bls import decode_g2 as blspy_g2
-from poe.crypto.shamir import R, deal
-
-pytest.importorskip("pyblst")
-
+from poe.crypto.base import Certificate, bitmap_from_ids, replica
+from poe.crypto.bls import BACKEND_ENV, backend_classes
+from poe.crypto.bls_blspy import (
+    BlspyMultiVerifier,
+    BlspyOps,
+    BlspyThresholdSigner,
+    BlspyThresholdVerifier,
+)
+from poe.crypto.bls_blspy import decode_g1 as blspy_g1
+from poe.crypto.bls_blspy import decode_g2 as blspy_g2
 from poe.crypto.bls_pyblst import (
     DST,
+    POP_DST,
     PyblstMultiVerifier,
+    PyblstOps,
     PyblstThresholdSigner,
     PyblstThresholdVerifier,
 )
 from poe.crypto.bls_pyblst import decode_g1 as pyblst_g1
 from poe.crypto.bls_pyblst import decode_g2 as pyblst_g2
+from poe.crypto.dealer import deal_cluster, secret_file_name, write_keys
+from poe.crypto.shamir import R, deal
 
 
 class Pair:
@@ -43,14 +57,14 @@ class Pair:
         nf = n - (n - 1) // 3
         secret, shares = deal(n, nf)
         raw = [k.to_bytes(32, "big") for k in shares]
-        self.old = [BlsThresholdSigner(i, k) for i, k in enumerate(raw)]
+        self.old = [BlspyThresholdSigner(i, k) for i, k in enumerate(raw)]
         self.new = [PyblstThresholdSigner(i, k) for i, k in enumerate(raw)]
         keys = [s.public_key() for s in self.old]
-        group = BlsThresholdSigner(0, secret.to_bytes(32, "big")).public_key()
+        group = BlspyThresholdSigner(0, secret.to_bytes(32, "big")).public_key()
         self.group = group
-        self.old_v = BlsThresholdVerifier(group, keys, verified_cache=0)
+        self.old_v = BlspyThresholdVerifier(group, keys, verified_cache=0)
         self.new_v = PyblstThresholdVerifier(group, keys, verified_cache=0)
-        self.old_m = BlsMultiVerifier(keys, verified_cache=0)
+        self.old_m = BlspyMultiVerifier(keys, verified_cache=0)
         self.new_m = PyblstMultiVerifier(keys, verified_cache=0)
         self.rng = random.Random(seed)
 
@@ -62,6 +76,50 @@ def pair(request) -> Pair:
 
 def test_dst_is_blspy_pop_scheme() -> None:
     assert DST == b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
+    assert POP_DST == b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
+
+
+def test_proofs_of_possession_byte_identical_and_cross_verify() -> None:
+    rng = random.Random(16)
+    for value in [1, 2, R - 1] + [rng.randrange(1, R) for _ in range(5)]:
+        raw = value.to_bytes(32, "big")
+        old_key, new_key = BlspyOps.secret_key(raw), PyblstOps.secret_key(raw)
+        public = BlspyOps.public_key(old_key)
+        assert PyblstOps.public_key(new_key) == public
+        proof = BlspyOps.pop_prove(old_key)
+        assert PyblstOps.pop_prove(new_key) == proof
+        assert bytes(blspy.PopSchemeMPL.pop_prove(old_key)) == proof
+        for ops in (BlspyOps, PyblstOps):
+            assert ops.pop_verify(ops.decode_g1(public), ops.decode_g2(proof))
+            # a signature of the key bytes under the signing DST is not a proof of possession
+            wrong = ops.decode_g2(ops.sign(ops.secret_key(raw), public))
+            assert not ops.pop_verify(ops.decode_g1(public), wrong)
+            other = ops.decode_g1(ops.public_key(ops.secret_key((value % (R - 1) + 1)
+                                                                .to_bytes(32, "big"))))
+            assert not ops.pop_verify(other, ops.decode_g2(proof))
+
+
+@pytest.mark.parametrize("dealer,loader", [("blspy", "pyblst"), ("pyblst", "blspy")])
+def test_key_files_dealt_by_one_backend_load_with_the_other(tmp_path, monkeypatch, dealer,
+                                                            loader) -> None:
+    monkeypatch.setenv(BACKEND_ENV, dealer)
+    write_keys(tmp_path, deal_cluster(4, 1))
+    monkeypatch.setenv(BACKEND_ENV, loader)
+    cluster = load_cluster(tmp_path / "cluster.toml")
+    secrets = [load_secret(tmp_path / secret_file_name(replica(i)), cluster) for i in range(4)]
+    suites = [load_backend("bls", cluster, secret) for secret in secrets]
+    assert type(suites[0].threshold) is backend_classes(loader)[1]
+    statement = support_statement(0, 1, bytes(32))
+    cert = suites[1].threshold.combine(
+        {i: suites[i].threshold_signer.share_sign(statement) for i in (0, 2, 3)}, statement)
+    monkeypatch.setenv(BACKEND_ENV, dealer)
+    assert load_backend("bls", cluster).threshold.verify_cert(cert, statement)
+
+
+def test_g2_constants_of_the_threshold_tests() -> None:
+    from test_crypto_threshold import G2_GENERATOR, G2_IDENTITY
+    assert G2_GENERATOR == bytes(blspy.G2Element.generator())
+    assert G2_IDENTITY == bytes(blspy.G2Element())
 
 
 def test_public_keys_and_shares_byte_identical(pair: Pair) -> None:
@@ -107,7 +165,7 @@ def test_bad_certificates_refused_by_both(pair: Pair) -> None:
     cert = pair.new_v.combine(shares, statement)
     sig = cert.signature
     flipped = [bytes([sig[0]]) + sig[1:40] + bytes([sig[40] ^ 1]) + sig[41:],
-               bytes(G2Element()), b"\x00" * 96, sig[:95], b"\xff" * 96,
+               bytes(blspy.G2Element()), b"\x00" * 96, sig[:95], b"\xff" * 96,
                pair.new[0].share_sign(statement)]
     for verifier in (pair.old_v, pair.new_v):
         assert not verifier.verify_cert(cert, b"other statement")
@@ -149,31 +207,29 @@ def test_point_decoding_agrees_on_mutated_bytes() -> None:
 def test_secret_key_range_matches_blspy() -> None:
     for value in (0, 1, R - 1):
         raw = value.to_bytes(32, "big")
-        assert BlsThresholdSigner(0, raw).share_sign(b"m") == \
+        assert BlspyThresholdSigner(0, raw).share_sign(b"m") == \
             PyblstThresholdSigner(0, raw).share_sign(b"m")
     for value in (R, 2**256 - 1):
-        for cls in (BlsThresholdSigner, PyblstThresholdSigner):
+        for cls in (BlspyThresholdSigner, PyblstThresholdSigner):
             with pytest.raises(ValueError):
                 cls(0, value.to_bytes(32, "big"))
     assert "key=<hidden>" in repr(PyblstThresholdSigner(3, (5).to_bytes(32, "big")))
 
 
-# --- selection --------------------------------------------------------------------------------
+# --- selection with both installed ------------------------------------------------------------
 
-def test_select_backend_prefers_pyblst_and_obeys_env() -> None:
+def test_select_backend_prefers_pyblst() -> None:
+    from poe.crypto.bls import select_backend
     assert select_backend({}) == "pyblst"
     assert select_backend({BACKEND_ENV: "blspy"}) == "blspy"
-    assert select_backend({BACKEND_ENV: " PyBLST "}) == "pyblst"
-    with pytest.raises(CryptoError, match="choose one of"):
-        select_backend({BACKEND_ENV: "openssl"})
-    assert backend_classes("blspy")[0] is BlsThresholdSigner
+    assert backend_classes("blspy")[0] is BlspyThresholdSigner
     assert backend_classes("pyblst")[1] is PyblstThresholdVerifier
 
 
 def test_load_backend_uses_selected_backend(keys4, monkeypatch) -> None:
     statement = support_statement(1, 2, bytes(32))
     certs = {}
-    for name, cls in (("blspy", BlsThresholdVerifier), ("pyblst", PyblstThresholdVerifier)):
+    for name, cls in (("blspy", BlspyThresholdVerifier), ("pyblst", PyblstThresholdVerifier)):
         monkeypatch.setenv(BACKEND_ENV, name)
         assert bls_backend() == name
         suites = [load_backend("bls", keys4.cluster, keys4.replica_secret(i)) for i in range(4)]
@@ -181,11 +237,3 @@ def test_load_backend_uses_selected_backend(keys4, monkeypatch) -> None:
         shares = {i: suites[i].threshold_signer.share_sign(statement) for i in range(3)}
         certs[name] = suites[0].threshold.combine(shares, statement)
     assert certs["blspy"] == certs["pyblst"]
-
-
-def test_env_pyblst_without_pyblst_is_an_error(monkeypatch) -> None:
-    from poe.crypto import bls
-    monkeypatch.setattr(bls, "_pyblst_importable", lambda: False)
-    assert select_backend({}) == "blspy"
-    with pytest.raises(CryptoError, match="not installed"):
-        select_backend({BACKEND_ENV: "pyblst"})

@@ -9,10 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from blspy import PopSchemeMPL, PrivateKey
 
 from poe.crypto import KeyFileError, load_cluster, load_secret
 from poe.crypto.base import client, replica
+from poe.crypto.bls import backend_ops, select_backend
 from poe.crypto.dealer import deal_cluster, write_keys
 from poe.crypto.errors import CryptoError
 from poe.crypto.shamir import R
@@ -217,9 +217,10 @@ def test_cluster_share_key_off_the_polynomial(kdir: Path, victim: int) -> None:
     """A share key with a valid PoP that is not on the dealer's polynomial is named, both
     inside the base set (replica 1) and outside it (replica 3)."""
     path = kdir / "cluster.toml"
-    rogue = PopSchemeMPL.key_gen(bytes(range(32)))
-    _set_hex(path, "bls_share_public_key", bytes(rogue.get_g1()).hex(), occurrence=victim)
-    _set_hex(path, "bls_pop", bytes(PopSchemeMPL.pop_prove(rogue)).hex(), occurrence=victim)
+    ops = backend_ops(select_backend())
+    rogue = ops.secret_key(bytes(range(32)))          # a valid key nobody dealt
+    _set_hex(path, "bls_share_public_key", ops.public_key(rogue).hex(), occurrence=victim)
+    _set_hex(path, "bls_pop", ops.pop_prove(rogue).hex(), occurrence=victim)
     error = cluster_error(path)
     assert error.field == f"replica[{victim}].bls_share_public_key"
     assert "polynomial" in error.problem
@@ -227,8 +228,9 @@ def test_cluster_share_key_off_the_polynomial(kdir: Path, victim: int) -> None:
 
 def test_cluster_group_key_not_matching_the_shares(kdir: Path) -> None:
     path = kdir / "cluster.toml"
-    other = PopSchemeMPL.key_gen(bytes(32)).get_g1()
-    _set_hex(path, "bls_group_public_key", bytes(other).hex())
+    ops = backend_ops(select_backend())
+    other = ops.public_key(ops.secret_key((7).to_bytes(32, "big")))
+    _set_hex(path, "bls_group_public_key", other.hex())
     error = cluster_error(path)
     assert error.field == "bls_group_public_key"
 
@@ -362,6 +364,6 @@ def test_secret_of_another_cluster(tmp_path: Path, keys4) -> None:
 def test_secret_key_of_other_keygen_with_same_cluster_id(kdir: Path, keys4) -> None:
     """A key that does not match although the cluster id was copied over."""
     path = kdir / "replica-0.secret.toml"
-    fresh = PrivateKey.from_bytes((12345).to_bytes(32, "big"))
-    edit(path, line_of(path, "bls_share"), f'bls_share = "{bytes(fresh).hex()}"')
+    fresh = (12345).to_bytes(32, "big")       # a valid scalar, not this replica's share
+    edit(path, line_of(path, "bls_share"), f'bls_share = "{fresh.hex()}"')
     assert secret_error(path, keys4.cluster).field == "bls_share"

@@ -8,7 +8,6 @@ import random
 from dataclasses import dataclass
 
 import pytest
-from blspy import G2Element, PopSchemeMPL, PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,11 +21,17 @@ from poe.crypto import (
     replica,
     support_statement,
 )
-from poe.crypto.bls import BlsThresholdSigner, BlsThresholdVerifier
+from poe.crypto.bls import backend_classes, backend_ops, select_backend
 from poe.crypto.fake import FakeCrypto
 from poe.crypto.shamir import deal
 
 STATEMENT = support_statement(7, 42, bytes(range(32)))
+# compressed G2 points (ZCash encoding, as both BLS backends read and write them)
+G2_GENERATOR = bytes.fromhex(
+    "93e02b6052719f607dacd3a088274f65596bd0d09920b61ab5da61bbdc7f5049334cf11213945d57e5ac7d055d"
+    "042b7e024aa2b2f08f0a91260805272dc51051c6e47ad4fa403b02b4510b647ae3d1770bac0326a805bbefd4"
+    "8056c8c121bdb8")
+G2_IDENTITY = b"\xc0" + bytes(95)
 BACKENDS = ["bls", "bls-multi", "fake"]
 
 
@@ -100,14 +105,17 @@ def test_more_than_nf_shares_uses_the_first_nf(th4: Threshold) -> None:
 
 
 def test_threshold_signature_equals_the_group_secret_signature() -> None:
-    """The Δ-trick combination is exactly PopSchemeMPL.sign(s, m) (PROTOCOL.md §1.5)."""
+    """The Δ-trick combination is exactly PopSchemeMPL.sign(s, m) (PROTOCOL.md §1.5), on the
+    selected backend (the backends agree byte for byte: test_crypto_bls_backends.py)."""
     n = 7
     secret, shares = deal(n, 5)
-    keys = [PrivateKey.from_bytes(k.to_bytes(32, "big")) for k in shares]
-    group = PrivateKey.from_bytes(secret.to_bytes(32, "big"))
-    verifier = BlsThresholdVerifier(bytes(group.get_g1()), [bytes(k.get_g1()) for k in keys])
-    signers = [BlsThresholdSigner(i, k.to_bytes(32, "big")) for i, k in enumerate(shares)]
-    expected = bytes(PopSchemeMPL.sign(group, STATEMENT))
+    ops = backend_ops(select_backend())
+    signer_class, verifier_class, _ = backend_classes(select_backend())
+    keys = [ops.secret_key(k.to_bytes(32, "big")) for k in shares]
+    group = ops.secret_key(secret.to_bytes(32, "big"))
+    verifier = verifier_class(ops.public_key(group), [ops.public_key(k) for k in keys])
+    signers = [signer_class(i, k.to_bytes(32, "big")) for i, k in enumerate(shares)]
+    expected = ops.sign(group, STATEMENT)
     for ids in [(0, 1, 2, 3, 4), (2, 3, 4, 5, 6), (0, 2, 4, 5, 6)]:
         cert = verifier.combine({i: signers[i].share_sign(STATEMENT) for i in ids}, STATEMENT)
         assert cert.signature == expected
@@ -164,9 +172,17 @@ def test_share_on_another_statement_is_named(th4: Threshold) -> None:
     assert info.value.bad_signers == (0,)
 
 
+def test_g2_constants_are_the_points_they_name() -> None:
+    ops = backend_ops(select_backend())
+    generator = ops.decode_g2(G2_GENERATOR)
+    assert generator is not None and ops.decode_g2(G2_IDENTITY) is not None
+    assert generator != ops.decode_g2(G2_IDENTITY)
+    assert ops.decode_g2(G2_GENERATOR[:-1] + bytes([G2_GENERATOR[-1] ^ 1])) is None
+
+
 @pytest.mark.parametrize("garbage", [
     b"", b"\x00" * 95, b"\x00" * 96, b"\xff" * 96, b"\xc0" + b"\x00" * 95, b"\x00" * 97,
-    bytes(G2Element.generator()),
+    G2_GENERATOR,
 ])
 def test_garbage_share_is_named_not_crashing(th4: Threshold, garbage: bytes) -> None:
     shares = th4.shares([0, 1, 2])
@@ -260,7 +276,7 @@ def test_bitmap_bits_beyond_n_fail_at_32(th32: Threshold) -> None:
 
 @pytest.mark.parametrize("cert", [
     None, b"\x0d" + bytes(96), Certificate(b"\x0f", b""), Certificate(b"\x0f", bytes(96)),
-    Certificate(b"\x0f", b"\xff" * 96), Certificate(b"\x0f", bytes(G2Element())),
+    Certificate(b"\x0f", b"\xff" * 96), Certificate(b"\x0f", G2_IDENTITY),
     Certificate(bytearray(b"\x0f"), bytes(96)), Certificate(b"\x0f", None),
 ])
 def test_hostile_certificates_are_false_not_exceptions(th4, cert) -> None:

@@ -1,11 +1,12 @@
-"""Packaging (issue #16): the source distribution carries what a build from it needs (the
-.pyx/.pxd/.h sources of poe/_core and the LICENSE), installs into a fresh virtualenv, and
+"""Packaging (issue #16): the source distribution (poe_bft-<version>.tar.gz: the distribution
+is poe-bft) carries what a build from it needs (the .pyx/.pxd/.h sources of poe/_core and
+the LICENSE), installs into a fresh virtualenv with both commands (`poe`, `poe-bft`), and
 release builds of the kernels carry no debug information.
 
 The manual check these tests automate (from a checkout):
 
     python -m build --sdist --outdir dist . && python3.11 -m venv /tmp/v \
-        && /tmp/v/bin/pip install dist/poe-*.tar.gz && /tmp/v/bin/poe --version
+        && /tmp/v/bin/pip install dist/poe_bft-*.tar.gz && /tmp/v/bin/poe-bft --version
 
 The sdist is built with build isolation (setuptools and Cython come from the package index,
 as for any user); the two tests take 45 s on two idle cores (90 s on busy ones), most of
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import poe
 import poe._core
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +57,9 @@ def sdist(tmp_path_factory) -> Path:
                            str(ROOT)], capture_output=True, text=True, timeout=600,
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (archive,) = out.glob("poe-*.tar.gz")
-    return archive
+    archives = sorted(p.name for p in out.iterdir())
+    assert archives == [f"poe_bft-{poe.__version__}.tar.gz"], archives
+    return out / archives[0]
 
 
 def test_sdist_carries_the_kernel_sources_and_the_license(sdist):
@@ -92,6 +95,14 @@ def test_sdist_installs_into_a_fresh_virtualenv_with_stripped_kernels(sdist, tmp
         assert path.is_relative_to(env_dir), path
         assert ".debug_info" not in _elf_sections(path), f"{path} is not stripped"
     site = next((env_dir / "lib").glob("python3*/site-packages"))
-    (dist_info,) = site.glob("poe-*.dist-info")
-    assert "License-Expression: Apache-2.0" in (dist_info / "METADATA").read_text()
+    (dist_info,) = site.glob("poe_bft-*.dist-info")
+    metadata = (dist_info / "METADATA").read_text()
+    assert "\nName: poe-bft\n" in metadata
+    assert "License-Expression: Apache-2.0" in metadata
     assert (dist_info / "licenses" / "LICENSE").is_file()
+    assert not [p for p in site.glob("*.dist-info") if p.name.startswith("poe-")]  # old name
+    # both command names, one entry point (run without the dependencies: --no-deps above)
+    scripts = (dist_info / "entry_points.txt").read_text()
+    for command in ("poe", "poe-bft"):
+        assert f"\n{command} = poe.cli.main:main\n" in scripts, scripts
+        assert "from poe.cli.main import main" in (env_dir / "bin" / command).read_text()
