@@ -43,6 +43,11 @@ from poe.runtime.procs import free_port_range
 FRAMES = 100_000
 HELLOS = 100
 RATIO = 0.70
+# what a correct replica's traffic costs another in a normal run: votes and checkpoints that
+# arrive after the position moved on, or twice (a retransmission)
+LATE_TRAFFIC = {"support-outside-window", "support-late", "support-duplicate",
+                "support-wrong-view", "checkpoint-old", "checkpoint-duplicate",
+                "propose-duplicate", "certify-wrong-view"}
 LOAD_S = 16          # the benchmark's measured seconds: before, during and after the flood
 SPREAD_S = 2.0        # the 100,000 frames paced over this long: ~50,000 forged frames/s
 BASELINE_S = 2.5
@@ -191,12 +196,13 @@ def test_a_keyless_flood_changes_no_view_and_shows_in_metrics(tmp_path, local_cl
             == sent["messages_per_replica"][i] - len(connections) + HELLOS - 1
         assert _flood_drops(text, i) == expected[i]
         # ... and none counted against a replica: the per-sender family only holds the
-        # drops of a normal run (late SUPPORTs, old CHECKPOINTs), a few hundred
+        # drops of a normal run (late or repeated votes, old CHECKPOINTs: their number
+        # grows with the load, so the reasons are checked, not a count)
         by_sender = [line for line in text.splitlines()
                      if line.startswith("poe_messages_dropped_by_sender_total{")]
         assert not any(f'reason="{r}"' in line for line in by_sender for r in FORGED)
-        assert sum(float(line.rsplit(" ", 1)[1]) for line in by_sender) \
-            < 0.1 * sent["per_replica"][i]
+        reasons = {line.split('reason="', 1)[1].split('"', 1)[0] for line in by_sender}
+        assert reasons <= LATE_TRAFFIC, reasons - LATE_TRAFFIC
     results = json.loads(out.read_text())["results"]
     assert results["outcome_unknown"] == 0
     assert results["proven_requests"] == results["measured_requests"] > 0
