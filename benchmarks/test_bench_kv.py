@@ -5,7 +5,7 @@ client messages from 100 clients, 50 % READ and 50 % UPDATE (100-byte values) on
 drawn keys; every batch carries the next request id of each client, so nothing is a
 duplicate. Both executors get the same validated client-message bytes and do the same
 work: walk the messages, check the exactly-once window, execute, record undo entries and
-encode the results in INFORM-body layout (their outputs are compared byte for byte).
+encode the results in INFORM-entry layout (their outputs are compared byte for byte).
 Undo is finalized every 64 batches outside the timed region (a checkpoint period).
 Acceptance of the foundation issue: the C kernel is at least 5x faster.
 """
@@ -173,7 +173,7 @@ def test_python_baseline_is_the_same_work():
         res = store.execute(seq, b)
         buffer, offsets = py.execute(seq, bytes(b.raw), len(b))
         assert res.buffer == buffer
-        assert [res.inform_body(i).nbytes for i in range(len(res))] == [
+        assert [res.message_results(i).nbytes for i in range(len(res))] == [
             offsets[i + 1] - offsets[i] for i in range(len(res))]
     assert all(store.get(k) == py.records[k] for k in range(RECORDS))
 

@@ -85,6 +85,9 @@ WANT_SNAPSHOT = 4
 DEF VC_ENTRY_MIN = 1 + 8 + 8 + 32 + 1 + 1
 DEF PROOF_SIG_SIZE = 4 + 64
 DEF HEADER_ROW = 8 + 32 + 8
+DEF INFORM_HEADER = 4 + 2              # u32 client | u16 entries
+DEF INFORM_ENTRY_HEADER = 4 + 2        # u32 idx | u16 count
+DEF INFORM_ENTRY_MIN = INFORM_ENTRY_HEADER + 11
 
 
 class WireError(ValueError):
@@ -495,40 +498,111 @@ cdef class Certify(Message):
 
 
 cdef class Inform(Message):
-    """INFORM(v, k, idx, c, results): the results of one client message of batch k.
+    """INFORM(v, k, c, entries): the results of every message of client c in batch k, one
+    entry per message: (idx in the batch, results) (PROTOCOL.md §2.8, docs/wire.md).
 
-    The body is validated when decoded; ``results`` builds Python objects only when read."""
+    The body is validated when decoded (entries in strictly increasing idx, request ids
+    strictly increasing inside an entry); Python objects are built only when read. Entry j
+    spans ``frame[offsets[j]:offsets[j + 1]]``: ``u32 idx | u16 count | result × count``."""
     cdef readonly uint32_t client
-    cdef readonly uint32_t index
-    cdef readonly uint64_t first_request_id
-    cdef readonly int count
-    cdef tuple _results
+    cdef readonly Py_ssize_t n_entries
+    cdef uint32_t* offsets            # n_entries + 1 frame offsets (NULL until decoded)
+    cdef list _results                # entry -> tuple of (t, status, value), built on read
 
-    @property
-    def results(self):
-        """((t, status, value), ...) in request order."""
+    def __dealloc__(self):
+        if self.offsets != NULL:
+            free(self.offsets)
+            self.offsets = NULL
+
+    def __len__(self):
+        return self.n_entries
+
+    cdef Py_ssize_t _entry(self, Py_ssize_t j) except -1:
+        if j < 0 or j >= self.n_entries:
+            raise IndexError(f"entry {j} out of range for an INFORM of {self.n_entries}")
+        return j
+
+    def index(self, Py_ssize_t j):
+        """Position (idx) in batch k of the client message entry j answers."""
+        j = self._entry(j)
+        return poe_rd32(self._buf.ptr + self.offsets[j])
+
+    def request_id(self, Py_ssize_t j):
+        """First request id of entry j: with the client id it names the message."""
+        j = self._entry(j)
+        return poe_rd64(self._buf.ptr + self.offsets[j] + INFORM_ENTRY_HEADER)
+
+    def n_results(self, Py_ssize_t j):
+        j = self._entry(j)
+        return poe_rd16(self._buf.ptr + self.offsets[j] + 4)
+
+    def entry(self, Py_ssize_t j):
+        """Entry j as bytes (idx, count, results): two replicas agree on a message iff
+        (view, seq, entry) are equal (PROTOCOL.md §2.4: equal (v, k, idx, r))."""
+        j = self._entry(j)
+        return _copy(self._buf.ptr + self.offsets[j], self.offsets[j + 1] - self.offsets[j])
+
+    def votes(self):
+        """[(first request id, result count, entry bytes)] for every entry: what a client
+        needs to count this INFORM toward each message, in one call."""
+        cdef const unsigned char* p = self._buf.ptr
+        cdef Py_ssize_t j
+        cdef uint32_t a, b
+        out = []
+        for j in range(self.n_entries):
+            a = self.offsets[j]
+            b = self.offsets[j + 1]
+            out.append((poe_rd64(p + a + INFORM_ENTRY_HEADER), poe_rd16(p + a + 4),
+                        _copy(p + a, b - a)))
+        return out
+
+    def results(self, Py_ssize_t j):
+        """((t, status, value), ...) of entry j in request order."""
         cdef const unsigned char* p
         cdef Py_ssize_t pos
-        cdef int i
+        cdef int i, count
         cdef uint16_t rlen
+        j = self._entry(j)
         if self._results is None:
-            p = self._buf.ptr
-            pos = POE_HEADER_SIZE + 10
-            out = []
-            for i in range(self.count):
-                rlen = poe_rd16(p + pos + 9)
-                out.append((poe_rd64(p + pos), p[pos + 8], _copy(p + pos + 11, rlen)))
-                pos += 11 + rlen
-            self._results = tuple(out)
-        return self._results
+            self._results = [None] * self.n_entries
+        cached = self._results[j]
+        if cached is not None:
+            return cached
+        p = self._buf.ptr
+        pos = self.offsets[j]
+        count = poe_rd16(p + pos + 4)
+        pos += INFORM_ENTRY_HEADER
+        out = []
+        for i in range(count):
+            rlen = poe_rd16(p + pos + 9)
+            out.append((poe_rd64(p + pos), p[pos + 8], _copy(p + pos + 11, rlen)))
+            pos += 11 + rlen
+        cached = tuple(out)
+        self._results[j] = cached
+        return cached
 
-    @property
-    def result_bytes(self):
-        """The body; two INFORMs match iff (view, seq, result_bytes) are equal."""
-        return self.body
+    def request_ids(self, Py_ssize_t j):
+        """Request ids of entry j, in order (tuple of ints)."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t pos
+        cdef int i, count
+        j = self._entry(j)
+        p = self._buf.ptr
+        pos = self.offsets[j]
+        count = poe_rd16(p + pos + 4)
+        pos += INFORM_ENTRY_HEADER
+        out = []
+        for i in range(count):
+            out.append(poe_rd64(p + pos))
+            pos += 11 + poe_rd16(p + pos + 9)
+        return tuple(out)
+
+    def entries(self):
+        """[(idx, results)] for every entry (inspection and adversaries, not the hot path)."""
+        return [(self.index(j), self.results(j)) for j in range(self.n_entries)]
 
     def body_bytes(self):
-        """The body as bytes (what clients compare)."""
+        """The body as bytes."""
         return _copy(self._buf.ptr + POE_HEADER_SIZE, self._body_end - POE_HEADER_SIZE)
 
 
@@ -808,33 +882,73 @@ cdef Message _d_certify(_View v, Py_ssize_t pos, Py_ssize_t end):
     return m
 
 
+cdef Py_ssize_t _walk_inform(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end,
+                             uint32_t* offsets) except -1:
+    """Validate an INFORM body p[pos:end] (docs/wire.md); fill ``offsets`` (n + 1 frame
+    offsets of the entries) unless it is NULL. Returns the number of entries."""
+    cdef uint32_t n, j, idx, last_idx = 0
+    cdef uint16_t count, i, rlen
+    cdef uint64_t t, last_t
+    _need(pos, INFORM_HEADER, end, "INFORM header")
+    n = poe_rd16(p + pos + 4)
+    pos += INFORM_HEADER
+    if n == 0 or n > POE_MAX_MSGS_PER_BATCH:
+        raise WireError(f"INFORM with {n} entries (allowed 1..{POE_MAX_MSGS_PER_BATCH})")
+    if <Py_ssize_t>n * INFORM_ENTRY_MIN > end - pos:
+        raise WireError(f"INFORM entry count {n} does not fit in {end - pos} bytes")
+    for j in range(n):
+        if INFORM_ENTRY_HEADER > end - pos:
+            _need(pos, INFORM_ENTRY_HEADER, end, "INFORM entry")
+        idx = poe_rd32(p + pos)
+        count = poe_rd16(p + pos + 4)
+        if idx >= POE_MAX_MSGS_PER_BATCH:
+            raise WireError(f"INFORM entry for message {idx} of a batch "
+                            f"(allowed 0..{POE_MAX_MSGS_PER_BATCH - 1})")
+        if j > 0 and idx <= last_idx:
+            raise WireError("INFORM entries must be in strictly increasing idx")
+        last_idx = idx
+        if count == 0 or count > POE_MAX_OPS_PER_MSG:
+            raise WireError(f"INFORM entry with {count} results (allowed 1..{POE_MAX_OPS_PER_MSG})")
+        if offsets != NULL:
+            offsets[j] = <uint32_t>pos
+        pos += INFORM_ENTRY_HEADER
+        last_t = 0
+        for i in range(count):
+            if 11 > end - pos:
+                _need(pos, 11, end, "result")
+            t = poe_rd64(p + pos)
+            if i > 0 and t <= last_t:
+                raise WireError("request ids inside an INFORM entry must strictly increase")
+            last_t = t
+            if p[pos + 8] > POE_ST_STALE:
+                raise WireError(f"unknown result status {p[pos + 8]}")
+            rlen = poe_rd16(p + pos + 9)
+            if rlen > POE_MAX_VALUE:
+                raise WireError(f"result of {rlen} bytes exceeds the maximum {POE_MAX_VALUE}")
+            pos += 11
+            if rlen > end - pos:
+                _need(pos, rlen, end, "result value")
+            pos += rlen
+    _done(pos, end, "INFORM")
+    if offsets != NULL:
+        offsets[n] = <uint32_t>pos
+    return n
+
+
 cdef Message _d_inform(_View v, Py_ssize_t pos, Py_ssize_t end):
     cdef Inform m = Inform.__new__(Inform)
-    cdef const unsigned char* p = v.ptr
-    cdef uint16_t count, i, rlen
-    _need(pos, 10, end, "INFORM header")
-    m.client = poe_rd32(p + pos)
-    m.index = poe_rd32(p + pos + 4)
-    count = poe_rd16(p + pos + 8)
-    pos += 10
-    if count == 0 or count > POE_MAX_OPS_PER_MSG:
-        raise WireError(f"INFORM with {count} results (allowed 1..{POE_MAX_OPS_PER_MSG})")
-    m.count = count
-    for i in range(count):
-        if 11 > end - pos:
-            _need(pos, 11, end, "result")
-        if i == 0:
-            m.first_request_id = poe_rd64(p + pos)
-        if p[pos + 8] > POE_ST_STALE:
-            raise WireError(f"unknown result status {p[pos + 8]}")
-        rlen = poe_rd16(p + pos + 9)
-        if rlen > POE_MAX_VALUE:
-            raise WireError(f"result of {rlen} bytes exceeds the maximum {POE_MAX_VALUE}")
-        pos += 11
-        if rlen > end - pos:
-            _need(pos, rlen, end, "result value")
-        pos += rlen
-    _done(pos, end, "INFORM")
+    cdef uint32_t n
+    _need(pos, INFORM_HEADER, end, "INFORM header")
+    n = poe_rd16(v.ptr + pos + 4)
+    if n == 0 or n > POE_MAX_MSGS_PER_BATCH:
+        raise WireError(f"INFORM with {n} entries (allowed 1..{POE_MAX_MSGS_PER_BATCH})")
+    if <Py_ssize_t>n * INFORM_ENTRY_MIN > end - pos - INFORM_HEADER:
+        raise WireError(f"INFORM entry count {n} does not fit in {end - pos - INFORM_HEADER} bytes")
+    m.offsets = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
+    if m.offsets == NULL:
+        raise MemoryError()
+    m.client = poe_rd32(v.ptr + pos)
+    m.n_entries = _walk_inform(v.ptr, pos, end, m.offsets)
     return m
 
 
@@ -1140,29 +1254,81 @@ def encode_certify(uint32_t sender, uint64_t view, uint64_t seq, digest, bitmap,
 
 def encode_inform(uint32_t sender, uint64_t view, uint64_t seq, body, int auth=AUTH_MAC,
                   bint final=False):
-    """INFORM with a ready body (``kv.Results.inform_body(i)``), checked here. ``final``
-    marks a position at or below the sender's stable checkpoint (flag FLAG_FINAL)."""
+    """INFORM with a ready body (``inform_body``, or a decoded INFORM's), checked here.
+    ``final`` marks a position at or below the sender's stable checkpoint (FLAG_FINAL)."""
     cdef bytes out = _frame(INFORM, auth, sender, view, seq, len(body))
     if final:
         poe_wr16(<unsigned char*>PyBytes_AS_STRING(out) + 4, <uint16_t>(auth | FLAG_FINAL))
     _put(_body(out), body, len(body))
-    # the body comes from our own kernel; still refuse to emit what we would not accept
-    _d_inform(_view_of(out), POE_HEADER_SIZE, len(out))
+    # refuse to emit what we would not accept
+    _walk_inform(<const unsigned char*>PyBytes_AS_STRING(out), POE_HEADER_SIZE, len(out), NULL)
     return out
 
 
-def inform_body(uint32_t client, uint32_t index, results):
-    """INFORM body from (t, status, value) tuples (clients, tests and the reply cache)."""
-    if not 0 < len(results) <= POE_MAX_OPS_PER_MSG:
-        raise ValueError(f"an INFORM carries 1..{POE_MAX_OPS_PER_MSG} results")
-    parts = [client.to_bytes(4, "little"), index.to_bytes(4, "little"),
-             len(results).to_bytes(2, "little")]
-    for t, status, value in results:
-        value = bytes(value)
-        if len(value) > POE_MAX_VALUE or not 0 <= status <= POE_ST_STALE:
-            raise ValueError("result value too long or unknown status")
-        parts += [int(t).to_bytes(8, "little"), bytes((status,)),
-                  len(value).to_bytes(2, "little"), value]
+def encode_inform_results(uint32_t sender, uint64_t view, uint64_t seq, pieces,
+                          int auth=AUTH_MAC, bint final=False):
+    """The one INFORM to a client for batch k from the kv results of its messages in the
+    batch (``kv.Results.message_results(i)`` or stored results: ``u32 client | u32 idx |
+    u16 count | results`` each), in batch order: one entry per piece. All pieces must be of
+    one client, in strictly increasing idx; the frame is checked as ``decode`` would."""
+    cdef Py_ssize_t n = len(pieces), j, total = INFORM_HEADER, size
+    cdef uint32_t client = 0
+    cdef const unsigned char[::1] mv
+    if n == 0 or n > POE_MAX_MSGS_PER_BATCH:
+        raise ValueError(f"an INFORM carries 1..{POE_MAX_MSGS_PER_BATCH} entries, not {n}")
+    for j in range(n):
+        mv = pieces[j]
+        size = mv.shape[0]
+        if size < 4 + INFORM_ENTRY_MIN:
+            raise ValueError(f"results piece of {size} bytes is too short")
+        if j == 0:
+            client = poe_rd32(&mv[0])
+        elif poe_rd32(&mv[0]) != client:
+            raise ValueError("results of different clients in one INFORM")
+        total += size - 4
+    cdef bytes out = _frame(INFORM, auth, sender, view, seq, total)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    if final:
+        poe_wr16(p + 4, <uint16_t>(auth | FLAG_FINAL))
+    cdef Py_ssize_t pos = POE_HEADER_SIZE
+    poe_wr32(p + pos, client)
+    poe_wr16(p + pos + 4, <uint16_t>n)
+    pos += INFORM_HEADER
+    for j in range(n):
+        mv = pieces[j]
+        size = mv.shape[0] - 4
+        memcpy(p + pos, &mv[4], size)
+        pos += size
+    _walk_inform(p, POE_HEADER_SIZE, len(out), NULL)
+    return out
+
+
+def inform_body(uint32_t client, entries):
+    """INFORM body from [(idx, [(t, status, value), ...]), ...] (clients, tests, adversaries).
+    ValueError for what ``decode`` would refuse."""
+    entries = list(entries)
+    if not 0 < len(entries) <= POE_MAX_MSGS_PER_BATCH:
+        raise ValueError(f"an INFORM carries 1..{POE_MAX_MSGS_PER_BATCH} entries")
+    parts = [client.to_bytes(4, "little"), len(entries).to_bytes(2, "little")]
+    last = -1
+    for index, results in entries:
+        results = list(results)
+        if not last < index < POE_MAX_MSGS_PER_BATCH:
+            raise ValueError("INFORM entries need strictly increasing idx below the batch limit")
+        last = index
+        if not 0 < len(results) <= POE_MAX_OPS_PER_MSG:
+            raise ValueError(f"an INFORM entry carries 1..{POE_MAX_OPS_PER_MSG} results")
+        parts += [int(index).to_bytes(4, "little"), len(results).to_bytes(2, "little")]
+        last_t = -1
+        for t, status, value in results:
+            value = bytes(value)
+            if len(value) > POE_MAX_VALUE or not 0 <= status <= POE_ST_STALE:
+                raise ValueError("result value too long or unknown status")
+            if not last_t < t < 2 ** 64:
+                raise ValueError("request ids inside an INFORM entry must strictly increase")
+            last_t = t
+            parts += [int(t).to_bytes(8, "little"), bytes((status,)),
+                      len(value).to_bytes(2, "little"), value]
     return b"".join(parts)
 
 

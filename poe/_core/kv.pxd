@@ -63,7 +63,7 @@ ctypedef struct kv_state:
 
 
 cdef class Results:
-    cdef readonly bytes buffer       # per client message: INFORM-body layout, concatenated
+    cdef readonly bytes buffer       # per client message: u32 client | INFORM entry, concatenated
     cdef Py_ssize_t* offsets         # count + 1 entries into buffer
     cdef readonly Py_ssize_t count
     cdef readonly uint64_t seq

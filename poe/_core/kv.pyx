@@ -909,7 +909,7 @@ cdef int _check_loadable(KVStore store) except -1:
 
 
 cdef class Results:
-    """Per-request results of one executed batch, in INFORM-body layout.
+    """Per-request results of one executed batch, laid out as INFORM entries.
 
     For client message i: ``u32 client | u32 idx | u16 count | per op: u64 t | u8 status |
     u16 rlen | result[rlen]`` (idx = position of the message in the batch), all messages
@@ -932,8 +932,9 @@ cdef class Results:
         _check_index(self, i)
         return poe_rd32(<const unsigned char*>PyBytes_AS_STRING(self.buffer) + self.offsets[i])
 
-    def inform_body(self, Py_ssize_t i):
-        """Results of message i in INFORM-body layout (zero-copy memoryview)."""
+    def message_results(self, Py_ssize_t i):
+        """Results of message i: ``u32 client`` then its INFORM entry (zero-copy
+        memoryview); ``codec.encode_inform_results`` joins a client's into one INFORM."""
         _check_index(self, i)
         return memoryview(self.buffer)[self.offsets[i]:self.offsets[i + 1]]
 

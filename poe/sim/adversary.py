@@ -472,7 +472,8 @@ class WrongInformer(ByzantineReplica):
         if dst < self.n or frame_kind(frame) != codec.INFORM or self.rng.random() >= self.p:
             return ((dst, frame),)
         m = codec.decode(frame)
-        results = list(m.results)
+        entries = [(index, list(results)) for index, results in m.entries()]
+        results = entries[self.rng.randrange(len(entries))][1]   # one message's entry
         i = self.rng.randrange(len(results))
         t, status, value = results[i]
         if value:
@@ -482,7 +483,7 @@ class WrongInformer(ByzantineReplica):
         else:
             status, value = codec.ST_OK, b"forged"
         results[i] = (t, status, value)
-        body = codec.inform_body(m.client, m.index, results)
+        body = codec.inform_body(m.client, entries)
         self.counters["inform-altered"] += 1
         return ((dst, self.reseal(codec.encode_inform(self.id, m.view, m.seq, body), dst)),)
 
@@ -752,9 +753,10 @@ class ByzantineClient:
         if m.kind == codec.INFORM:
             self.counters["informs"] += 1
             self.view = max(self.view, m.view)
-            seen = self.informs.setdefault(m.first_request_id, set())
-            if len(seen) < 16:
-                seen.add(m.body_bytes())
+            for handle, _count, entry in m.votes():
+                seen = self.informs.setdefault(handle, set())
+                if len(seen) < 16:
+                    seen.add(entry)
 
     def message(self, ops) -> bytes:
         """A REQUEST frame carrying ``ops`` ((t, key, code, value)) signed with our key."""
@@ -1192,13 +1194,15 @@ class AnsweredRetryClient(ByzantineClient):
             return
         if m.kind != codec.INFORM:
             return
-        entry = self.waiting.get(m.first_request_id)
-        if entry is not None:
-            entry[1].add(m.sender)
-            if len(entry[1]) >= self.sim.config.nf:
-                del self.waiting[m.first_request_id]
-                self.answered.append(entry[0])
-                self.counters["answered"] += 1
+        for j in range(len(m)):
+            handle = m.request_id(j)
+            entry = self.waiting.get(handle)
+            if entry is not None:
+                entry[1].add(m.sender)
+                if len(entry[1]) >= self.sim.config.nf:
+                    del self.waiting[handle]
+                    self.answered.append(entry[0])
+                    self.counters["answered"] += 1
 
     def act(self, now):
         cfg = self.sim.config

@@ -218,12 +218,19 @@ def _restore_replies(replica, store: Store, upto: int) -> None:
     macs = replica._macs
     replies = replica.replies
     for seq, view, messages in reversed(rows):
-        for client, first, duplicate, inform in messages:
+        # one INFORM per client of the batch, as the replica sent it (§2.8)
+        groups: dict[int, tuple[list, list]] = {}
+        for client, first, duplicate, results in messages:
             if duplicate:
                 continue                        # answered from the original's entry
-            frame = codec.encode_inform(replica.id, view, seq, inform)
-            replies.put((client, first), view, seq,
-                        frame + macs.mac(replica._client(client), frame))
+            keys, pieces = groups.setdefault(client, ([], []))
+            keys.append((client, first))
+            pieces.append(results)
+        for client, (keys, pieces) in groups.items():
+            frame = codec.encode_inform_results(replica.id, view, seq, pieces)
+            sealed = frame + macs.mac(replica._client(client), frame)
+            for key in keys:
+                replies.put(key, view, seq, sealed)
 
 
 def _own_vote(replica, slot, view: int, seq: int, digest: bytes) -> None:

@@ -7,7 +7,8 @@ written by the runtime as it carries out the protocol's actions (docs/storage.md
   digest, previous hash, block hash, the batch body (NULL for a no-op position) and the
   certificate (TS mode), hash-chained from a ``base`` (genesis, or the stable checkpoint a
   state transfer started from);
-* ``results``: per block, the kv results of its batch (INFORM bodies): a restarted replica
+* ``results``: per block, the kv results of its batch (per message ``u32 client`` and its
+  INFORM entry; docs/wire.md): a restarted replica
   answers a client's retry of an executed message from them, as it did from memory;
 * ``checkpoint``: the last stable checkpoint with its nf signatures and the kv snapshot;
 * ``vote_batches``: the PBFT baseline's batches of its COMMIT votes above the stable
@@ -128,7 +129,8 @@ _OP = struct.Struct("<QBH")            # one operation: t, status, result length
 
 def split_results(body: bytes) -> list[tuple[int, int, bool, bytes]]:
     """A block's stored results -> per client message (client, first request id, all
-    duplicate, INFORM body). ValueError if the bytes are not results."""
+    duplicate, its results: ``u32 client`` and its INFORM entry, what
+    ``codec.encode_inform_results`` joins). ValueError if the bytes are not results."""
     out = []
     pos, end = 0, len(body)
     while pos < end:
@@ -464,7 +466,7 @@ class Store:
 
     def append_block(self, b: Block, results: bytes | None = None) -> None:
         """B_k becomes the head: every block at or above k is replaced. ``results``: the
-        kv results of its batch (INFORM bodies, concatenated), kept so that a restarted
+        kv results of its batch (per message: client id and INFORM entry, concatenated), kept so that a restarted
         replica answers a client's retry of it as before the crash."""
         self.db.execute("DELETE FROM blocks WHERE seq>=?", (b.seq,))
         self.db.execute("DELETE FROM results WHERE seq>=?", (b.seq,))

@@ -95,13 +95,30 @@ def test_certify_roundtrip(sender, view, seq, d, bitmap, sigma):
     assert (m.digest, m.bitmap, m.signature) == (d, bitmap, sigma)
 
 
-@given(u32, u64, u64, u32, u32,
-       st.lists(st.tuples(u64, st.integers(0, 4), st.binary(max_size=50)), min_size=1, max_size=5))
-def test_inform_roundtrip(sender, view, seq, client, idx, results):
-    body = c.inform_body(client, idx, results)
+@st.composite
+def inform_entries(draw, max_entries=4):
+    """[(idx, results)]: strictly increasing idx of a batch, ids increasing per entry."""
+    idxs = sorted(draw(st.sets(st.integers(0, c.MAX_MESSAGES_PER_BATCH - 1), min_size=1,
+                               max_size=max_entries)))
+    out = []
+    for idx in idxs:
+        n = draw(st.integers(1, 5))
+        ts = sorted(draw(st.sets(u64, min_size=n, max_size=n)))
+        out.append((idx, tuple((t, draw(st.integers(0, 4)), draw(st.binary(max_size=50)))
+                               for t in ts)))
+    return out
+
+
+@given(u32, u64, u64, u32, inform_entries())
+def test_inform_roundtrip(sender, view, seq, client, entries):
+    body = c.inform_body(client, entries)
     m = roundtrip(sealed(c.encode_inform(sender, view, seq, body), c.AUTH_MAC))
-    assert (m.client, m.index, list(m.results)) == (client, idx, results)
-    assert bytes(m.result_bytes) == body
+    assert (m.client, len(m), m.entries()) == (client, len(entries), entries)
+    assert m.body_bytes() == body
+    for j, (idx, results) in enumerate(entries):
+        assert (m.index(j), m.request_id(j), m.n_results(j)) == (idx, results[0][0], len(results))
+        assert m.request_ids(j) == tuple(r[0] for r in results)
+        assert m.votes()[j] == (results[0][0], len(results), m.entry(j))
 
 
 @given(u32, u64, digest, digest, sig64)
@@ -199,7 +216,7 @@ def samples():
     return [
         frame, c.encode_request(cm), c.seal(c.encode_support(1, 2, 3, b"d" * 32, b"s" * 96), b"m" * 32),
         c.encode_certify(0, 2, 3, b"d" * 32, b"\x0f", b"g" * 96),
-        c.seal(c.encode_inform(1, 2, 3, c.inform_body(5, 0, [(1, 0, b"res")])), b"m" * 32),
+        c.seal(c.encode_inform(1, 2, 3, c.inform_body(5, [(0, [(1, 0, b"res")]), (3, [(4, 1, b"")])])), b"m" * 32),
         c.encode_checkpoint(1, 64, b"a" * 32, b"b" * 32, b"s" * 64), vc,
         c.seal(c.encode_nv_propose(1, 4, [vc, vc]), b"m" * 32),
         c.seal(c.encode_fetch(1, 3, b"d" * 32), b"m" * 32),
@@ -352,7 +369,7 @@ def test_encoders_check_arguments():
 
 
 def test_final_flag_is_for_inform_only():
-    body = c.inform_body(5, 0, [(1, 0, b"r")])
+    body = c.inform_body(5, [(0, [(1, 0, b"r")])])
     m = c.decode(c.seal(c.encode_inform(1, 2, 3, body, final=True), b"m" * 32))
     assert m.final and m.auth_kind == c.AUTH_MAC and bytes(m.body) == body
     assert not c.decode(c.seal(c.encode_inform(1, 2, 3, body), b"m" * 32)).final

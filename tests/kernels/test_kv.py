@@ -215,18 +215,21 @@ def test_results_layout_and_accessors():
     body0 = struct.pack("<IIH", 11, 0, 1) + struct.pack("<QBH", 1, OK, 4) + b"four"
     body1 = (struct.pack("<IIH", 12, 1, 2) + struct.pack("<QBH", 1, OK, 4) + b"four"
              + struct.pack("<QBH", 2, NOT_FOUND, 0))
-    assert bytes(r.inform_body(0)) == body0
-    assert bytes(r.inform_body(1)) == body1
+    assert bytes(r.message_results(0)) == body0
+    assert bytes(r.message_results(1)) == body1
     assert r.buffer == body0 + body1
-    view = r.inform_body(1)
+    view = r.message_results(1)
     assert isinstance(view, memoryview) and view.obj is r.buffer   # zero-copy
-    assert bytes(r.inform_body(1)) == codec.inform_body(12, 1, r.ops(1))
-    frame = codec.encode_inform(0, 0, 1, r.inform_body(1), auth=codec.AUTH_NONE)
-    assert codec.decode(frame).kind == codec.INFORM
+    # a piece is the client id and the message's INFORM entry
+    assert bytes(r.message_results(1)) == codec.inform_body(12, [(1, r.ops(1))])[:4] + \
+        codec.inform_body(12, [(1, r.ops(1))])[6:]
+    frame = codec.encode_inform_results(0, 0, 1, [r.message_results(1)], auth=codec.AUTH_NONE)
+    m = codec.decode(frame)
+    assert m.kind == codec.INFORM and m.client == 12 and m.entries() == [(1, tuple(r.ops(1)))]
     with pytest.raises(IndexError):
         r.ops(2)
     with pytest.raises(IndexError):
-        r.inform_body(-1)
+        r.message_results(-1)
 
 
 def test_results_never_alias_the_store():
@@ -524,7 +527,8 @@ def test_random_batches_match_the_model(preload, batches, zero):
         expected = m.execute(messages)
         assert results_of(res) == expected
         for i, (client, _) in enumerate(messages):
-            assert bytes(res.inform_body(i)) == codec.inform_body(client, i, expected[i])
+            body = codec.inform_body(client, [(i, expected[i])])
+            assert bytes(res.message_results(i)) == body[:4] + body[6:]
         assert contents(s, KEYS) == m.records and len(s) == len(m.records)
         assert {c: s.client_state(c) for c in m.clients} == m.clients
     assert s.state_digest() == m.digest()

@@ -129,8 +129,11 @@ class Harness:
         return self.mac(sender, to, frame)
 
     def inform(self, sender: int, cid: int, k: int, results, *, v: int = 0,
-               index: int = 0) -> bytes:
-        frame = codec.encode_inform(sender, v, k, codec.inform_body(cid, index, results))
+               index: int = 0, entries=None, final: bool = False) -> bytes:
+        """Replica ``sender``'s sealed INFORM to ``cid`` for batch k: one entry (index,
+        results), or ``entries`` [(idx, results)] of several messages."""
+        entries = [(index, results)] if entries is None else entries
+        frame = codec.encode_inform(sender, v, k, codec.inform_body(cid, entries), final=final)
         return codec.seal(frame, self.suite(replica(sender)).macs.mac(client(cid), frame))
 
     def bitmap(self, ids) -> bytes:

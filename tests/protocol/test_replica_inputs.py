@@ -89,7 +89,7 @@ def test_ts_backup_executes_on_certify_and_informs_each_client_message(ts):
         assert ts.suite(client(i)).macs.verify(replica(1), m.signed, m.auth)
         assert not ts.suite(client(1 - i)).macs.verify(replica(1), m.signed, m.auth)
         assert (m.kind, m.sender, m.view, m.seq) == (codec.INFORM, 1, 0, 1)
-        assert (m.client, m.index, m.results) == (i, i, expected[i])
+        assert (m.client, m.entries()) == (i, [(i, expected[i])])
     assert not ts.sends(out) and not r1.drops
 
 
@@ -465,7 +465,7 @@ def _c_certify_in_mac_mode(H):
 
 
 def _c_inform_to_replica(H):
-    frame = codec.encode_inform(0, 0, 1, codec.inform_body(0, 0, [(1, OK, b"")]))
+    frame = codec.encode_inform(0, 0, 1, codec.inform_body(0, [(0, [(1, OK, b"")])]))
     return H.replica(1), H.mac(0, 1, frame), "unexpected-kind"
 
 
@@ -1151,13 +1151,13 @@ def test_client_counts_each_replica_once_and_ignores_mismatches(ts):
 def test_client_drops_bad_informs(ts):
     c = _client(ts)
     c.submit([(10, codec.OP_INSERT, b"a"), (10, codec.OP_READ, b"")], 0.0)
-    frame = codec.encode_inform(1, 0, 1, codec.inform_body(0, 0, RESULTS))
-    other_client = codec.encode_inform(1, 0, 1, codec.inform_body(1, 0, RESULTS))
+    frame = codec.encode_inform(1, 0, 1, codec.inform_body(0, [(0, RESULTS)]))
+    other_client = codec.encode_inform(1, 0, 1, codec.inform_body(1, [(0, RESULTS)]))
     cases = {
         "bad-mac": codec.seal(frame, b"\0" * 32),
         "malformed": frame[:-3],
         "unknown-sender": codec.seal(codec.encode_inform(4, 0, 1, codec.inform_body(
-            0, 0, RESULTS)), b"\0" * 32),
+            0, [(0, RESULTS)])), b"\0" * 32),
         "not-for-us": codec.seal(other_client, ts.suite(replica(1)).macs.mac(
             client(0), other_client)),
         "wrong-request-ids": ts.inform(1, 0, 1, [(1, OK, b"")]),        # one result of two

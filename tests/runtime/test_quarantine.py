@@ -98,7 +98,7 @@ def test_every_forged_kind_moves_the_signal_and_authenticated_frames_do_not():
               _fetch(2, 1)[:-32] + bytes(32),
               codec.seal(codec.encode_fetch(1, 5, bytes(32)), bytes(32)),     # ourselves
               codec.seal(codec.encode_fetch(7, 5, bytes(32)), bytes(32)),     # nobody
-              codec.encode_inform(0, 0, 1, codec.inform_body(0, 0, [(1, 0, b"")]),
+              codec.encode_inform(0, 0, 1, codec.inform_body(0, [(0, [(1, 0, b"")])]),
                                   codec.AUTH_NONE),
               _request(0, 1, good=False)]
     for frame in forged:

@@ -6,9 +6,12 @@ Ed25519 signature, §1.5), sending them to the primary, collecting INFORMs and d
 it re-sends to every replica with doubling backoff; after its deadline it gives up with an
 explicit "outcome unknown": it never hangs.
 
+An INFORM carries one entry per message of this client in one batch (one MAC for all): it
+is one vote of its sender for each message it covers.
+
 What it must never do: accept fewer than nf matching INFORMs from distinct replicas, count a
-replica twice, accept an INFORM whose MAC does not verify or whose request ids are not the
-ones it sent, or read a clock (time is passed in).
+replica twice for a message, accept an INFORM whose MAC does not verify or whose request
+ids are not the ones it sent, or read a clock (time is passed in).
 """
 from __future__ import annotations
 
@@ -69,9 +72,9 @@ class _Pending:
     sent_at: float
     deadline: float
     backoff: float
-    votes: dict[int, tuple[int, int, bytes]]     # replica -> (view, seq, body)
+    votes: dict[int, tuple[int, int, bytes]]     # replica -> (view, seq, its entry)
     tally: Counter
-    final: dict[int, tuple[int, bytes]]          # replica -> (seq, body) it says is final
+    final: dict[int, tuple[int, bytes]]          # replica -> (seq, entry) it says is final
     views: dict[int, int]                        # replica -> view of its latest INFORM
     retries: int = 0                             # retransmissions so far
 
@@ -140,7 +143,14 @@ class PoEClient:
     # ------------------------------------------------------------------ INFORM
 
     def on_message(self, data: bytes, now: float) -> list:
-        """An INFORM from a replica; returns actions and at most one Completed."""
+        """An INFORM from a replica: one entry (idx, results) per message of ours in batch k.
+        It counts as one vote of its sender for each message it covers (§2.4: nf INFORMs
+        from distinct replicas agreeing on (v, k, idx, r) per message). Returns actions and
+        one Completed per message it decides.
+
+        The frame is dropped whole (counted) if any entry is one a correct replica never
+        sends: a message named twice, one we never sent, or results not matching the
+        request count of the message. Entries for messages already decided are skipped."""
         try:
             m = codec.decode(data)
         except WireError:
@@ -159,23 +169,45 @@ class PoEClient:
         if m.client != self.id:
             self.drops["not-for-us"] += 1
             return []
-        handle = m.first_request_id
-        p = self.pending.get(handle)
-        if p is None:
-            self.drops["inform-after-decision"] += 1    # late or duplicate: already decided
-            return []
-        if m.count != len(p.ids):
-            self.drops["wrong-request-ids"] += 1
-            return []
-        vote = (m.view if self.match_view else 0, m.seq, m.body_bytes())
+        pending = self.pending
+        live = []
+        seen = set()
+        late = 0
+        for j, (handle, count, entry) in enumerate(m.votes()):
+            if handle in seen:
+                self.drops["inform-repeats-message"] += 1
+                return []
+            seen.add(handle)
+            p = pending.get(handle)
+            if p is None:
+                if handle >= self.next_t:
+                    self.drops["inform-for-unsent-message"] += 1
+                    return []
+                late += 1                # already decided (or given up): nothing to count
+                continue
+            if count != len(p.ids):
+                self.drops["wrong-request-ids"] += 1
+                return []
+            live.append((j, handle, p, entry))
+        if late:
+            self.drops["inform-after-decision"] += late
+        out: list = []
+        for j, handle, p, entry in live:
+            out += self._vote(m, j, handle, p, entry, now)
+        return out
+
+    def _vote(self, m, j: int, handle: int, p: _Pending, entry: bytes, now: float) -> list:
+        """Count entry j of INFORM ``m`` as its sender's vote for message ``handle``."""
+        sender = m.sender
+        vote = (m.view if self.match_view else 0, m.seq, entry)
         p.views[sender] = m.view
         if m.final:
             # the sender vouches that seq is at or below its stable checkpoint: f+1 matching
             # such INFORMs include a correct replica, so the position and result are final
             p.final[sender] = vote[1:]
             backers = tuple(sorted(r for r, v in p.final.items() if v == vote[1:]))
-            if len(backers) >= self.f + 1 and self._ids_match(m, p):
-                return self._complete(handle, p, m, backers, now, final=True)
+            if len(backers) >= self.f + 1 and self._ids_match(m, j, p):
+                return self._complete(handle, p, m, j, backers, now, final=True)
         previous = p.votes.get(sender)
         if previous is not None:
             if previous == vote:
@@ -186,19 +218,21 @@ class PoEClient:
         p.votes[sender] = vote
         tally = p.tally[vote] + 1
         p.tally[vote] = tally
-        if tally < self.quorum or not self._ids_match(m, p):
+        if tally < self.quorum or not self._ids_match(m, j, p):
             return []
         proof = tuple(sorted(r for r, v in p.votes.items() if v == vote))
-        return self._complete(handle, p, m, proof, now)
+        assert len(proof) == tally >= self.quorum, \
+            "§2.4: a proof of execution is nf matching INFORMs from distinct replicas"
+        return self._complete(handle, p, m, j, proof, now)
 
-    def _ids_match(self, m, p: _Pending) -> bool:
-        if tuple(r[0] for r in m.results) == p.ids:
+    def _ids_match(self, m, j: int, p: _Pending) -> bool:
+        if m.request_ids(j) == p.ids:
             return True
         # f+1 replicas (one correct) never agree on other ids: count it, keep waiting
         self.drops["wrong-request-ids"] += 1
         return False
 
-    def _complete(self, handle: int, p: _Pending, m, proof, now: float,
+    def _complete(self, handle: int, p: _Pending, m, j: int, proof, now: float,
                   final: bool = False) -> list:
         del self.pending[handle]
         # the view to send to next: one at least f+1 of the proof's replicas (so one correct
@@ -209,8 +243,8 @@ class PoEClient:
             self.view = max(self.view, views[self.f])
         self.stats["completed-final" if final else "completed"] += 1
         return [CancelTimer(TIMER_RETRY, handle),
-                Completed(handle, m.view, m.seq, m.index, m.results, proof, now - p.sent_at,
-                          final)]
+                Completed(handle, m.view, m.seq, m.index(j), m.results(j), proof,
+                          now - p.sent_at, final)]
 
     # ------------------------------------------------------------------ timers
 

@@ -25,7 +25,12 @@ def first_bad_client_signature(verify, batch, party) -> int:
 
 
 class ReplyCache:
-    """(client, first t) -> (view, seq, sealed INFORM frame).
+    """(client, first t) -> (view, seq, sealed INFORM frame covering that message).
+
+    The frame is the one INFORM the replica sent the client for that batch: it carries an
+    entry for each of the client's messages in the batch, and all of them map to the same
+    bytes object (no copy). A retry of one message is answered with it; the client counts
+    the entries of messages it no longer waits for as late (PROTOCOL.md §2.4, §2.8).
 
     Bounded per client (its 64 newest messages, the kv's exactly-once window) and in total
     (``size``): when over, the oldest entry of the client holding the most entries goes

@@ -505,11 +505,21 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         position is final (nf replicas vouched for the prefix; it is in every later view's
         history). We INFORM it again under the current view, flagged FINAL: replicas that
         executed it in different views then answer alike, and f+1 matching FINAL INFORMs
-        are a proof of execution even where some replicas skipped it by state transfer."""
-        body = codec.decode(cached[2]).body_bytes()
-        frame = codec.encode_inform(self.id, self.view, cached[1], body, final=True)
+        are a proof of execution even where some replicas skipped it by state transfer.
+        The frame covers all of the client's messages in that batch: every one of them
+        still cached under the old frame gets the refreshed one."""
+        m = codec.decode(cached[2])
+        assert m.kind == codec.INFORM and m.client == cid and m.seq == cached[1], \
+            "§2.8: the reply cache holds our own INFORM for the message"
+        frame = codec.encode_inform(self.id, self.view, cached[1], m.body_bytes(), final=True)
         sealed = frame + self._macs.mac(self._client(cid), frame)
-        self.replies.put(key, self.view, cached[1], sealed)
+        replies = self.replies
+        for j in range(len(m)):
+            other = (cid, m.request_id(j))
+            held = replies.get(other)
+            if other != key and held is not None and held[2] is cached[2]:
+                replies.put(other, self.view, cached[1], sealed)
+        replies.put(key, self.view, cached[1], sealed)
         self.stats["final-reply-refreshed"] += 1
         return (self.view, cached[1], sealed)
 
@@ -1025,12 +1035,16 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self.stabilize(self.behind, out)      # caught up with a stable checkpoint
 
     def inform(self, k: int, slot: Slot, results, out: list[Action]) -> None:
-        """INFORM(v, k, idx, c, results) to the client of every message in the batch."""
+        """One INFORM(v, k, c, entries) per client of the batch, one MAC: an entry (idx,
+        results) for each of its messages (§2.8; PROTOCOL.md message table, docs/wire.md).
+        Every message of the client it covers is cached under that one frame."""
         batch = slot.batch
         macs = self._macs
         view = self.view
         pending = self.pending
         forwarded = self.forwarded
+        groups: dict[int, tuple[list, list]] = {}     # client -> (keys, results pieces)
+        resent: set[int] = set()
         for i in range(len(batch)):
             cid = batch.client(i)
             key = (cid, batch.first_request_id(i))
@@ -1038,13 +1052,24 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             if forwarded:
                 self.watch.executed(key)
             if results.all_duplicate(i):
+                # executed before: its original answer, once. A message repeated inside
+                # this batch is covered by its first occurrence's entry (not cached yet)
                 cached = self.replies.get(key)
-                if cached is not None:       # a re-submitted message: its original answer
+                if cached is not None and id(cached[2]) not in resent:
+                    resent.add(id(cached[2]))
                     out.append(Reply(cid, cached[2]))
                 continue
-            frame = codec.encode_inform(self.id, view, k, results.inform_body(i))
+            group = groups.get(cid)
+            if group is None:
+                groups[cid] = ([key], [results.message_results(i)])
+            else:
+                group[0].append(key)
+                group[1].append(results.message_results(i))
+        for cid, (keys, pieces) in groups.items():
+            frame = codec.encode_inform_results(self.id, view, k, pieces)
             sealed = frame + macs.mac(self._client(cid), frame)
-            self.replies.put(key, view, k, sealed)
+            for key in keys:
+                self.replies.put(key, view, k, sealed)
             out.append(Reply(cid, sealed))
 
     # ------------------------------------------------------------------ checkpoints
