@@ -24,6 +24,7 @@ CASES = {
     "mac-defaults": ["--mode", "mac"],
     "ts-defaults": ["--mode", "ts"],
     "mac-fake-crypto": ["--mode", "mac", "--insecure-bench"],
+    "ts-fake-crypto": ["--mode", "ts", "--insecure-bench"],
     "mac-one-in-flight": ["--mode", "mac", "--clients", "1", "--outstanding", "1",
                           "--ops-per-message", "1"],
     "ts-one-in-flight": ["--mode", "ts", "--clients", "1", "--outstanding", "1",

@@ -217,20 +217,32 @@ def _restore_replies(replica, store: Store, upto: int) -> None:
             break
     macs = replica._macs
     replies = replica.replies
+    # each answer bound to its message's signature, from the stored block (ReplyCache)
+    signatures: dict[int, Batch] = {}
+    if rows:
+        for b in store.blocks(above=rows[-1][0] - 1):
+            if b.seq > rows[0][0]:
+                break
+            if b.body is not None:
+                signatures[b.seq] = Batch.from_body(b.body)
     for seq, view, messages in reversed(rows):
         # one INFORM per client of the batch, as the replica sent it (§2.8)
-        groups: dict[int, tuple[list, list]] = {}
-        for client, first, duplicate, results in messages:
+        batch = signatures.get(seq)
+        if batch is not None and len(batch) != len(messages):
+            batch = None                        # not the batch these results came from
+        groups: dict[int, tuple[list, list, list]] = {}
+        for i, (client, first, duplicate, results) in enumerate(messages):
             if duplicate:
                 continue                        # answered from the original's entry
-            keys, pieces = groups.setdefault(client, ([], []))
+            keys, pieces, sigs = groups.setdefault(client, ([], [], []))
             keys.append((client, first))
             pieces.append(results)
-        for client, (keys, pieces) in groups.items():
+            sigs.append(None if batch is None else bytes(batch.signature(i)))
+        for client, (keys, pieces, sigs) in groups.items():
             frame = codec.encode_inform_results(replica.id, view, seq, pieces)
             sealed = frame + macs.mac(replica._client(client), frame)
-            for key in keys:
-                replies.put(key, view, seq, sealed)
+            for key, signature in zip(keys, sigs):
+                replies.put(key, view, seq, sealed, signature)
 
 
 def _own_vote(replica, slot, view: int, seq: int, digest: bytes) -> None:

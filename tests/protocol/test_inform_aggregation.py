@@ -91,7 +91,7 @@ def test_the_final_refresh_covers_every_message_of_the_frame(ts):
     a1 = ts.message(0, [ins(2, 11, b"b")])
     r1 = ts.replica(1)
     [rep] = _executed(ts, r1, 1, [a0, a1])
-    view, seq, sealed = r1._refresh_final_reply((0, 2), 0, r1.replies.get((0, 2)))
+    view, seq, sealed, _ = r1._refresh_final_reply((0, 2), 0, r1.replies.get((0, 2)))
     m = codec.decode(sealed)
     assert m.final and (view, seq, m.view, m.seq) == (0, 1, 0, 1)
     assert m.body_bytes() == codec.decode(rep.data).body_bytes()
@@ -200,3 +200,34 @@ def test_f_plus_one_final_aggregated_informs_prove_each_message(ts):
     [done] = [a for a in out if isinstance(a, Completed)]
     assert done.handle == h2 and done.final and done.replicas == (2, 3)
     assert not c.pending
+
+
+# ------------------------------------------------------------------ answers bound to content
+
+
+def test_another_message_under_an_answered_id_never_gets_that_answer(ts):
+    """Two processes acting as client 0 (two hosts: no lease sees both) send different
+    messages under request id 1. The second is not the one answered: replicas never hand it
+    the first one's INFORM (its sender would take its write as executed, issue 16); ordered,
+    it is answered with its own DUPLICATE results, and the first keeps its cached answer."""
+    first = ts.message(0, [ins(1, 10, b"mine")])
+    other = ts.message(0, [ins(1, 10, b"theirs")])
+    assert first != other
+    r1 = ts.replica(1)
+    [answer] = _executed(ts, r1, 1, [first])
+    # a retry of the first is answered from the cache ...
+    retry = r1.on_message(codec.encode_request(first), 0.5)
+    assert [rep.data for rep in ts.of(retry, Reply)] == [answer.data]
+    # ... the other message is not (the backup forwards it to the primary instead)
+    forwarded = r1.on_message(codec.encode_request(other), 0.6)
+    assert ts.of(forwarded, Reply) == []
+    assert r1.stats["request-reuses-answered-id"] == 1
+    # ordered in batch 2: its own answer, DUPLICATE, not the first one's frame
+    [own] = _executed(ts, r1, 2, [other])
+    m = codec.decode(own.data)
+    assert own.data != answer.data and m.seq == 2
+    assert m.entries() == [(0, ((1, DUP, b""),))]
+    assert r1.stats["inform-duplicate-of-other-message"] == 1
+    assert r1.replies.get((0, 1))[2] is answer.data      # the first keeps its answer
+    again = r1.on_message(codec.encode_request(first), 0.7)
+    assert [rep.data for rep in ts.of(again, Reply)] == [answer.data]

@@ -461,6 +461,11 @@ def test_a_retry_of_a_message_executed_before_the_crash_gets_the_same_inform(key
     after = [a.data for a in node.turn(retry) if isinstance(a, Reply)]
     assert after == before
     assert node.replica.stats["reply-from-cache"] == 1
+    # the restored answer is bound to the message's signature, as before the crash: a
+    # message reusing its request id is not answered with it (ReplyCache.same_message)
+    m = codec.decode(retry)
+    cached = node.replica.replies.get((m.client, m.batch.first_request_id(0)))
+    assert cached[3] == bytes(m.batch.signature(0))
 
 
 def test_a_pbft_slot_prepared_before_the_crash_is_prepared_again(keys, tmp_path):

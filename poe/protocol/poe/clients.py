@@ -25,7 +25,14 @@ def first_bad_client_signature(verify, batch, party) -> int:
 
 
 class ReplyCache:
-    """(client, first t) -> (view, seq, sealed INFORM frame covering that message).
+    """(client, first t) -> (view, seq, sealed INFORM frame covering that message, the
+    client's signature of that message or None if unknown).
+
+    The signature binds the answer to the message's content (issue 16): two processes
+    acting as one client id (on two hosts, where no lease sees both) may send different
+    messages under one request id. A message that reuses an answered id is not the one
+    answered: it gets its own (DUPLICATE) results, never the other one's answer, which
+    would tell its sender that its write was executed (``same_message``).
 
     The frame is the one INFORM the replica sent the client for that batch: it carries an
     entry for each of the client's messages in the batch, and all of them map to the same
@@ -44,15 +51,22 @@ class ReplyCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._clients: dict[int, dict[int, tuple[int, int, bytes]]] = {}
+        self._clients: dict[int, dict[int, tuple[int, int, bytes, bytes | None]]] = {}
         self._count = 0
         self.evicted = 0
 
-    def get(self, key: tuple[int, int]) -> tuple[int, int, bytes] | None:
+    def get(self, key: tuple[int, int]) -> tuple[int, int, bytes, bytes | None] | None:
         entries = self._clients.get(key[0])
         return None if entries is None else entries.get(key[1])
 
-    def put(self, key: tuple[int, int], view: int, seq: int, frame: bytes) -> None:
+    @staticmethod
+    def same_message(cached: tuple, signature) -> bool:
+        """Whether ``cached`` answers the message signed ``signature`` (Ed25519 signatures
+        are deterministic: one key, one content, one signature). Unknown (None): assumed."""
+        return cached[3] is None or cached[3] == signature
+
+    def put(self, key: tuple[int, int], view: int, seq: int, frame: bytes,
+            signature: bytes | None = None) -> None:
         client, t = key
         clients = self._clients
         entries = clients.get(client)
@@ -62,7 +76,7 @@ class ReplyCache:
             del entries[t]
         else:
             self._count += 1
-        entries[t] = (view, seq, frame)
+        entries[t] = (view, seq, frame, None if signature is None else bytes(signature))
         if len(entries) > PER_CLIENT_REPLIES:
             del entries[next(iter(entries))]
             self._count -= 1

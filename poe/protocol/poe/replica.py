@@ -384,6 +384,11 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         batch = m.batch
         key = (cid, batch.first_request_id(0))
         cached = self.replies.get(key)
+        if cached is not None and not ReplyCache.same_message(cached, batch.signature(0)):
+            # another message under an answered id (two processes acting as one client):
+            # not the one answered; ordered like any message, the kv answers DUPLICATE
+            self.stats["request-reuses-answered-id"] += 1
+            cached = None
         if cached is not None and self.diverged:
             # our executed prefix is not the agreed one: no INFORM from it (§4.6 step 1)
             return self._drop("request-while-diverged")
@@ -518,10 +523,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             other = (cid, m.request_id(j))
             held = replies.get(other)
             if other != key and held is not None and held[2] is cached[2]:
-                replies.put(other, self.view, cached[1], sealed)
-        replies.put(key, self.view, cached[1], sealed)
+                replies.put(other, self.view, cached[1], sealed, held[3])
+        replies.put(key, self.view, cached[1], sealed, cached[3])
         self.stats["final-reply-refreshed"] += 1
-        return (self.view, cached[1], sealed)
+        return (self.view, cached[1], sealed, cached[3])
 
     def _close_batch(self) -> None:
         self.ready.append(Batch.from_messages(self.open_messages))
@@ -1043,7 +1048,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         view = self.view
         pending = self.pending
         forwarded = self.forwarded
-        groups: dict[int, tuple[list, list]] = {}     # client -> (keys, results pieces)
+        groups: dict[int, tuple[list, list, list]] = {}   # client -> (keys, pieces, signatures)
         resent: set[int] = set()
         for i in range(len(batch)):
             cid = batch.client(i)
@@ -1051,25 +1056,35 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             pending.discard(key)
             if forwarded:
                 self.watch.executed(key)
+            signature = batch.signature(i)
             if results.all_duplicate(i):
                 # executed before: its original answer, once. A message repeated inside
                 # this batch is covered by its first occurrence's entry (not cached yet)
                 cached = self.replies.get(key)
-                if cached is not None and id(cached[2]) not in resent:
-                    resent.add(id(cached[2]))
-                    out.append(Reply(cid, cached[2]))
-                continue
+                if cached is None:
+                    continue
+                if ReplyCache.same_message(cached, signature):
+                    if id(cached[2]) not in resent:
+                        resent.add(id(cached[2]))
+                        out.append(Reply(cid, cached[2]))
+                    continue
+                # another message under an answered id: its own DUPLICATE results (the
+                # answer of the message it collides with stays cached for that one)
+                self.stats["inform-duplicate-of-other-message"] += 1
+                signature = None
             group = groups.get(cid)
             if group is None:
-                groups[cid] = ([key], [results.message_results(i)])
+                groups[cid] = ([key], [results.message_results(i)], [signature])
             else:
                 group[0].append(key)
                 group[1].append(results.message_results(i))
-        for cid, (keys, pieces) in groups.items():
+                group[2].append(signature)
+        for cid, (keys, pieces, signatures) in groups.items():
             frame = codec.encode_inform_results(self.id, view, k, pieces)
             sealed = frame + macs.mac(self._client(cid), frame)
-            for key in keys:
-                self.replies.put(key, view, k, sealed)
+            for key, signature in zip(keys, signatures):
+                if signature is not None:
+                    self.replies.put(key, view, k, sealed, signature)
             out.append(Reply(cid, sealed))
 
     # ------------------------------------------------------------------ checkpoints
