@@ -49,16 +49,57 @@ def figures(record: dict) -> dict:
     return {"rps": r["throughput_rps"], "p50": r["latency_ms"]["p50"], "cpu_us": total}
 
 
+def bls_floor(python: str, out: Path, batch: int, cores: int = 2) -> dict:
+    """The TS fabric's BLS floor at n = 4 from the crypto micro-benchmarks (medians), with
+    the backend ``poe replica`` uses by default (pyblst when installed):
+
+        per batch = 4 x share_sign  (every replica signs a share, the primary included)
+                  + 1 x combine     (the primary: combine and verify the certificate)
+                  + 3 x cert_verify (each backup verifies the CERTIFY)
+        floor     = cores x batch / per batch            [requests per second]
+
+    i.e. the throughput of the cluster if BLS were all its CPU did on ``cores`` cores."""
+    from poe.crypto import bls_backend
+
+    backend = bls_backend()
+    report = out / "crypto.json"
+    done = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(Path(__file__).resolve().parents[1] / "test_bench_crypto.py"),
+         "-k", f"(share_sign or combine or cert_verify) and {backend} and 4 "
+               "and not multi and not chain and not compile",
+         "--benchmark-only", f"--benchmark-json={report}"],
+        capture_output=True, text=True, timeout=900, cwd=str(Path(__file__).parents[2]))
+    if done.returncode != 0:
+        sys.exit(f"crypto micro-benchmarks failed: {done.stdout[-800:]}{done.stderr[-800:]}")
+    med = {}
+    for b in json.loads(report.read_text())["benchmarks"]:
+        if b["params"] and b["params"].get("n") == 4:
+            med[b["name"].split("[")[0].removeprefix("test_")] = b["stats"]["median"] * 1e6
+    per_batch = 4 * med["share_sign"] + med["combine"] + 3 * med["cert_verify"]
+    return {"backend": backend, "median_us": med, "per_batch_us": per_batch,
+            "floor_rps": cores * batch / per_batch * 1e6}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--base-python", required=True)
-    ap.add_argument("--new-python", required=True)
+    ap.add_argument("--base-python")
+    ap.add_argument("--new-python")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--duration", type=float, default=12.0)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--out", type=Path, default=Path("out/issue15"))
+    ap.add_argument("--floor-only", action="store_true",
+                    help="only the TS BLS floor (crypto micro-benchmarks, this interpreter)")
+    ap.add_argument("--batch", type=int, default=200, help="batch size of the TS floor")
     args = ap.parse_args()
+    if args.floor_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(bls_floor(sys.executable, args.out, args.batch), indent=1))
+        return 0
+    if not args.base_python or not args.new_python:
+        ap.error("--base-python and --new-python are required (or --floor-only)")
     args.out.mkdir(parents=True, exist_ok=True)
     table = []
     for name in args.cases.split(","):
