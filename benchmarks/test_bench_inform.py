@@ -31,7 +31,7 @@ from collections import Counter
 import pytest
 
 from poe._core import codec
-from poe._core.codec import Batch, WireError
+from poe._core.codec import Batch
 from poe._core.kv import KVStore
 from poe.crypto.base import client as client_party, replica as replica_party
 from poe.crypto.fake import FakeCrypto
@@ -85,24 +85,10 @@ class OldClient(PoEClient):
     """The replaced per-message rule: an INFORM answers one message (its only entry)."""
 
     def on_message(self, data: bytes, now: float) -> list:
-        try:
-            m = codec.decode(data)
-        except WireError:
-            self.drops["malformed"] += 1
-            return []
-        if m.kind != codec.INFORM:
-            self.drops["unexpected-kind"] += 1
+        m = self._authentic_inform(data)        # unchanged: decode, MAC, ours
+        if m is None:
             return []
         sender = m.sender
-        if sender >= self.config.n or m.auth_kind != codec.AUTH_MAC:
-            self.drops["unknown-sender"] += 1
-            return []
-        if not self.crypto.macs.verify(self._replicas[sender], m.signed, m.auth):
-            self.drops["bad-mac"] += 1
-            return []
-        if m.client != self.id:
-            self.drops["not-for-us"] += 1
-            return []
         handle, count, entry = m.votes()[0]
         p = self.pending.get(handle)
         if p is None:

@@ -142,6 +142,28 @@ class PoEClient:
 
     # ------------------------------------------------------------------ INFORM
 
+    def _authentic_inform(self, data: bytes):
+        """The decoded INFORM if it is one, from a replica, MAC-verified and for us; else
+        None (the drop counted)."""
+        try:
+            m = codec.decode(data)
+        except WireError:
+            self.drops["malformed"] += 1
+            return None
+        if m.kind != codec.INFORM:
+            self.drops["unexpected-kind"] += 1
+            return None
+        if m.sender >= self.config.n or m.auth_kind != codec.AUTH_MAC:
+            self.drops["unknown-sender"] += 1
+            return None
+        if not self.crypto.macs.verify(self._replicas[m.sender], m.signed, m.auth):
+            self.drops["bad-mac"] += 1
+            return None
+        if m.client != self.id:
+            self.drops["not-for-us"] += 1
+            return None
+        return m
+
     def on_message(self, data: bytes, now: float) -> list:
         """An INFORM from a replica: one entry (idx, results) per message of ours in batch k.
         It counts as one vote of its sender for each message it covers (§2.4: nf INFORMs
@@ -151,23 +173,8 @@ class PoEClient:
         The frame is dropped whole (counted) if any entry is one a correct replica never
         sends: a message named twice, one we never sent, or results not matching the
         request count of the message. Entries for messages already decided are skipped."""
-        try:
-            m = codec.decode(data)
-        except WireError:
-            self.drops["malformed"] += 1
-            return []
-        if m.kind != codec.INFORM:
-            self.drops["unexpected-kind"] += 1
-            return []
-        sender = m.sender
-        if sender >= self.config.n or m.auth_kind != codec.AUTH_MAC:
-            self.drops["unknown-sender"] += 1
-            return []
-        if not self.crypto.macs.verify(self._replicas[sender], m.signed, m.auth):
-            self.drops["bad-mac"] += 1
-            return []
-        if m.client != self.id:
-            self.drops["not-for-us"] += 1
+        m = self._authentic_inform(data)
+        if m is None:
             return []
         pending = self.pending
         live = []
