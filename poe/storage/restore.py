@@ -49,6 +49,7 @@ from poe._core.codec import Batch
 from poe._core.kv import KVStore
 from poe.crypto.statements import checkpoint_statement
 from poe.protocol.poe.view_change import NOOP_DIGEST
+from poe.protocol.poe.clients import inform_frames
 from poe.storage.store import Store, StoreError, split_results
 from poe.storage.verify import Report
 
@@ -230,19 +231,23 @@ def _restore_replies(replica, store: Store, upto: int) -> None:
         batch = signatures.get(seq)
         if batch is not None and len(batch) != len(messages):
             batch = None                        # not the batch these results came from
-        groups: dict[int, tuple[list, list, list]] = {}
+        groups: dict[int, list] = {}       # client -> [(key, entry piece, signature)]
         for i, (client, first, duplicate, results) in enumerate(messages):
             if duplicate:
                 continue                        # answered from the original's entry
-            keys, pieces, sigs = groups.setdefault(client, ([], [], []))
-            keys.append((client, first))
-            pieces.append(results)
-            sigs.append(None if batch is None else bytes(batch.signature(i)))
-        for client, (keys, pieces, sigs) in groups.items():
-            frame = codec.encode_inform_results(replica.id, view, seq, pieces)
-            sealed = frame + macs.mac(replica._client(client), frame)
-            for key, signature in zip(keys, sigs):
-                replies.put(key, view, seq, sealed, signature)
+            groups.setdefault(client, []).append(
+                ((client, first), results,
+                 None if batch is None else bytes(batch.signature(i))))
+        done: set = set()
+        for client, entries in groups.items():
+            for frame_entries in inform_frames(entries):     # as the replica split them
+                frame = codec.encode_inform_results(replica.id, view, seq,
+                                                    [piece for _, piece, _ in frame_entries])
+                sealed = frame + macs.mac(replica._client(client), frame)
+                for key, _, signature in frame_entries:
+                    if key not in done:
+                        done.add(key)
+                        replies.put(key, view, seq, sealed, signature)
 
 
 def _own_vote(replica, slot, view: int, seq: int, digest: bytes) -> None:

@@ -231,3 +231,57 @@ def test_another_message_under_an_answered_id_never_gets_that_answer(ts):
     assert r1.replies.get((0, 1))[2] is answer.data      # the first keeps its answer
     again = r1.on_message(codec.encode_request(first), 0.7)
     assert [rep.data for rep in ts.of(again, Reply)] == [answer.data]
+
+
+# ------------------------------------------------------------------ frames within bounds
+
+
+def test_one_clients_entries_are_split_over_frames_within_the_body_limit(cluster):
+    """16 messages x 256 reads of a 4 KiB value fill a batch of 4,096 for one client: one
+    frame would pass the codec's 16 MiB body (every replica crashed on it, review of issue
+    15); the entries go out in frames of at most INFORM_FRAME_BUDGET bytes (plus one entry),
+    every message covered once, each answered from the cache with its own frame."""
+    from poe.protocol.poe.clients import INFORM_FRAME_BUDGET
+
+    H = cluster("ts", batch_size=4096)
+    r1 = H.replica(1)
+    H.commit(r1, 1, [H.message(0, [ins(1, 10, b"x" * codec.MAX_VALUE)])])
+    t, msgs = 2, []
+    for _ in range(16):
+        msgs.append(H.message(0, [read(t + i, 10) for i in range(256)]))
+        t += 256
+    replies = H.of(H.commit(r1, 2, msgs), Reply)
+    assert r1.k_exec == 2 and len(replies) > 1
+    covered = []
+    for rep in replies:
+        m = codec.decode(rep.data)
+        assert len(m.body_bytes()) <= INFORM_FRAME_BUDGET + 256 * (11 + codec.MAX_VALUE)
+        covered += [m.request_id(j) for j in range(len(m))]
+        for j in range(len(m)):
+            assert r1.replies.get((0, m.request_id(j)))[2] is rep.data
+    assert covered == [2 + 256 * i for i in range(16)]
+
+
+def test_two_messages_under_one_key_never_share_a_frame(ts):
+    """A faulty primary batches two messages of client 0 under one first request id (two
+    processes acting as client 0). The correct replicas' frame must not name that message
+    twice: every client drops such a frame, and a third message answered from the cache
+    with it would never be decided (review of issue 15)."""
+    c = ts.client(0)
+    h3, acts = c.submit([(11, codec.OP_INSERT, b"x")], 0.0)          # t = 1, its own
+    m3 = bytes(codec.decode(acts[0].data).client_message)
+    m1 = ts.message(0, [(5, 10, codec.OP_INSERT, b"a")])
+    m2 = ts.message(0, [(5, 10, codec.OP_INSERT, b"b"), (6, 12, codec.OP_INSERT, b"c")])
+    c.next_t = 7
+    for r in (1, 2, 3):
+        rep = ts.replica(r)
+        frames = [f.data for f in ts.of(ts.commit(rep, 1, [m3, m1, m2]), Reply)]
+        for data in frames:
+            m = codec.decode(data)
+            ids = [m.request_id(j) for j in range(len(m))]
+            assert len(ids) == len(set(ids)), ids
+            c.on_message(data, 0.1)
+        retry = ts.of(rep.on_message(codec.encode_request(m3), 0.2), Reply)
+        c.on_message(retry[0].data, 0.2)
+    assert c.drops["inform-repeats-message"] == 0
+    assert h3 not in c.pending                     # m3 decided by the correct replicas

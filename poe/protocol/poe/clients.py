@@ -12,6 +12,33 @@ from __future__ import annotations
 from poe.crypto.statements import request_statement
 
 PER_CLIENT_REPLIES = 64      # = the kv's exactly-once window: older ids are STALE anyway
+# entry bytes per INFORM frame: one client's entries of a batch are split over several frames
+# above it (a batch of 4,096 requests of 4 KiB results would pass the codec's 16 MiB body)
+INFORM_FRAME_BUDGET = 1 << 20
+
+
+def inform_frames(entries: list) -> list[list]:
+    """One client's (key, entry piece, signature) of a batch, in batch order, split into the
+    entries of its INFORM frames: a new frame when the entries would pass
+    INFORM_FRAME_BUDGET bytes (one message's entry travels alone however large: at most
+    256 x 4,107 B, far below the body limit), or when a message key repeats (a faulty
+    primary's batch may hold two messages under one first request id, and a client drops a
+    frame naming a message twice as one no correct replica sends, §2.4)."""
+    frames: list[list] = []
+    current: list = []
+    keys: set = set()
+    size = 0
+    for entry in entries:
+        key, piece = entry[0], entry[1]
+        if current and (key in keys or size + len(piece) > INFORM_FRAME_BUDGET):
+            frames.append(current)
+            current, keys, size = [], set(), 0
+        current.append(entry)
+        keys.add(key)
+        size += len(piece)
+    if current:
+        frames.append(current)
+    return frames
 
 
 def first_bad_client_signature(verify, batch, party) -> int:

@@ -35,7 +35,8 @@ from poe.protocol.config import ProtocolConfig
 from poe.protocol.drops import DropCounter
 from poe.protocol.pacemaker import Pacemaker
 from poe.protocol.poe.checkpoint import CheckpointTracker
-from poe.protocol.poe.clients import PendingSet, ReplyCache, first_bad_client_signature
+from poe.protocol.poe.clients import (PendingSet, ReplyCache, first_bad_client_signature,
+                                      inform_frames)
 from poe.protocol.poe.evidence import EvidenceLog
 from poe.protocol.poe.state_transfer import StateTransferMixin
 from poe.protocol.poe.view_change import (
@@ -1048,7 +1049,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         view = self.view
         pending = self.pending
         forwarded = self.forwarded
-        groups: dict[int, tuple[list, list, list]] = {}   # client -> (keys, pieces, signatures)
+        groups: dict[int, list] = {}       # client -> [(key, entry piece, signature)]
         resent: set[int] = set()
         for i in range(len(batch)):
             cid = batch.client(i)
@@ -1074,18 +1075,22 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 signature = None
             group = groups.get(cid)
             if group is None:
-                groups[cid] = ([key], [results.message_results(i)], [signature])
+                groups[cid] = [(key, results.message_results(i), signature)]
             else:
-                group[0].append(key)
-                group[1].append(results.message_results(i))
-                group[2].append(signature)
-        for cid, (keys, pieces, signatures) in groups.items():
-            frame = codec.encode_inform_results(self.id, view, k, pieces)
-            sealed = frame + macs.mac(self._client(cid), frame)
-            for key, signature in zip(keys, signatures):
-                if signature is not None:
-                    self.replies.put(key, view, k, sealed, signature)
-            out.append(Reply(cid, sealed))
+                group.append((key, results.message_results(i), signature))
+        cached_now: set = set()
+        for cid, entries in groups.items():
+            for frame_entries in inform_frames(entries):
+                frame = codec.encode_inform_results(self.id, view, k,
+                                                    [piece for _, piece, _ in frame_entries])
+                sealed = frame + macs.mac(self._client(cid), frame)
+                for key, _, signature in frame_entries:
+                    # the first message under a key keeps the answer (a faulty primary may
+                    # batch two under one key: neither overwrites the other's binding)
+                    if signature is not None and key not in cached_now:
+                        cached_now.add(key)
+                        self.replies.put(key, view, k, sealed, signature)
+                out.append(Reply(cid, sealed))
 
     # ------------------------------------------------------------------ checkpoints
 
