@@ -75,7 +75,9 @@ def old_inform(replica: PoEReplica, k: int, slot: Slot, results, out: list) -> N
             if cached is not None:
                 out.append(Reply(cid, cached[2]))
             continue
-        frame = codec.encode_inform_results(replica.id, view, k, [results.message_results(i)])
+        frame = codec.encode_inform_results(
+            replica.id, view, k, [results.message_results(i)],
+            [bytes(batch.signature(i)[:codec.INFORM_TAG_SIZE])])
         sealed = frame + macs.mac(replica._client(cid), frame)
         replica.replies.put(key, view, k, sealed)
         out.append(Reply(cid, sealed))
@@ -230,13 +232,14 @@ def test_client_informs_of_one_batch_old_vs_new(benchmark, workload):
     suites = [fc.suite(client_party(c)) for c in range(CLIENTS)]
     old_clients = [OldClient(config, c, suites[c]) for c in range(CLIENTS)]
     new_clients = [PoEClient(config, c, suites[c]) for c in range(CLIENTS)]
-    ids: dict[int, list] = {}                 # client -> request ids of its messages
+    ids: dict[int, list] = {}                 # client -> (request ids, tag) of its messages
     for request_ids, cm in order:
-        ids.setdefault(int.from_bytes(cm[:4], "little"), []).append(request_ids)
+        ids.setdefault(int.from_bytes(cm[:4], "little"), []).append(
+            (request_ids, bytes(cm[-64:][:codec.INFORM_TAG_SIZE])))
 
     def arm(c):
-        c.pending = {i[0]: _Pending(b"", i, 0.0, 1e9, 1.0, {}, Counter(), {}, {})
-                     for i in ids[c.id]}
+        c.pending = {i[0]: _Pending(b"", i, 0.0, 1e9, 1.0, {}, Counter(), {}, {}, tag=tag)
+                     for i, tag in ids[c.id]}
 
     def run(clients, by_client):
         done = []

@@ -23,6 +23,7 @@ MAC_SIZE = POE_MAC_SIZE
 SIG_SIZE = POE_SIG_SIZE
 DIGEST_SIZE = POE_DIGEST_SIZE
 MAX_BODY = POE_MAX_BODY
+INFORM_TAG_SIZE = 16               # an INFORM entry's tag: the message's signature[:16]
 MAX_VALUE = POE_MAX_VALUE
 MAX_OPS_PER_MESSAGE = POE_MAX_OPS_PER_MSG
 MAX_MESSAGES_PER_BATCH = POE_MAX_MSGS_PER_BATCH
@@ -86,7 +87,8 @@ DEF VC_ENTRY_MIN = 1 + 8 + 8 + 32 + 1 + 1
 DEF PROOF_SIG_SIZE = 4 + 64
 DEF HEADER_ROW = 8 + 32 + 8
 DEF INFORM_HEADER = 4 + 2              # u32 client | u16 entries
-DEF INFORM_ENTRY_HEADER = 4 + 2        # u32 idx | u16 count
+DEF INFORM_TAG = 16                    # the first 16 bytes of the message's Ed25519 signature
+DEF INFORM_ENTRY_HEADER = 4 + 2 + INFORM_TAG   # u32 idx | u16 count | tag
 DEF INFORM_ENTRY_MIN = INFORM_ENTRY_HEADER + 11
 
 
@@ -536,15 +538,22 @@ cdef class Inform(Message):
         j = self._entry(j)
         return poe_rd16(self._buf.ptr + self.offsets[j] + 4)
 
+    def tag(self, Py_ssize_t j):
+        """Entry j's tag: the first 16 bytes of the answered message's client signature
+        (one key, one content, one signature): a client knows which of its messages it is."""
+        j = self._entry(j)
+        return _copy(self._buf.ptr + self.offsets[j] + 6, INFORM_TAG)
+
     def entry(self, Py_ssize_t j):
-        """Entry j as bytes (idx, count, results): two replicas agree on a message iff
+        """Entry j as bytes (idx, count, tag, results): two replicas agree on a message iff
         (view, seq, entry) are equal (PROTOCOL.md §2.4: equal (v, k, idx, r))."""
         j = self._entry(j)
         return _copy(self._buf.ptr + self.offsets[j], self.offsets[j + 1] - self.offsets[j])
 
     def votes(self):
         """[(first request id, result count, entry bytes)] for every entry: what a client
-        needs to count this INFORM toward each message, in one call."""
+        needs to count this INFORM toward each message, in one call (the tag is bytes
+        6..22 of the entry)."""
         cdef const unsigned char* p = self._buf.ptr
         cdef Py_ssize_t j
         cdef uint32_t a, b
@@ -600,6 +609,10 @@ cdef class Inform(Message):
     def entries(self):
         """[(idx, results)] for every entry (inspection and adversaries, not the hot path)."""
         return [(self.index(j), self.results(j)) for j in range(self.n_entries)]
+
+    def tags(self):
+        """[tag] of every entry, in order (``inform_body``'s ``tags``)."""
+        return [self.tag(j) for j in range(self.n_entries)]
 
     def body_bytes(self):
         """The body as bytes."""
@@ -1265,29 +1278,35 @@ def encode_inform(uint32_t sender, uint64_t view, uint64_t seq, body, int auth=A
     return out
 
 
-def encode_inform_results(uint32_t sender, uint64_t view, uint64_t seq, pieces,
+def encode_inform_results(uint32_t sender, uint64_t view, uint64_t seq, pieces, tags,
                           int auth=AUTH_MAC, bint final=False):
     """The one INFORM to a client for batch k from the kv results of its messages in the
     batch (``kv.Results.message_results(i)`` or stored results: ``u32 client | u32 idx |
-    u16 count | results`` each), in batch order: one entry per piece. All pieces must be of
-    one client, in strictly increasing idx; the frame is checked as ``decode`` would."""
+    u16 count | results`` each), in batch order: one entry per piece, carrying ``tags[j]``
+    (the message's signature[:16]) after its count. All pieces must be of one client, in
+    strictly increasing idx; the frame is checked as ``decode`` would."""
     cdef Py_ssize_t n = len(pieces), j, total = INFORM_HEADER, size
     cdef uint32_t client = 0
     cdef const unsigned char[::1] mv
     if n == 0 or n > POE_MAX_MSGS_PER_BATCH:
         raise ValueError(f"an INFORM carries 1..{POE_MAX_MSGS_PER_BATCH} entries, not {n}")
+    if len(tags) != n:
+        raise ValueError(f"{len(tags)} tags for {n} INFORM entries")
     for j in range(n):
         mv = pieces[j]
         size = mv.shape[0]
-        if size < 4 + INFORM_ENTRY_MIN:
+        if size < 4 + INFORM_ENTRY_MIN - INFORM_TAG:
             raise ValueError(f"results piece of {size} bytes is too short")
+        if len(tags[j]) != INFORM_TAG:
+            raise ValueError(f"an INFORM tag is {INFORM_TAG} bytes, not {len(tags[j])}")
         if j == 0:
             client = poe_rd32(&mv[0])
         elif poe_rd32(&mv[0]) != client:
             raise ValueError("results of different clients in one INFORM")
-        total += size - 4
+        total += size - 4 + INFORM_TAG
     cdef bytes out = _frame(INFORM, auth, sender, view, seq, total)
     cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    cdef const unsigned char[::1] tv
     if final:
         poe_wr16(p + 4, <uint16_t>(auth | FLAG_FINAL))
     cdef Py_ssize_t pos = POE_HEADER_SIZE
@@ -1296,29 +1315,36 @@ def encode_inform_results(uint32_t sender, uint64_t view, uint64_t seq, pieces,
     pos += INFORM_HEADER
     for j in range(n):
         mv = pieces[j]
+        tv = tags[j]
         size = mv.shape[0] - 4
-        memcpy(p + pos, &mv[4], size)
-        pos += size
+        memcpy(p + pos, &mv[4], 6)                         # idx | count
+        memcpy(p + pos + 6, &tv[0], INFORM_TAG)
+        memcpy(p + pos + 6 + INFORM_TAG, &mv[10], size - 6)
+        pos += size + INFORM_TAG
     _walk_inform(p, POE_HEADER_SIZE, len(out), NULL)
     return out
 
 
-def inform_body(uint32_t client, entries):
-    """INFORM body from [(idx, [(t, status, value), ...]), ...] (clients, tests, adversaries).
-    ValueError for what ``decode`` would refuse."""
+def inform_body(uint32_t client, entries, tags=None):
+    """INFORM body from [(idx, [(t, status, value), ...]), ...] and one 16-byte tag per
+    entry (the message's signature[:16]; zeros if None: tests, adversaries). ValueError for
+    what ``decode`` would refuse."""
     entries = list(entries)
     if not 0 < len(entries) <= POE_MAX_MSGS_PER_BATCH:
         raise ValueError(f"an INFORM carries 1..{POE_MAX_MSGS_PER_BATCH} entries")
+    tags = [bytes(INFORM_TAG)] * len(entries) if tags is None else [bytes(t) for t in tags]
+    if len(tags) != len(entries) or any(len(t) != INFORM_TAG for t in tags):
+        raise ValueError(f"one {INFORM_TAG}-byte tag per INFORM entry")
     parts = [client.to_bytes(4, "little"), len(entries).to_bytes(2, "little")]
     last = -1
-    for index, results in entries:
+    for (index, results), tag in zip(entries, tags):
         results = list(results)
         if not last < index < POE_MAX_MSGS_PER_BATCH:
             raise ValueError("INFORM entries need strictly increasing idx below the batch limit")
         last = index
         if not 0 < len(results) <= POE_MAX_OPS_PER_MSG:
             raise ValueError(f"an INFORM entry carries 1..{POE_MAX_OPS_PER_MSG} results")
-        parts += [int(index).to_bytes(4, "little"), len(results).to_bytes(2, "little")]
+        parts += [int(index).to_bytes(4, "little"), len(results).to_bytes(2, "little"), tag]
         last_t = -1
         for t, status, value in results:
             value = bytes(value)

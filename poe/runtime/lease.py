@@ -17,13 +17,10 @@ above it even if the wall clock has stepped back. Lock dir: ``$POE_LOCK_DIR``, e
 
 Limits: it serializes the processes of one host. Two hosts using one client id at the same
 time are not detected here (give each host its own client ids); ``poe client`` reports such
-a request's STALE or DUPLICATE answer as not executed (exit status 1), and a replica never
-answers a retry from its reply cache with another message's answer (the cache is bound to
-the message's signature, docs/architecture.md decision 5). What remains: if the two hosts'
-messages get the *same* first request id (the same wall-clock microsecond), the first
-INFORMs of the one executed can reach the other's connection and decide it there, since an
-INFORM names request ids and results, not the message's content (closing it takes a
-per-entry tag of the message's signature in the INFORM: a wire change, not made yet).
+a request's STALE or DUPLICATE answer as not executed (exit status 1), and no answer of one
+message ever decides another: a replica's reply cache is bound to the message's signature
+and every INFORM entry carries the message's tag (its signature's first 16 bytes), which
+the client compares with its own (docs/architecture.md decision 5, docs/wire.md).
 
 Must never: block (a held lease is an error at once), or leave a lease held by a process
 that has ended.

@@ -483,7 +483,7 @@ class WrongInformer(ByzantineReplica):
         else:
             status, value = codec.ST_OK, b"forged"
         results[i] = (t, status, value)
-        body = codec.inform_body(m.client, entries)
+        body = codec.inform_body(m.client, entries, m.tags())
         self.counters["inform-altered"] += 1
         return ((dst, self.reseal(codec.encode_inform(self.id, m.view, m.seq, body), dst)),)
 

@@ -231,20 +231,24 @@ def _restore_replies(replica, store: Store, upto: int) -> None:
         batch = signatures.get(seq)
         if batch is not None and len(batch) != len(messages):
             batch = None                        # not the batch these results came from
-        groups: dict[int, list] = {}       # client -> [(key, entry piece, signature)]
+        groups: dict[int, list] = {}   # client -> [(key, piece, signature, tag)]
         for i, (client, first, duplicate, results) in enumerate(messages):
             if duplicate:
                 continue                        # answered from the original's entry
-            groups.setdefault(client, []).append(
-                ((client, first), results,
-                 None if batch is None else bytes(batch.signature(i))))
+            signature = None if batch is None else bytes(batch.signature(i))
+            # without the block the tag is unknown: its client skips that entry (retries
+            # are then answered by the other replicas)
+            tag = bytes(codec.INFORM_TAG_SIZE) if signature is None \
+                else signature[:codec.INFORM_TAG_SIZE]
+            groups.setdefault(client, []).append(((client, first), results, signature, tag))
         done: set = set()
         for client, entries in groups.items():
             for frame_entries in inform_frames(entries):     # as the replica split them
                 frame = codec.encode_inform_results(replica.id, view, seq,
-                                                    [piece for _, piece, _ in frame_entries])
+                                                    [e[1] for e in frame_entries],
+                                                    [e[3] for e in frame_entries])
                 sealed = frame + macs.mac(replica._client(client), frame)
-                for key, _, signature in frame_entries:
+                for key, _, signature, _ in frame_entries:
                     if key not in done:
                         done.add(key)
                         replies.put(key, view, seq, sealed, signature)

@@ -12,8 +12,11 @@ from poe._core.codec import WireError
 MAC = b"M" * 32
 
 
-def entry(idx, results):
-    out = struct.pack("<IH", idx, len(results))
+TAG = bytes(c.INFORM_TAG_SIZE)      # inform_body's default tag
+
+
+def entry(idx, results, tag=TAG):
+    out = struct.pack("<IH", idx, len(results)) + tag
     for t, status, value in results:
         out += struct.pack("<QBH", t, status, len(value)) + value
     return out
@@ -48,9 +51,10 @@ def test_round_trip_and_entry_accessors():
     assert m.votes() == [(1, 2, entry(0, GOOD[0][1])), (7, 1, entry(3, GOOD[1][1]))]
     assert m.entries() == [(0, ((1, 0, b"a"), (2, 1, b""))), (3, ((7, 3, b"xyz"),))]
     assert m.results(0) is m.results(0)            # built once, on first read
+    assert m.tags() == [TAG, TAG]
     for bad in (-1, 2):
         for accessor in (m.index, m.request_id, m.n_results, m.entry, m.results,
-                         m.request_ids):
+                         m.request_ids, m.tag):
             with pytest.raises(IndexError):
                 accessor(bad)
 
@@ -129,7 +133,7 @@ def test_bit_flips_in_the_body_only_raise_wire_error_or_decode_consistently(data
         assert exc.reason
         return
     # what decodes re-encodes to the same bytes (nothing unchecked slipped through)
-    again = c.inform_body(m.client, m.entries())
+    again = c.inform_body(m.client, m.entries(), m.tags())
     assert again == m.body_bytes()
 
 
@@ -151,18 +155,28 @@ def test_inform_body_refuses_what_decode_refuses():
 
 
 def test_encode_inform_results_joins_one_clients_pieces():
-    pieces = [struct.pack("<I", 9) + entry(i, r) for i, r in GOOD]
-    f = c.encode_inform_results(1, 2, 3, [pieces[0], memoryview(pieces[1])])
-    assert f == c.encode_inform(1, 2, 3, body(9, GOOD))
-    final = c.decode(c.seal(c.encode_inform_results(1, 2, 3, pieces, final=True), MAC))
-    assert final.final and final.entries() == c.decode(c.seal(f, MAC)).entries()
+    """kv pieces (u32 client | u32 idx | u16 count | results) and one tag each."""
+    pieces = [struct.pack("<I", 9) + entry(i, r)[:6] + entry(i, r)[6 + len(TAG):]
+              for i, r in GOOD]
+    tags = [b"\x01" * len(TAG), b"\x02" * len(TAG)]
+    f = c.encode_inform_results(1, 2, 3, [pieces[0], memoryview(pieces[1])], tags)
+    assert f == c.encode_inform(1, 2, 3, c.inform_body(9, GOOD, tags))
+    m = c.decode(c.seal(f, MAC))
+    assert m.tags() == tags and m.tag(1) == tags[1] and m.votes()[1][2][6:6 + len(TAG)] == tags[1]
+    final = c.decode(c.seal(c.encode_inform_results(1, 2, 3, pieces, tags, final=True), MAC))
+    assert final.final and final.entries() == m.entries()
     with pytest.raises(ValueError):
-        c.encode_inform_results(1, 2, 3, [])
+        c.encode_inform_results(1, 2, 3, [], [])
+    with pytest.raises(ValueError):                    # one tag for two entries
+        c.encode_inform_results(1, 2, 3, pieces, tags[:1])
+    with pytest.raises(ValueError):                    # a tag of the wrong size
+        c.encode_inform_results(1, 2, 3, pieces, [tags[0], tags[1][:-1]])
     with pytest.raises(ValueError):                    # two clients in one INFORM
-        c.encode_inform_results(1, 2, 3, [pieces[0], struct.pack("<I", 8) + pieces[1][4:]])
+        c.encode_inform_results(1, 2, 3, [pieces[0], struct.pack("<I", 8) + pieces[1][4:]],
+                                tags)
     with pytest.raises(ValueError):                    # a piece too short for an entry
-        c.encode_inform_results(1, 2, 3, [pieces[0], pieces[1][:12]])
+        c.encode_inform_results(1, 2, 3, [pieces[0], pieces[1][:12]], tags)
     with pytest.raises(WireError):                     # entries out of idx order
-        c.encode_inform_results(1, 2, 3, [pieces[1], pieces[0]])
+        c.encode_inform_results(1, 2, 3, [pieces[1], pieces[0]], tags)
     with pytest.raises(WireError):                     # a malformed piece
-        c.encode_inform_results(1, 2, 3, [pieces[0][:-1] + b"\xff" + b"\0" * 2])
+        c.encode_inform_results(1, 2, 3, [pieces[0][:-1] + b"\xff" + b"\0" * 2], tags[:1])

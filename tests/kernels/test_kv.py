@@ -13,6 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from poe._core import codec, kv
 
+TAG = codec.INFORM_TAG_SIZE
+
 READ, UPDATE, INSERT, RMW = codec.OP_READ, codec.OP_UPDATE, codec.OP_INSERT, codec.OP_RMW
 OK, NOT_FOUND, EXISTS = codec.ST_OK, codec.ST_NOT_FOUND, codec.ST_EXISTS
 DUPLICATE, STALE = codec.ST_DUPLICATE, codec.ST_STALE
@@ -221,9 +223,10 @@ def test_results_layout_and_accessors():
     view = r.message_results(1)
     assert isinstance(view, memoryview) and view.obj is r.buffer   # zero-copy
     # a piece is the client id and the message's INFORM entry
-    assert bytes(r.message_results(1)) == codec.inform_body(12, [(1, r.ops(1))])[:4] + \
-        codec.inform_body(12, [(1, r.ops(1))])[6:]
-    frame = codec.encode_inform_results(0, 0, 1, [r.message_results(1)], auth=codec.AUTH_NONE)
+    body = codec.inform_body(12, [(1, r.ops(1))])    # client | n | idx | count | tag | ...
+    assert bytes(r.message_results(1)) == body[:4] + body[6:12] + body[12 + TAG:]
+    frame = codec.encode_inform_results(0, 0, 1, [r.message_results(1)], [bytes(TAG)],
+                                        auth=codec.AUTH_NONE)
     m = codec.decode(frame)
     assert m.kind == codec.INFORM and m.client == 12 and m.entries() == [(1, tuple(r.ops(1)))]
     with pytest.raises(IndexError):
@@ -528,7 +531,7 @@ def test_random_batches_match_the_model(preload, batches, zero):
         assert results_of(res) == expected
         for i, (client, _) in enumerate(messages):
             body = codec.inform_body(client, [(i, expected[i])])
-            assert bytes(res.message_results(i)) == body[:4] + body[6:]
+            assert bytes(res.message_results(i)) == body[:4] + body[6:12] + body[12 + TAG:]
         assert contents(s, KEYS) == m.records and len(s) == len(m.records)
         assert {c: s.client_state(c) for c in m.clients} == m.clients
     assert s.state_digest() == m.digest()

@@ -28,6 +28,7 @@ class Harness:
         self.config = ProtocolConfig(n=n, mode=mode, **settings)
         self.fc = FakeCrypto(n, clients, 11, purpose="test")
         self.public = self.fc.suite(None)           # verifiers only (an observer)
+        self.clients: dict[int, list] = {}          # the PoEClients made, by client id
         self._suites: dict = {}
 
     # ---------------------------------------------------------------- parties
@@ -46,7 +47,18 @@ class Harness:
         return make_replica(self.config, i, self.suite(replica(i)))
 
     def client(self, j: int, **kw) -> PoEClient:
-        return make_client(self.config, j, self.suite(client(j)), **kw)
+        c = make_client(self.config, j, self.suite(client(j)), **kw)
+        self.clients.setdefault(j, []).append(c)
+        return c
+
+    def tag(self, cid: int, t: int) -> bytes:
+        """The INFORM tag of client ``cid``'s pending message ``t`` (its signature[:16]),
+        as a correct replica would send it; zeros if no client of ours waits for it."""
+        for c in self.clients.get(cid, ()):
+            p = c.pending.get(t)
+            if p is not None:
+                return p.tag
+        return bytes(codec.INFORM_TAG_SIZE)
 
     # ---------------------------------------------------------------- client messages
 
@@ -133,7 +145,9 @@ class Harness:
         """Replica ``sender``'s sealed INFORM to ``cid`` for batch k: one entry (index,
         results), or ``entries`` [(idx, results)] of several messages."""
         entries = [(index, results)] if entries is None else entries
-        frame = codec.encode_inform(sender, v, k, codec.inform_body(cid, entries), final=final)
+        tags = [self.tag(cid, list(res)[0][0]) for _, res in entries]
+        frame = codec.encode_inform(sender, v, k, codec.inform_body(cid, entries, tags),
+                                    final=final)
         return codec.seal(frame, self.suite(replica(sender)).macs.mac(client(cid), frame))
 
     def bitmap(self, ids) -> bytes:

@@ -176,7 +176,7 @@ def test_frames_a_correct_replica_never_sends_are_dropped_whole(ts):
     assert all(not p.votes for p in c.pending.values()) and len(c.pending) == 2
     # a malformed entry poisons the decode: the frame is dropped before any vote
     frame = bytearray(codec.encode_inform(1, 0, 1, codec.inform_body(0, [e1, e2])))
-    frame[32 + 6 + 17 + 4] = 7          # the second entry's count: 1 -> 7, past the bytes
+    frame[32 + 6 + 33 + 4] = 7          # the second entry's count: 1 -> 7, past the bytes
     sealed = codec.seal(bytes(frame), ts.suite(replica(1)).macs.mac(client(0), bytes(frame)))
     assert c.on_message(sealed, 0.1) == [] and c.drops["malformed"] == 1
     for r in (1, 2, 3):
@@ -285,3 +285,23 @@ def test_two_messages_under_one_key_never_share_a_frame(ts):
         c.on_message(retry[0].data, 0.2)
     assert c.drops["inform-repeats-message"] == 0
     assert h3 not in c.pending                     # m3 decided by the correct replicas
+
+
+def test_a_client_never_takes_another_messages_answer_under_its_id(ts):
+    """Two processes acting as client 0 (two hosts: no lease sees both) both used request
+    id 1. Process A's message was executed; its INFORMs reach B's connection (client 0's
+    route). Each entry carries the answered message's tag (its signature's first bytes),
+    so B never counts them for its own, unexecuted write (review of issue 16)."""
+    m1 = ts.message(0, [(1, 10, codec.OP_INSERT, b"a")])
+    b = ts.client(0)
+    handle, _ = b.submit([(10, codec.OP_INSERT, b"b")], 0.0)
+    assert handle == 1
+    done = []
+    for r in (1, 2, 3):
+        rep = ts.replica(r)
+        for a in ts.of(ts.commit(rep, 1, [m1]), Reply):
+            m = codec.decode(a.data)
+            assert m.tag(0) == m1[-64:][:codec.INFORM_TAG_SIZE]
+            done += [x for x in b.on_message(a.data, 0.1) if isinstance(x, Completed)]
+    assert not done and handle in b.pending
+    assert b.drops["inform-for-other-message"] == 3

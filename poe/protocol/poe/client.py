@@ -65,6 +65,9 @@ class OutcomeUnknown:
     reason: str
 
 
+TAG_END = 6 + codec.INFORM_TAG_SIZE       # an INFORM entry: u32 idx | u16 count | tag | ...
+
+
 @dataclass(slots=True)
 class _Pending:
     frame: bytes
@@ -77,6 +80,7 @@ class _Pending:
     final: dict[int, tuple[int, bytes]]          # replica -> (seq, entry) it says is final
     views: dict[int, int]                        # replica -> view of its latest INFORM
     retries: int = 0                             # retransmissions so far
+    tag: bytes = b""                             # its signature[:16]: an entry's tag
 
 
 class PoEClient:
@@ -129,12 +133,13 @@ class PoEClient:
             ops.append((self.next_t, key, code, value))
             self.next_t += 1
         unsigned = codec.pack_client_message(self.id, ops)
-        message = unsigned + self.crypto.signer.sign(request_statement(unsigned))
-        frame = codec.encode_request(message, self.view)
+        signature = self.crypto.signer.sign(request_statement(unsigned))
+        frame = codec.encode_request(unsigned + signature, self.view)
         handle = ops[0][0]
         self.pending[handle] = _Pending(frame, tuple(op[0] for op in ops), now,
                                         now + self.deadline_s, self.retry_timeout_s, {},
-                                        Counter(), {}, {})
+                                        Counter(), {}, {},
+                                        tag=bytes(signature[:codec.INFORM_TAG_SIZE]))
         self.stats["submitted"] += 1
         return handle, [Send(self.config.primary(self.view), frame),
                         SetTimer(TIMER_RETRY, handle,
@@ -191,6 +196,11 @@ class PoEClient:
                     self.drops["inform-for-unsent-message"] += 1
                     return []
                 late += 1                # already decided (or given up): nothing to count
+                continue
+            if entry[6:TAG_END] != p.tag:
+                # an answer of another message under this id (another process acting as
+                # this client id): never ours, whatever its results (issue 16)
+                self.drops["inform-for-other-message"] += 1
                 continue
             if count != len(p.ids):
                 self.drops["wrong-request-ids"] += 1

@@ -1049,7 +1049,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         view = self.view
         pending = self.pending
         forwarded = self.forwarded
-        groups: dict[int, list] = {}       # client -> [(key, entry piece, signature)]
+        groups: dict[int, list] = {}   # client -> [(key, piece, signature to cache, tag)]
         resent: set[int] = set()
         for i in range(len(batch)):
             cid = batch.client(i)
@@ -1073,18 +1073,23 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 # answer of the message it collides with stays cached for that one)
                 self.stats["inform-duplicate-of-other-message"] += 1
                 signature = None
+            # the entry's tag names the message (its signature's first bytes): a client
+            # never counts an answer of another message under the same id as its own
+            entry = (key, results.message_results(i), signature,
+                     bytes(batch.signature(i)[:codec.INFORM_TAG_SIZE]))
             group = groups.get(cid)
             if group is None:
-                groups[cid] = [(key, results.message_results(i), signature)]
+                groups[cid] = [entry]
             else:
-                group.append((key, results.message_results(i), signature))
+                group.append(entry)
         cached_now: set = set()
         for cid, entries in groups.items():
             for frame_entries in inform_frames(entries):
                 frame = codec.encode_inform_results(self.id, view, k,
-                                                    [piece for _, piece, _ in frame_entries])
+                                                    [e[1] for e in frame_entries],
+                                                    [e[3] for e in frame_entries])
                 sealed = frame + macs.mac(self._client(cid), frame)
-                for key, _, signature in frame_entries:
+                for key, _, signature, _ in frame_entries:
                     # the first message under a key keeps the answer (a faulty primary may
                     # batch two under one key: neither overwrites the other's binding)
                     if signature is not None and key not in cached_now:
