@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from poe._core import codec
 from poe.crypto.base import client, replica
-from poe.protocol.actions import Reply
+from poe.protocol.actions import Reply, Send
 from poe.protocol.poe.client import Completed
 
 OK, NOT_FOUND, DUP = codec.ST_OK, codec.ST_NOT_FOUND, codec.ST_DUPLICATE
@@ -205,6 +205,10 @@ def test_f_plus_one_final_aggregated_informs_prove_each_message(ts):
 # ------------------------------------------------------------------ answers bound to content
 
 
+def m_sig(message: bytes) -> bytes:
+    return message[-64:]                   # a signed client message ends with its signature
+
+
 def test_another_message_under_an_answered_id_never_gets_that_answer(ts):
     """Two processes acting as client 0 (two hosts: no lease sees both) send different
     messages under request id 1. The second is not the one answered: replicas never hand it
@@ -231,6 +235,13 @@ def test_another_message_under_an_answered_id_never_gets_that_answer(ts):
     assert r1.replies.get((0, 1))[2] is answer.data      # the first keeps its answer
     again = r1.on_message(codec.encode_request(first), 0.7)
     assert [rep.data for rep in ts.of(again, Reply)] == [answer.data]
+    # a replay of the other message gets its own answer from the cache: it is not ordered
+    # (nor its signature checked) again for every copy (§4.13, review of issue 16)
+    replay = r1.on_message(codec.encode_request(other), 0.8)
+    assert [rep.data for rep in ts.of(replay, Reply)] == [own.data]
+    assert ts.of(replay, Send) == [] and r1.stats["reply-from-cache-other"] == 1
+    r1.replies.drop_above(1)                              # batch 2 rolled back: forgotten
+    assert r1.replies.get_other((0, 1), m_sig(other)) is None
 
 
 # ------------------------------------------------------------------ frames within bounds

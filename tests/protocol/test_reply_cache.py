@@ -41,3 +41,19 @@ def test_an_answer_is_bound_to_its_message_signature():
     assert ReplyCache.same_message(cache.get((1, 5)), b"s" * 64)
     assert not ReplyCache.same_message(cache.get((1, 5)), b"t" * 64)
     assert ReplyCache.same_message(cache.get((1, 6)), b"t" * 64)
+
+
+def test_answers_of_messages_reusing_an_id_are_kept_apart_and_bounded():
+    from poe.protocol.poe.clients import OTHER_ANSWERS_MAX
+
+    cache = ReplyCache(size=10)
+    cache.put((1, 5), 0, 3, b"first", b"s" * 64)
+    cache.put_other((1, 5), 0, 4, b"other", b"t" * 64)
+    assert cache.get((1, 5))[2] == b"first"                 # the first keeps its place
+    assert cache.get_other((1, 5), b"t" * 64)[2] == b"other"
+    assert cache.get_other((1, 5), b"u" * 64) is None        # a third message: nothing
+    for t in range(OTHER_ANSWERS_MAX + 10):
+        cache.put_other((2, t), 0, 5, b"x", b"v" * 64)
+    assert cache.get_other((1, 5), b"t" * 64) is None        # the oldest went first
+    assert cache.get_other((2, OTHER_ANSWERS_MAX + 9), b"v" * 64) is not None
+    assert len(cache) == 1                                   # not counted with the answers

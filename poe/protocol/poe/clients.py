@@ -15,6 +15,7 @@ PER_CLIENT_REPLIES = 64      # = the kv's exactly-once window: older ids are STA
 # entry bytes per INFORM frame: one client's entries of a batch are split over several frames
 # above it (a batch of 4,096 requests of 4 KiB results would pass the codec's 16 MiB body)
 INFORM_FRAME_BUDGET = 1 << 20
+OTHER_ANSWERS_MAX = 1024     # answers of messages that reused an answered id, at most
 
 
 def inform_frames(entries: list) -> list[list]:
@@ -74,13 +75,16 @@ class ReplyCache:
     DUPLICATE for it): size the cache above clients x outstanding messages.
     """
 
-    __slots__ = ("size", "_clients", "_count", "evicted")
+    __slots__ = ("size", "_clients", "_count", "evicted", "_others")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._clients: dict[int, dict[int, tuple[int, int, bytes, bytes | None]]] = {}
         self._count = 0
         self.evicted = 0
+        # the DUPLICATE answers of messages that reused an answered id, by (client, t):
+        # a replay of one is answered from here, not ordered again (§4.13), FIFO-bounded
+        self._others: dict[tuple[int, int], tuple[int, int, bytes, bytes]] = {}
 
     def get(self, key: tuple[int, int]) -> tuple[int, int, bytes, bytes | None] | None:
         entries = self._clients.get(key[0])
@@ -117,8 +121,25 @@ class ReplyCache:
             if not entries:
                 del clients[largest]
 
+    def put_other(self, key: tuple[int, int], view: int, seq: int, frame: bytes,
+                  signature: bytes) -> None:
+        """The answer of a message that reused the answered id ``key`` (its own DUPLICATE
+        results), kept apart: the answer of the message first answered stays in place."""
+        others = self._others
+        others.pop(key, None)
+        others[key] = (view, seq, frame, bytes(signature))
+        if len(others) > OTHER_ANSWERS_MAX:
+            del others[next(iter(others))]
+
+    def get_other(self, key: tuple[int, int], signature) -> tuple | None:
+        """The answer ``put_other`` kept for the message signed ``signature`` under ``key``."""
+        held = self._others.get(key)
+        return held if held is not None and held[3] == signature else None
+
     def drop_above(self, seq: int) -> None:
         """Forget replies for batches above ``seq`` (they were rolled back)."""
+        for key in [key for key, v in self._others.items() if v[1] > seq]:
+            del self._others[key]
         for client in list(self._clients):
             entries = self._clients[client]
             for t in [t for t, v in entries.items() if v[1] > seq]:

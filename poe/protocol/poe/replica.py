@@ -387,9 +387,14 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         cached = self.replies.get(key)
         if cached is not None and not ReplyCache.same_message(cached, batch.signature(0)):
             # another message under an answered id (two processes acting as one client):
-            # not the one answered; ordered like any message, the kv answers DUPLICATE
+            # not the one answered; ordered like any message, the kv answers DUPLICATE,
+            # and once answered a replay of it gets that answer (not a new ordering, §4.13)
             self.stats["request-reuses-answered-id"] += 1
             cached = None
+            other = self.replies.get_other(key, batch.signature(0))
+            if other is not None and not self.diverged:
+                self.stats["reply-from-cache-other"] += 1
+                return [Reply(cid, other[2])]
         if cached is not None and self.diverged:
             # our executed prefix is not the agreed one: no INFORM from it (§4.6 step 1)
             return self._drop("request-while-diverged")
@@ -1050,6 +1055,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         pending = self.pending
         forwarded = self.forwarded
         groups: dict[int, list] = {}   # client -> [(key, piece, signature to cache, tag)]
+        others: dict = {}              # key -> signature of a message reusing an answered id
         resent: set[int] = set()
         for i in range(len(batch)):
             cid = batch.client(i)
@@ -1072,6 +1078,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 # another message under an answered id: its own DUPLICATE results (the
                 # answer of the message it collides with stays cached for that one)
                 self.stats["inform-duplicate-of-other-message"] += 1
+                others[key] = bytes(signature)
                 signature = None
             # the entry's tag names the message (its signature's first bytes): a client
             # never counts an answer of another message under the same id as its own
@@ -1095,6 +1102,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                     if signature is not None and key not in cached_now:
                         cached_now.add(key)
                         self.replies.put(key, view, k, sealed, signature)
+                    elif signature is None:          # one that reused an answered id
+                        self.replies.put_other(key, view, k, sealed, others[key])
                 out.append(Reply(cid, sealed))
 
     # ------------------------------------------------------------------ checkpoints
