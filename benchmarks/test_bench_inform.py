@@ -24,12 +24,12 @@ Run: pytest benchmarks/test_bench_inform.py --benchmark-columns=min,median,round
 from __future__ import annotations
 
 import random
-import statistics
 import time
 from collections import Counter
 
 import pytest
 
+from paired import report_paired
 from poe._core import codec
 from poe._core.codec import Batch
 from poe._core.kv import KVStore
@@ -90,7 +90,6 @@ class OldClient(PoEClient):
         m = self._authentic_inform(data)        # unchanged: decode, MAC, ours
         if m is None:
             return []
-        sender = m.sender
         handle, count, entry = m.votes()[0]
         p = self.pending.get(handle)
         if p is None:
@@ -99,21 +98,7 @@ class OldClient(PoEClient):
         if count != len(p.ids):
             self.drops["wrong-request-ids"] += 1
             return []
-        vote = (m.view if self.match_view else 0, m.seq, entry)
-        p.views[sender] = m.view
-        previous = p.votes.get(sender)
-        if previous is not None:
-            if previous == vote:
-                self.drops["duplicate-inform"] += 1
-                return []
-            p.tally[previous] -= 1
-        p.votes[sender] = vote
-        tally = p.tally[vote] + 1
-        p.tally[vote] = tally
-        if tally < self.quorum or not self._ids_match(m, 0, p):
-            return []
-        proof = tuple(sorted(r for r, v in p.votes.items() if v == vote))
-        return self._complete(handle, p, m, 0, proof, now)
+        return self._vote(m, 0, handle, p, entry, now)     # unchanged: the vote itself
 
 
 # ------------------------------------------------------------------------- the workload
@@ -168,19 +153,6 @@ def _per_message(frames) -> dict:
     return out
 
 
-def _report(benchmark, old_times, what):
-    if benchmark.stats is None:          # --benchmark-disable (CI): run once, no timings
-        return
-    new_times = benchmark.stats.stats.data
-    ratios = [o / n for o, n in zip(old_times, new_times)]
-    benchmark.extra_info["old_median_us"] = round(statistics.median(old_times) * 1e6, 1)
-    benchmark.extra_info["new_median_us"] = round(statistics.median(new_times) * 1e6, 1)
-    benchmark.extra_info["paired_ratio_median"] = round(statistics.median(ratios), 2)
-    print(f"\n{what}: old {benchmark.extra_info['old_median_us']} us, new "
-          f"{benchmark.extra_info['new_median_us']} us, per-round ratio median "
-          f"{benchmark.extra_info['paired_ratio_median']}x")
-
-
 # ------------------------------------------------------------------------- benchmarks
 
 
@@ -211,7 +183,8 @@ def test_replica_inform_one_batch_old_vs_new(benchmark, workload):
     benchmark.extra_info["frames_new"] = len(new)
     benchmark.extra_info["bytes_old"] = sum(len(a.data) for a in old)
     benchmark.extra_info["bytes_new"] = sum(len(a.data) for a in new)
-    _report(benchmark, old_times, "replica INFORM work per batch")
+    report_paired(benchmark, old_times, "replica INFORM work per batch: old",
+                  "new")
 
 
 @pytest.mark.benchmark(group="inform-client")
@@ -270,4 +243,5 @@ def test_client_informs_of_one_batch_old_vs_new(benchmark, workload):
     assert sorted(outs["old"]) == sorted(new_done)
     assert all(d[6] == tuple(range(nf)) for d in new_done)
     assert not any(c.pending for c in new_clients + old_clients)
-    _report(benchmark, old_times, "client INFORM work per batch (8 clients)")
+    report_paired(benchmark, old_times, "client INFORM work per batch (8 clients): old",
+                  "new")

@@ -14,6 +14,8 @@ import struct
 
 import pytest
 
+from paired import report_paired
+
 from poe._core import codec, kv
 
 RECORDS = 10_000
@@ -326,7 +328,6 @@ def test_kv_checkpoint_paired_old_vs_new(benchmark):
     same round (the old one timed in the setup, just before the new one), so that load
     from other processes hits both alike: the median of the per-round ratios
     old / new is recorded in extra_info['paired_ratio_median']."""
-    import statistics
     import time
 
     new, old, work = preloaded_c(), preloaded_c(), Workload()
@@ -352,13 +353,4 @@ def test_kv_checkpoint_paired_old_vs_new(benchmark):
                                 iterations=1)
     assert digest == old.state_digest()
     assert new.snapshot_at(new.executed_seq) == old.snapshot()
-    if benchmark.stats is None:          # --benchmark-disable (CI): run once, no timings
-        return
-    new_times = benchmark.stats.stats.data
-    ratios = [o / n for o, n in zip(old_times, new_times)]
-    benchmark.extra_info["old_median_us"] = round(statistics.median(old_times) * 1e6, 1)
-    benchmark.extra_info["new_median_us"] = round(statistics.median(new_times) * 1e6, 1)
-    benchmark.extra_info["paired_ratio_median"] = round(statistics.median(ratios), 2)
-    print(f"\ncheckpoint old (digest + snapshot) {benchmark.extra_info['old_median_us']} us, "
-          f"new (capture) {benchmark.extra_info['new_median_us']} us, per-round ratio "
-          f"median {benchmark.extra_info['paired_ratio_median']}x")
+    report_paired(benchmark, old_times, "checkpoint old (digest + snapshot)", "new (capture)")

@@ -49,7 +49,6 @@ from poe._core.codec import Batch
 from poe._core.kv import KVStore
 from poe.crypto.statements import checkpoint_statement
 from poe.protocol.poe.view_change import NOOP_DIGEST
-from poe.protocol.poe.clients import inform_frames
 from poe.storage.store import Store, StoreError, split_results
 from poe.storage.verify import Report
 
@@ -216,8 +215,6 @@ def _restore_replies(replica, store: Store, upto: int) -> None:
         room -= len(messages)
         if room <= 0:
             break
-    macs = replica._macs
-    replies = replica.replies
     # each answer bound to its message's signature, from the stored block (ReplyCache)
     signatures: dict[int, Batch] = {}
     if rows:
@@ -227,31 +224,21 @@ def _restore_replies(replica, store: Store, upto: int) -> None:
             if b.body is not None:
                 signatures[b.seq] = Batch.from_body(b.body)
     for seq, view, messages in reversed(rows):
-        # one INFORM per client of the batch, as the replica sent it (§2.8)
+        # the INFORMs of the batch as the replica sent them (§2.8)
         batch = signatures.get(seq)
         if batch is not None and len(batch) != len(messages):
             batch = None                        # not the batch these results came from
-        groups: dict[int, list] = {}   # client -> [(key, piece, signature, tag)]
+        groups: dict[int, list] = {}   # client -> [(key, piece, signature, reused id)]
         for i, (client, first, duplicate, results) in enumerate(messages):
             if duplicate:
                 continue                        # answered from the original's entry
+            # without the block the signature (and tag) is unknown: its client skips that
+            # entry (retries are then answered by the other replicas)
             signature = None if batch is None else bytes(batch.signature(i))
-            # without the block the tag is unknown: its client skips that entry (retries
-            # are then answered by the other replicas)
-            tag = bytes(codec.INFORM_TAG_SIZE) if signature is None \
-                else signature[:codec.INFORM_TAG_SIZE]
-            groups.setdefault(client, []).append(((client, first), results, signature, tag))
+            groups.setdefault(client, []).append(((client, first), results, signature, False))
         done: set = set()
         for client, entries in groups.items():
-            for frame_entries in inform_frames(entries):     # as the replica split them
-                frame = codec.encode_inform_results(replica.id, view, seq,
-                                                    [e[1] for e in frame_entries],
-                                                    [e[3] for e in frame_entries])
-                sealed = frame + macs.mac(replica._client(client), frame)
-                for key, _, signature, _ in frame_entries:
-                    if key not in done:
-                        done.add(key)
-                        replies.put(key, view, seq, sealed, signature)
+            replica.seal_informs(client, view, seq, entries, done)
 
 
 def _own_vote(replica, slot, view: int, seq: int, digest: bytes) -> None:

@@ -1050,12 +1050,10 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         results) for each of its messages (§2.8; PROTOCOL.md message table, docs/wire.md).
         Every message of the client it covers is cached under that one frame."""
         batch = slot.batch
-        macs = self._macs
         view = self.view
         pending = self.pending
         forwarded = self.forwarded
-        groups: dict[int, list] = {}   # client -> [(key, piece, signature to cache, tag)]
-        others: dict = {}              # key -> signature of a message reusing an answered id
+        groups: dict[int, list] = {}   # client -> [(key, piece, signature, reused id)]
         resent: set[int] = set()
         for i in range(len(batch)):
             cid = batch.client(i)
@@ -1064,6 +1062,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             if forwarded:
                 self.watch.executed(key)
             signature = batch.signature(i)
+            reused = False
             if results.all_duplicate(i):
                 # executed before: its original answer, once. A message repeated inside
                 # this batch is covered by its first occurrence's entry (not cached yet)
@@ -1078,12 +1077,8 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 # another message under an answered id: its own DUPLICATE results (the
                 # answer of the message it collides with stays cached for that one)
                 self.stats["inform-duplicate-of-other-message"] += 1
-                others[key] = bytes(signature)
-                signature = None
-            # the entry's tag names the message (its signature's first bytes): a client
-            # never counts an answer of another message under the same id as its own
-            entry = (key, results.message_results(i), signature,
-                     bytes(batch.signature(i)[:codec.INFORM_TAG_SIZE]))
+                reused = True
+            entry = (key, results.message_results(i), bytes(signature), reused)
             group = groups.get(cid)
             if group is None:
                 groups[cid] = [entry]
@@ -1091,20 +1086,35 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 group.append(entry)
         cached_now: set = set()
         for cid, entries in groups.items():
-            for frame_entries in inform_frames(entries):
-                frame = codec.encode_inform_results(self.id, view, k,
-                                                    [e[1] for e in frame_entries],
-                                                    [e[3] for e in frame_entries])
-                sealed = frame + macs.mac(self._client(cid), frame)
-                for key, _, signature, _ in frame_entries:
-                    # the first message under a key keeps the answer (a faulty primary may
-                    # batch two under one key: neither overwrites the other's binding)
-                    if signature is not None and key not in cached_now:
-                        cached_now.add(key)
-                        self.replies.put(key, view, k, sealed, signature)
-                    elif signature is None:          # one that reused an answered id
-                        self.replies.put_other(key, view, k, sealed, others[key])
+            for sealed in self.seal_informs(cid, view, k, entries, cached_now):
                 out.append(Reply(cid, sealed))
+
+    def seal_informs(self, cid: int, view: int, k: int, entries: list, done: set) -> list:
+        """Client ``cid``'s sealed INFORM frames for batch k (view ``view``) from its
+        entries (key, kv results piece, the message's signature or None if unknown, reused
+        id), in batch order, split as ``inform_frames`` says; each entry's tag is the
+        signature's first bytes (a client never counts another message's answer as its
+        own; zeros if unknown). Every message is cached under its frame: the first under a
+        key (``done`` holds the keys cached so far; a faulty primary may batch two under
+        one key: neither overwrites the other's binding), one that reused an answered id
+        kept apart (``put_other``). Also what a restart rebuilds the cache with."""
+        macs = self._macs
+        replies = self.replies
+        zero = bytes(codec.INFORM_TAG_SIZE)
+        frames = []
+        for frame_entries in inform_frames(entries):
+            frame = codec.encode_inform_results(
+                self.id, view, k, [e[1] for e in frame_entries],
+                [zero if e[2] is None else e[2][:codec.INFORM_TAG_SIZE] for e in frame_entries])
+            sealed = frame + macs.mac(self._client(cid), frame)
+            for key, _, signature, reused in frame_entries:
+                if reused:
+                    replies.put_other(key, view, k, sealed, signature)
+                elif key not in done:
+                    done.add(key)
+                    replies.put(key, view, k, sealed, signature)
+            frames.append(sealed)
+        return frames
 
     # ------------------------------------------------------------------ checkpoints
 
