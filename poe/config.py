@@ -165,6 +165,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("transport", "coalesce_bytes", int, 256 * 1024, "bytes",
       "frames for one peer produced in one loop turn are sent as one message up to this size",
       1024, 64 * MIB),
+    S("transport", "flush_interval_s", float, 0.002, "s",
+      "while a loop turn runs, the frames it has produced leave at least this often "
+      "(durable first): a reply or vote made early in a turn does not wait for the turn's "
+      "later crypto (a threshold combine or certificate check costs ~1 ms); 0: after "
+      "every message (more sends, more CPU)", 0.0, 1.0),
     S("transport", "send_queue_messages", int, 1000, "messages",
       "ZMQ_SNDHWM per peer: beyond it (or while the peer is down) a send is dropped and "
       "counted; the protocol retransmits", 1, 1_000_000),

@@ -5,7 +5,10 @@ table, binds its replica and client ports, and then loops on one thread until SI
 SIGINT: poll the sockets, drain up to ``transport.drain_messages`` messages per socket,
 hand every frame to the replica's ``on_message`` (``PoEReplica``, or ``PBFTReplica`` with
 ``protocol = "pbft"``; ``poe.protocol.registry``), carry out the actions in order (frames for
-one peer are queued and leave coalesced at the end of the turn), fire due timers, and log
+one peer are queued and leave coalesced at the end of the turn, and during a long turn every
+``transport.flush_interval_s``: what a turn made early never waits for its later crypto --
+with one turn's frames held until its end, a primary's PROPOSE waited for the threshold
+combines of the same turn and TS ran at 1.45 of 2 cores, latency-bound), fire due timers, and log
 a status line every ``replica.status_interval_s``. A connection that delivers a frame no
 correct party sends (the protocol's ``drops.unauthenticated`` moves while handling it) is
 quarantined: the rest of that message and everything it sends later are dropped unread
@@ -19,8 +22,8 @@ with ``StoreError``: what is wrong and the repair), restores its last stable che
 re-executes the blocks of its view above it that were view-committed there (certified in TS
 mode; nf SUPPORTs in MAC mode), with its own votes (poe/storage/restore.py). While it
 runs, Persist, Executed, RolledBack, Stable and Transferred are written into the store's
-open transaction, which is committed once per loop turn BEFORE any frame of that turn
-leaves (the sync policy decides whether that commit is fsynced). A SUPPORT (or PBFT COMMIT)
+open transaction, which is committed BEFORE any frame made since the last commit leaves
+(at the end of a turn and at each flush within it; the sync policy decides whether that commit is fsynced). A SUPPORT (or PBFT COMMIT)
 that would contradict a vote already durable for the same view and sequence is not sent.
 Without ``replica.data_dir`` nothing is persisted (Persist actions are counted).
 
@@ -115,6 +118,7 @@ class ReplicaRuntime:
         self.metrics = None
         self._on_executed = None        # Metrics.executed (batch latency) once recovered
         self._view_logged = self.replica.view
+        self._turn_sent_at = 0.0
         if config.replica.data_dir:
             self._check_data_dir()
             self._open_store(suite)
@@ -291,7 +295,7 @@ class ReplicaRuntime:
             timeout_ms = max(0, min(int((wake - now) * 1000) + 1, int(POLL_MAX_S * 1000)))
             ready = transport.poll(timeout_ms)
             now = monotonic()
-            started = perf()
+            started = self._turn_sent_at = perf()
             for sock in ready:
                 if sock is peer_router:
                     messages = transport.drain_peer_messages()
@@ -311,12 +315,7 @@ class ReplicaRuntime:
             if due is not None and due <= now:
                 for ident in timers.pop_due(now):
                     apply(on_timeout(ident[0], ident[1], now))
-            if self.store is not None:
-                committed = perf()
-                self.store.commit()         # durable before anything of this turn leaves
-                if metrics is not None:
-                    metrics.commit.observe(perf() - committed)
-            self._flush()
+            self._send_now()
             if metrics is not None:
                 metrics.loop.observe(perf() - started)
             if now >= next_status:
@@ -330,6 +329,8 @@ class ReplicaRuntime:
         later message of it (the transport drops those unread)."""
         on_message = self.replica.on_message
         drops = self.replica.drops
+        perf = time.perf_counter
+        flush_interval = self.config.transport.flush_interval_s
         apply = self._apply
         transport = self.transport
         for identity, frames in messages:
@@ -344,6 +345,8 @@ class ReplicaRuntime:
                 if drops.unauthenticated != before:
                     transport.quarantine(identity, client=client, rest=len(frames) - 1 - i)
                     break
+                if perf() - self._turn_sent_at >= flush_interval:
+                    self._send_now()
 
     # ---------------------------------------------------------------- actions
 
@@ -393,6 +396,16 @@ class ReplicaRuntime:
 
     def _vote_refused(self, record: tuple) -> None:
         self.log.warning("equivocation-refused", vote_view=record[1], vote_seq=record[2])
+
+    def _send_now(self) -> None:
+        """What the turn has made so far: durable first (the store commits), then sent."""
+        if self.store is not None:
+            committed = time.perf_counter()
+            self.store.commit()             # durable before anything of this turn leaves
+            if self.metrics is not None:
+                self.metrics.commit.observe(time.perf_counter() - committed)
+        self._flush()
+        self._turn_sent_at = time.perf_counter()
 
     def _flush(self) -> None:
         transport = self.transport
