@@ -169,7 +169,8 @@ SETTINGS: tuple[Setting, ...] = (
       "while a loop turn runs, the frames it has produced leave at least this often "
       "(durable first): a reply or vote made early in a turn does not wait for the turn's "
       "later crypto (a threshold combine or certificate check costs ~1 ms); 0: after "
-      "every message (more sends, more CPU)", 0.0, 1.0),
+      "every message (more sends, more CPU). Not with replica.sync_policy 'batch', where "
+      "each flush is an fsync: there a turn's frames leave at its end", 0.0, 1.0),
     S("transport", "send_queue_messages", int, 1000, "messages",
       "ZMQ_SNDHWM per peer: beyond it (or while the peer is down) a send is dropped and "
       "counted; the protocol retransmits", 1, 1_000_000),

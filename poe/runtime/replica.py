@@ -119,6 +119,7 @@ class ReplicaRuntime:
         self._on_executed = None        # Metrics.executed (batch latency) once recovered
         self._view_logged = self.replica.view
         self._turn_sent_at = 0.0
+        self._flush_interval = self.mid_turn_flush_interval(config)
         if config.replica.data_dir:
             self._check_data_dir()
             self._open_store(suite)
@@ -330,7 +331,7 @@ class ReplicaRuntime:
         on_message = self.replica.on_message
         drops = self.replica.drops
         perf = time.perf_counter
-        flush_interval = self.config.transport.flush_interval_s
+        flush_interval = self._flush_interval
         apply = self._apply
         transport = self.transport
         for identity, frames in messages:
@@ -396,6 +397,16 @@ class ReplicaRuntime:
 
     def _vote_refused(self, record: tuple) -> None:
         self.log.warning("equivocation-refused", vote_view=record[1], vote_seq=record[2])
+
+    @staticmethod
+    def mid_turn_flush_interval(config) -> float:
+        """How often a long turn sends what it has made: ``transport.flush_interval_s``,
+        except with ``sync_policy = "batch"``, where every flush is an fsync (durable before
+        sent): there a turn's frames leave at its end only (one fsync per turn, group
+        commit; measured: flushing within turns cost 7-15 % more CPU per request)."""
+        if config.replica.data_dir and config.replica.sync_policy == "batch":
+            return float("inf")
+        return config.transport.flush_interval_s
 
     def _send_now(self) -> None:
         """What the turn has made so far: durable first (the store commits), then sent."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 import zmq
@@ -66,7 +65,7 @@ def _runtime(replica_id: int):
     rt.replica = make_replica(ProtocolConfig(n=N, mode="ts"), replica_id,
                               _suite(replica_party(replica_id)))
     rt.transport = _Transport()
-    rt.config = SimpleNamespace(transport=SimpleNamespace(flush_interval_s=1e9))
+    rt._flush_interval = float("inf")
     rt._turn_sent_at = time.perf_counter()
     rt.applied = []
     rt._apply = rt.applied.extend

@@ -49,7 +49,7 @@ class _Store:
 def _runtime(flush_interval_s: float):
     events: list = []
     rt = object.__new__(ReplicaRuntime)
-    rt.config = SimpleNamespace(transport=SimpleNamespace(flush_interval_s=flush_interval_s))
+    rt._flush_interval = flush_interval_s
     rt.replica = _Replica(events)
     rt.transport = _Transport(events)
     rt.store = _Store(events)
@@ -89,3 +89,15 @@ def test_a_short_turn_keeps_its_frames_coalesced():
     _turn(rt, [b"a", b"b", b"c"])
     assert [e[0] for e in events] == ["handle", "handle", "handle", "commit", "send"]
     assert events[-1] == ("send", (b"out-a", b"out-b", b"out-c"))
+
+
+def test_with_an_fsync_per_flush_a_turn_flushes_at_its_end_only():
+    def config(data_dir: str, policy: str):
+        return SimpleNamespace(transport=SimpleNamespace(flush_interval_s=0.002),
+                               replica=SimpleNamespace(data_dir=data_dir, sync_policy=policy))
+
+    interval = ReplicaRuntime.mid_turn_flush_interval
+    assert interval(config("", "batch")) == 0.002          # nothing persisted
+    assert interval(config("data", "none")) == 0.002
+    assert interval(config("data", "checkpoint")) == 0.002
+    assert interval(config("data", "batch")) == float("inf")
