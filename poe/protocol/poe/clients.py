@@ -73,6 +73,14 @@ class ReplyCache:
     answers as long as ``size`` exceeds the messages clients have outstanding. A retry of an
     executed message whose answer is gone can never be answered again (the kv returns
     DUPLICATE for it): size the cache above clients x outstanding messages.
+
+    "Newest" and "oldest" are by request id, not by when an answer was written: a client's
+    entries are kept in increasing id order (a re-written answer -- FINAL, a new view, a
+    restart -- keeps its place; one executed out of order is put in its place), so its
+    oldest message goes first. A client keeps every message it still waits for within its
+    64 newest (PoEClient's ANSWER_WINDOW): their answers stay here. Evicting by write order
+    instead let a refreshed older answer outlive a newer one still awaited (swarm seed 5
+    after a power cut: a FINAL refresh re-wrote older answers after it).
     """
 
     __slots__ = ("size", "_clients", "_count", "evicted", "_others")
@@ -103,11 +111,20 @@ class ReplyCache:
         entries = clients.get(client)
         if entries is None:
             entries = clients[client] = {}
+        value = (view, seq, frame, None if signature is None else bytes(signature))
         if t in entries:
-            del entries[t]
+            entries[t] = value                  # re-written: keeps its place
         else:
             self._count += 1
-        entries[t] = (view, seq, frame, None if signature is None else bytes(signature))
+            if entries and t < next(reversed(entries)):
+                # executed out of id order (rare): put in its place, so that the first
+                # entry stays the client's oldest message (at most 64 entries)
+                entries[t] = value
+                ordered = sorted(entries.items())
+                entries.clear()
+                entries.update(ordered)
+            else:
+                entries[t] = value
         if len(entries) > PER_CLIENT_REPLIES:
             del entries[next(iter(entries))]
             self._count -= 1
