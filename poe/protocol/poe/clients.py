@@ -171,7 +171,13 @@ class ReplyCache:
 
 class PendingSet:
     """Client messages the primary has queued or proposed but not yet executed, at most
-    ``limit`` in all and ``share`` per client (§4.13: one client cannot fill the queue)."""
+    ``limit`` in all and ``share`` per client (§4.13: one client cannot fill the queue).
+
+    A key leaves when its message executes here (``PoEReplica.inform``), when the state
+    says it executed or its proposal's position was decided without us (a state transfer:
+    ``PoEReplica._settle_executed``), and all at once when the view changes. A key that
+    stays behind drops every retry of its message as request-pending and holds a slot of
+    its client's share for good."""
 
     __slots__ = ("limit", "share", "_keys", "_per_client")
 
@@ -213,6 +219,16 @@ class PendingSet:
     def clear(self) -> None:
         self._keys.clear()
         self._per_client.clear()
+
+    def retain(self, keep) -> int:
+        """Discard every key not in ``keep`` (with its client's share slot); how many went."""
+        gone = [key for key in self._keys if key not in keep]
+        for key in gone:
+            self.discard(key)
+        return len(gone)
+
+    def __iter__(self):
+        return iter(self._keys)
 
     def __len__(self) -> int:
         return len(self._keys)
