@@ -18,7 +18,8 @@ from poe._core import codec
 from poe._core.codec import CheckpointProof
 from poe.crypto.base import replica
 from poe.crypto.statements import vc_request_statement
-from poe.protocol.actions import Executed, Reply
+from poe.protocol.actions import Executed, Reply, Send
+from poe.protocol.poe.client import ANSWER_WINDOW, Completed
 from poe.protocol.poe.view_change import TIMER_PROGRESS
 
 OK, STALE = codec.ST_OK, codec.ST_STALE
@@ -176,3 +177,40 @@ def test_a_message_ordered_again_after_its_id_went_stale_gets_its_original_answe
     assert e.seq == 3 and e.results.ops(0)[0][1] == STALE
     assert H.of(out, Reply) == [Reply(0, first.data)]
     assert r1.replies.get((0, 1))[:3] == (0, 1, first.data)
+
+
+def test_a_client_sends_no_message_beyond_its_answer_window(ts):
+    """The replicas keep the answers of a client's 64 newest messages (§2.2 client_table):
+    while its oldest message waits for a proof, the client sends no message 64 or more
+    messages after it; that one is held (no frame, no timer) and leaves when the oldest is
+    decided. On b62a8c9 the 65th message went out at once: 64 later messages could evict
+    the answer of the first at every replica, and no retry of it could be answered again
+    (swarm seed 9012)."""
+    H = ts
+    c = H.client(0)
+    for j in range(ANSWER_WINDOW):
+        _, out = c.submit([(j, codec.OP_UPDATE, b"x")], 0.0)
+        assert len(H.sends(out, codec.REQUEST)) == 1
+    handle, out = c.submit([(99, codec.OP_UPDATE, b"y")], 0.0)
+    assert out == [] and c.stats["held-for-answer-window"] == 1
+    assert c.on_timeout("retry", handle, 100.0) == []          # not sent: no timer
+    # an INFORM naming it is one no correct replica sends: dropped whole
+    assert c.on_message(H.inform(1, 0, 5, [(handle, OK, b"")]), 0.5) == []
+    assert c.drops["inform-for-unsent-message"] == 1
+    # the first message is decided: the held one goes out now, with its timer
+    out = []
+    for r in (0, 1, 2):
+        out += c.on_message(H.inform(r, 0, 1, [(1, OK, b"")]), 1.0)
+    assert [a.handle for a in out if isinstance(a, Completed)] == [1]
+    [send] = [a for a in out if isinstance(a, Send)]
+    assert codec.decode(send.data).batch.first_request_id(0) == handle
+    assert any(a.kind == "retry" and a.key == handle and a.at == 1.0 + c.retry_timeout_s
+               for a in out if type(a).__name__ == "SetTimer")
+    # the window slides one message per decision: the next one waits for message 2
+    nxt, out = c.submit([(7, codec.OP_UPDATE, b"z")], 1.0)
+    assert out == [] and c.held == 1
+    out = []
+    for r in (0, 1, 2):
+        out += c.on_message(H.inform(r, 0, 2, [(2, OK, b"")]), 1.5)
+    [send] = [a for a in out if isinstance(a, Send)]
+    assert codec.decode(send.data).batch.first_request_id(0) == nxt and c.held == 0
