@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from poe._core.codec import CheckpointProof
 
 from poe._core import codec
-from poe._core.codec import CheckpointProof
 from poe.crypto.base import replica
 from poe.crypto.statements import vc_request_statement
 from poe.protocol.actions import Executed, Reply, Send

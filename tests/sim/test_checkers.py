@@ -160,8 +160,8 @@ def test_an_executed_message_answered_not_executed_is_reported():
     was told its write did not run."""
     h = History()
     _stale_again(h, same_payload=True)
-    assert h.finish() == ["client 0 message 1 was answered DUPLICATE/STALE (not executed), "
-                          "but the final ledger executed it at seq 1"]
+    assert h.finish() == [("client 0 message 1 was answered DUPLICATE/STALE (not "
+                           "executed), but the final ledger executed it at seq 1")]
 
 
 def test_another_payload_under_an_executed_id_answered_not_executed_is_fine():

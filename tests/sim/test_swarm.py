@@ -309,6 +309,6 @@ def test_a_message_executed_where_its_primary_transferred_state_is_answered():
     assert (3, "wrong-inform") in {(r, k) for r, k, _ in case.adversaries}
     assert sim.checker.ledgers[2].get(160) is None and 160 in sim.checker.ledgers[0]
     assert sim.replicas[2].stats["state-transfers"] >= 1
-    done, proof = sim.checker.answered[(0, 8)]
+    _, proof = sim.checker.answered[(0, 8)]
     assert proof.seq == 160 and proof.results == ((8, codec.ST_OK, b""),)
     assert sim.clients[0].stats["held-for-answer-window"] > 0
