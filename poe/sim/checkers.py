@@ -17,6 +17,11 @@ violation (a line of text) for:
   after the second, third, ... view change is seen); a correct replica that held it must never
   roll back below it, unless a state transfer then gives it a stable checkpoint at or above
   it (§4.6 step 1, §5.5: the rollback to its own stable checkpoint that precedes one);
+* truthful answers: a client's proof says its message did not run (every operation
+  DUPLICATE or STALE) although a correct replica executed that very message (same
+  operations) with effect, before or after the proof (§2.8, §10 row 7: exactly once; a
+  STALE answer to an executed message tells its client that a write which happened did
+  not);
 * linearizability per key: completed operations, placed at (seq, index, op), respect
   real-time order (A answered before B was submitted => A before B) and every result equals
   what replaying the final ledger's writes from the preloaded YCSB state gives there;
@@ -82,6 +87,8 @@ class SafetyChecker:
         self.invoked: dict[tuple[int, int], tuple[float, tuple]] = {}
         self.answered: dict[tuple[int, int], tuple[float, object]] = {}
         self.unknown: dict[tuple[int, int], float] = {}
+        # proofs that say "not executed": (client, first request id) -> handle
+        self.not_run: dict[tuple[int, int], int] = {}
         self.initial = None             # (record_count, value_size, seed) of the YCSB load
         self.zero_payload = False
         # liveness: faults stopped at ``healed_at``; messages must complete within bound
@@ -281,11 +288,27 @@ class SafetyChecker:
         self.proof_at[where] = key
         proof = (client, c.index, _norm(c.results), c.view, c.handle)
         self.proofs[c.seq].append(proof)
+        if c.results and all(status in (ST_DUPLICATE, ST_STALE) for _, status, _ in c.results):
+            # checked against the final ledger (check_history): a speculative execution
+            # rolled back later does not count
+            self.not_run[(client, int(c.results[0][0]))] = c.handle
         for r in range(self.n):
             # a crashed replica keeps whatever it had speculated; it is checked again once
             # it restarts (from scratch) and executes
             if r not in self.byzantine and r not in self.crashed:
                 self._check_proof(r, c.seq, proof)
+
+    def _check_not_run(self, client: int, handle: int, seq: int, ops) -> None:
+        """Client ``client``'s proof for message ``handle`` says it did not run; the final
+        ledger holds at seq, executed with effect, a message of that client starting at the
+        same request id with operations ``ops``: a violation if they are the message's."""
+        invoked = self.invoked.get((client, handle))
+        if invoked is None or not invoked[1] or [
+                (key, code, bytes(value)) for _, key, code, value in ops] != [
+                (key, code, bytes(value)) for key, code, value in invoked[1]]:
+            return          # another message under that id (two processes, one client id)
+        self.violation(f"client {client} message {handle} was answered DUPLICATE/STALE (not "
+                       f"executed), but the final ledger executed it at seq {seq}")
 
     def on_outcome_unknown(self, client: int, handle: int, now: float) -> None:
         self.unknown[(client, handle)] = now
@@ -443,7 +466,17 @@ class SafetyChecker:
                     self.violation(f"linearizability: key {key}: an operation answered at "
                                    f"{a[2]:.6f} is placed at {a[0]}, not before one invoked "
                                    f"later at {invoked:.6f} and placed at {pos}")
-        if self.zero_payload or not completed_at:
+        if not completed_at:
+            return
+        not_run = self.not_run
+        if self.zero_payload:
+            # no key is touched, results are empty: only what ran and what did not
+            for seq, batch, results in self._final_ledger(correct) if not_run else ():
+                for i in range(len(batch)):
+                    first = (batch.client(i), batch.first_request_id(i))
+                    if first in not_run and results.ops(i)[0][1] not in (ST_DUPLICATE,
+                                                                          ST_STALE):
+                        self._check_not_run(first[0], not_run[first], seq, batch.ops(i))
             return
         initial = self._initial_value()
         model: dict[int, bytes | None] = {}
@@ -452,6 +485,10 @@ class SafetyChecker:
             for i in range(len(batch)):
                 ops = batch.ops(i)
                 statuses = results.ops(i)
+                if not_run:
+                    first = (batch.client(i), ops[0][0])
+                    if first in not_run and statuses[0][1] not in (ST_DUPLICATE, ST_STALE):
+                        self._check_not_run(first[0], not_run[first], seq, ops)
                 proof = completed_at.get((seq, i))
                 if proof is not None and batch.client(i) != proof[0]:
                     proof = None           # reported by the proof checker

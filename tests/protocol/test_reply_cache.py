@@ -57,3 +57,26 @@ def test_answers_of_messages_reusing_an_id_are_kept_apart_and_bounded():
     assert cache.get_other((1, 5), b"t" * 64) is None        # the oldest went first
     assert cache.get_other((2, OTHER_ANSWERS_MAX + 9), b"v" * 64) is not None
     assert len(cache) == 1                                   # not counted with the answers
+
+
+def test_a_client_keeps_its_newest_messages_by_id_whatever_the_write_order():
+    """Its oldest message by request id goes first: a re-written answer (FINAL, a new view,
+    a restart) keeps its place, one executed out of order is put in its place. On b62a8c9
+    eviction went by write order: re-writing the answers of messages 1..10 after message
+    11 (a FINAL refresh, after a power cut in swarm seed 5) made newer answers evict
+    message 11 before message 10 ('assert [10] == [11]')."""
+    cache = ReplyCache(size=1000)
+    for t in range(1, 12):
+        cache.put((7, t), 0, t, b"x")
+    for t in range(1, 11):
+        cache.put((7, t), 1, t, b"final")          # re-written: keep their places
+    cache.put((7, 30), 0, 30, b"x")
+    cache.put((7, 20), 0, 31, b"x")                # executed out of id order
+    for t in range(100, 100 + PER_CLIENT_REPLIES - 3):     # 10 over the window
+        cache.put((7, t), 0, t, b"x")
+    assert len(cache) == PER_CLIENT_REPLIES and cache.evicted == 10
+    # the oldest ids went: 1..10 (and nothing newer)
+    assert [t for t in range(1, 12) if cache.get((7, t)) is not None] == [11]
+    assert cache.get((7, 20)) is not None and cache.get((7, 30)) is not None
+    cache.put((7, 200), 0, 200, b"x")
+    assert cache.get((7, 11)) is None and cache.get((7, 20)) is not None

@@ -141,6 +141,35 @@ def test_proof_where_a_replica_holds_another_payload_with_the_same_request_ids()
     assert any("holds another message of that client" in v for v in h.c.violations)
 
 
+def _stale_again(h, same_payload: bool):
+    """Client 0's write (or, under its id, another process's payload) executed at seq 1;
+    64 later ids of client 0 slide the kv's exactly-once window past it; the write is
+    ordered (again) at seq 3, where it is STALE, and the client's proof names seq 3."""
+    h.submit(0, 1, WRITE, at=0.0)
+    first = WRITE if same_payload else [(1, 6, codec.OP_UPDATE, NEW)]
+    h.execute(1, Batch.from_messages([message(0, first)]))
+    h.execute(2, Batch.from_messages([message(0, [(100, 7, codec.OP_UPDATE, NEW)])]))
+    res = h.execute(3, Batch.from_messages([message(0, WRITE)]))
+    assert res[0].ops(0) == [(1, codec.ST_STALE, b"")]
+    h.complete(0, 1, 3, 0, res[0].ops(0), at=0.5)
+
+
+def test_an_executed_message_answered_not_executed_is_reported():
+    """Swarm seeds 5 and 9012 on b62a8c9: a retry of an executed message was ordered again
+    after its id left the exactly-once window, and nf replicas answered STALE: the client
+    was told its write did not run."""
+    h = History()
+    _stale_again(h, same_payload=True)
+    assert h.finish() == [("client 0 message 1 was answered DUPLICATE/STALE (not "
+                           "executed), but the final ledger executed it at seq 1")]
+
+
+def test_another_payload_under_an_executed_id_answered_not_executed_is_fine():
+    h = History()
+    _stale_again(h, same_payload=False)         # two processes acting as client 0
+    assert h.finish() == []
+
+
 def test_rollback_below_a_proven_position():
     h = honest_history()
     h.c.on_rolled_back(2, RolledBack(1))

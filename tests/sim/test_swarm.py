@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from poe._core import codec
 from poe.cli import sim as sim_command
 from poe.sim import adversary, swarm
 
@@ -270,3 +271,44 @@ def test_one_faulty_party_seeds_run_clean(seed):
     assert result.violations == [], (result.description, result.violations,
                                      swarm.rerun_command(seed, swarm.PRIMARY_FAULTS))
     assert result.requests > 0
+
+
+def _run_keeping(case):
+    """``swarm.run_case`` that also returns the simulation, to look inside it."""
+    kept = []
+    build = swarm.build
+
+    def keeping(c):
+        sim, actors = build(c)
+        kept.append(sim)
+        return sim, actors
+    swarm.build = keeping
+    try:
+        result = swarm.run_case(case)
+    finally:
+        swarm.build = build
+    return result, kept[0]
+
+
+def test_a_message_executed_where_its_primary_transferred_state_is_answered():
+    """Swarm seed 9012 (n = 4, MAC, batch 1, two messages per client, replica 3 informs
+    wrong results): replica 2, primary of view 2, proposed client 0's message 8 at 160,
+    then took 160 by a snapshot: it never informed it, and (before the fix) its pending
+    key stayed, dropping every retry as request-pending, while client 0's other slot went
+    on 64+ messages and the two correct replicas that executed message 8 evicted its
+    answer. Now the client keeps its messages within the replicas' answer window, a
+    transferred position settles the primary's queue, and message 8 is answered with its
+    own result at 160 (FINAL once stable). On b62a8c9: 'liveness: the workload did not
+    finish within 30.0 s after the faults stopped (1 client messages still pending)'."""
+    case = swarm.draw(9012)
+    result, sim = _run_keeping(case)
+    assert result.violations == [], (result.description, result.violations,
+                                     swarm.rerun_command(9012, swarm.PRIMARY_FAULTS))
+    # the schedule still makes replica 2 skip position 160 by state transfer, with
+    # client 0's message 8 there and replica 3 informing wrong results
+    assert (3, "wrong-inform") in {(r, k) for r, k, _ in case.adversaries}
+    assert sim.checker.ledgers[2].get(160) is None and 160 in sim.checker.ledgers[0]
+    assert sim.replicas[2].stats["state-transfers"] >= 1
+    _, proof = sim.checker.answered[(0, 8)]
+    assert proof.seq == 160 and proof.results == ((8, codec.ST_OK, b""),)
+    assert sim.clients[0].stats["held-for-answer-window"] > 0

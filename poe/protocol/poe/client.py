@@ -11,7 +11,13 @@ is one vote of its sender for each message it covers.
 
 What it must never do: accept fewer than nf matching INFORMs from distinct replicas, count a
 replica twice for a message, accept an INFORM whose MAC does not verify or whose request
-ids are not the ones it sent, or read a clock (time is passed in).
+ids are not the ones it sent, or read a clock (time is passed in); or send a message
+``ANSWER_WINDOW`` or more messages after its oldest undecided one. The replicas keep the
+answers of a client's ``ANSWER_WINDOW`` newest messages (PROTOCOL.md §2.2 client_table, a
+sliding window): while the oldest undecided message waits for its proof, its answer must
+stay among them, or no replica could ever answer its retries again (it executed: it is not
+ordered again). A message submitted beyond that waits, unsent (no timer, no deadline yet),
+until older ones are decided (swarm seed 9012).
 """
 from __future__ import annotations
 
@@ -24,8 +30,12 @@ from poe.crypto.base import CryptoSuite, replica as replica_party
 from poe.crypto.statements import request_statement
 from poe.protocol.actions import CancelTimer, SetTimer, Send
 from poe.protocol.config import ProtocolConfig
+from poe.protocol.poe.clients import PER_CLIENT_REPLIES
 
 TIMER_RETRY = "retry"
+# messages from the oldest undecided one to the newest sent, at most: the replicas' answers
+# per client (ReplyCache: its 64 newest messages)
+ANSWER_WINDOW = PER_CLIENT_REPLIES
 
 
 def retry_frame(frame: bytes, attempt: int) -> bytes:
@@ -81,6 +91,8 @@ class _Pending:
     views: dict[int, int]                        # replica -> view of its latest INFORM
     retries: int = 0                             # retransmissions so far
     tag: bytes = b""                             # its signature[:16]: an entry's tag
+    number: int = 0                              # messages submitted before it
+    held: bytes | None = None                    # signed, not sent yet (ANSWER_WINDOW)
 
 
 class PoEClient:
@@ -110,7 +122,11 @@ class PoEClient:
         self.retry_timeout_max_s = retry_timeout_max_s
         self.deadline_s = deadline_s
         self.outstanding_max = outstanding_max
+        # undecided messages in submission order (handles increase): sent ones first, then
+        # those held back by ANSWER_WINDOW, oldest first
         self.pending: dict[int, _Pending] = {}
+        self.submitted = 0                       # messages submitted so far
+        self.held = 0                            # of the pending ones, not sent yet
         self._replicas = [replica_party(i) for i in range(config.n)]
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -134,16 +150,43 @@ class PoEClient:
             self.next_t += 1
         unsigned = codec.pack_client_message(self.id, ops)
         signature = self.crypto.signer.sign(request_statement(unsigned))
-        frame = codec.encode_request(unsigned + signature, self.view)
         handle = ops[0][0]
-        self.pending[handle] = _Pending(frame, tuple(op[0] for op in ops), now,
-                                        now + self.deadline_s, self.retry_timeout_s, {},
-                                        Counter(), {}, {},
-                                        tag=bytes(signature[:codec.INFORM_TAG_SIZE]))
+        p = _Pending(b"", tuple(op[0] for op in ops), now, now + self.deadline_s,
+                     self.retry_timeout_s, {}, Counter(), {}, {},
+                     tag=bytes(signature[:codec.INFORM_TAG_SIZE]), number=self.submitted,
+                     held=unsigned + signature)
+        self.pending[handle] = p
+        self.submitted += 1
+        self.held += 1
         self.stats["submitted"] += 1
-        return handle, [Send(self.config.primary(self.view), frame),
-                        SetTimer(TIMER_RETRY, handle,
-                                 min(now + self.retry_timeout_s, now + self.deadline_s))]
+        out = self._send_held(now)
+        if p.held is not None:
+            self.stats["held-for-answer-window"] += 1
+        return handle, out
+
+    def _send_held(self, now: float) -> list:
+        """Send the held messages, oldest first, while each is fewer than ANSWER_WINDOW
+        messages after the oldest undecided one (PROTOCOL.md §2.2: the replicas' window of
+        answers per client must cover every message still waiting for its proof)."""
+        out: list = []
+        if not self.held:
+            return out
+        pending = self.pending
+        oldest = next(iter(pending.values()))       # the oldest undecided message
+        for handle, p in pending.items():
+            if p.held is None:
+                continue
+            if p.number - oldest.number >= ANSWER_WINDOW:
+                break                               # and so are the newer ones
+            assert p is oldest or oldest.held is None, \
+                "§2.2: messages go out in submission order"
+            p.frame = codec.encode_request(p.held, self.view)
+            p.held = None
+            self.held -= 1
+            p.deadline = now + self.deadline_s      # its full chance from when it leaves
+            out.append(Send(self.config.primary(self.view), p.frame))
+            out.append(SetTimer(TIMER_RETRY, handle, min(now + p.backoff, p.deadline)))
+        return out
 
     # ------------------------------------------------------------------ INFORM
 
@@ -191,8 +234,8 @@ class PoEClient:
                 return []
             seen.add(handle)
             p = pending.get(handle)
-            if p is None:
-                if handle >= self.next_t:
+            if p is None or p.held is not None:
+                if handle >= self.next_t or p is not None:
                     self.drops["inform-for-unsent-message"] += 1
                     return []
                 late += 1                # already decided (or given up): nothing to count
@@ -261,19 +304,19 @@ class PoEClient:
         self.stats["completed-final" if final else "completed"] += 1
         return [CancelTimer(TIMER_RETRY, handle),
                 Completed(handle, m.view, m.seq, m.index(j), m.results(j), proof,
-                          now - p.sent_at, final)]
+                          now - p.sent_at, final), *self._send_held(now)]
 
     # ------------------------------------------------------------------ timers
 
     def on_timeout(self, kind: str, key: int, now: float) -> list:
         p = self.pending.get(key)
-        if kind != TIMER_RETRY or p is None:
+        if kind != TIMER_RETRY or p is None or p.held is not None:
             return []
         if now >= p.deadline:
             del self.pending[key]
             self.stats["outcome-unknown"] += 1
             return [OutcomeUnknown(key, f"no {self.quorum} matching INFORMs within "
-                                        f"{self.deadline_s} s")]
+                                        f"{self.deadline_s} s"), *self._send_held(now)]
         # retransmit to every replica (§2.4 step 3); backups forward it to the primary
         self.stats["retransmitted"] += 1
         p.retries += 1

@@ -73,6 +73,14 @@ class ReplyCache:
     answers as long as ``size`` exceeds the messages clients have outstanding. A retry of an
     executed message whose answer is gone can never be answered again (the kv returns
     DUPLICATE for it): size the cache above clients x outstanding messages.
+
+    "Newest" and "oldest" are by request id, not by when an answer was written: a client's
+    entries are kept in increasing id order (a re-written answer -- FINAL, a new view, a
+    restart -- keeps its place; one executed out of order is put in its place), so its
+    oldest message goes first. A client keeps every message it still waits for within its
+    64 newest (PoEClient's ANSWER_WINDOW): their answers stay here. Evicting by write order
+    instead let a refreshed older answer outlive a newer one still awaited (swarm seed 5
+    after a power cut: a FINAL refresh re-wrote older answers after it).
     """
 
     __slots__ = ("size", "_clients", "_count", "evicted", "_others")
@@ -103,11 +111,20 @@ class ReplyCache:
         entries = clients.get(client)
         if entries is None:
             entries = clients[client] = {}
+        value = (view, seq, frame, None if signature is None else bytes(signature))
         if t in entries:
-            del entries[t]
+            entries[t] = value                  # re-written: keeps its place
         else:
             self._count += 1
-        entries[t] = (view, seq, frame, None if signature is None else bytes(signature))
+            if entries and t < next(reversed(entries)):
+                # executed out of id order (rare): put in its place, so that the first
+                # entry stays the client's oldest message (at most 64 entries)
+                entries[t] = value
+                ordered = sorted(entries.items())
+                entries.clear()
+                entries.update(ordered)
+            else:
+                entries[t] = value
         if len(entries) > PER_CLIENT_REPLIES:
             del entries[next(iter(entries))]
             self._count -= 1
@@ -154,7 +171,13 @@ class ReplyCache:
 
 class PendingSet:
     """Client messages the primary has queued or proposed but not yet executed, at most
-    ``limit`` in all and ``share`` per client (§4.13: one client cannot fill the queue)."""
+    ``limit`` in all and ``share`` per client (§4.13: one client cannot fill the queue).
+
+    A key leaves when its message executes here (``PoEReplica.inform``), when the state
+    says it executed or its proposal's position was decided without us (a state transfer:
+    ``PoEReplica._settle_executed``), and all at once when the view changes. A key that
+    stays behind drops every retry of its message as request-pending and holds a slot of
+    its client's share for good."""
 
     __slots__ = ("limit", "share", "_keys", "_per_client")
 
@@ -196,6 +219,16 @@ class PendingSet:
     def clear(self) -> None:
         self._keys.clear()
         self._per_client.clear()
+
+    def retain(self, keep) -> int:
+        """Discard every key not in ``keep`` (with its client's share slot); how many went."""
+        gone = [key for key in self._keys if key not in keep]
+        for key in gone:
+            self.discard(key)
+        return len(gone)
+
+    def __iter__(self):
+        return iter(self._keys)
 
     def __len__(self) -> int:
         return len(self._keys)

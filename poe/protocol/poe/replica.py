@@ -384,7 +384,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         cid = m.client
         batch = m.batch
         key = (cid, batch.first_request_id(0))
-        cached = self.replies.get(key)
+        cached = answered = self.replies.get(key)
         if cached is not None and not ReplyCache.same_message(cached, batch.signature(0)):
             # another message under an answered id (two processes acting as one client):
             # not the one answered; ordered like any message, the kv answers DUPLICATE,
@@ -441,7 +441,21 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             self._arm_progress(now, out)
             return out
         if key in self.pending:
-            return self._drop("request-pending")
+            if not self._kv_executed(cid, key[1]):
+                return self._drop("request-pending")
+            # §2.5: pending means queued or proposed and not yet executed, yet our state
+            # says it executed: it came by a path that bypassed ``inform``. Settle the
+            # queue, then treat it as the executed message it is (below)
+            self.stats["pending-found-executed"] += 1
+            self._settle_executed()
+        if answered is None and self._kv_executed(cid, key[1]):
+            # executed here (our kv's exactly-once window says so), its answer not in our
+            # cache (evicted, or its position came by state transfer): ordering it again
+            # executes nothing and answers nothing (a DUPLICATE, §2.8, §10 row 7). Not
+            # ordered, counted: a faulty client's replays of executed messages cost no
+            # consensus round (§4.13); the replicas holding its answer give it (FINAL once
+            # its position is stable)
+            return self._drop("request-executed-unanswered")
         if self.pending.full():
             return self._drop("primary-overloaded")
         if self.pending.over_share(cid):
@@ -478,6 +492,80 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if t > max_t:
             return False
         return t + 63 < max_t or bool(bitmap >> (max_t - t) & 1)
+
+    def _kv_executed(self, cid: int, t: int) -> bool:
+        """Request ``t`` of client ``cid`` is marked executed in the kv's exactly-once window
+        (ordered again it is a DUPLICATE). Unlike ``_executed_here``, not an id below the
+        window (STALE): that one may never have executed."""
+        state = self.kv.client_state(cid)
+        if state is None:
+            return False
+        max_t, bitmap = state
+        return max_t - 63 <= t <= max_t and bool(bitmap >> (max_t - t) & 1)
+
+    def _settle_executed(self) -> int:
+        """The executed state moved without ``inform`` seeing its messages: a state transfer
+        (a snapshot, or replayed batches that may not be the ones we proposed, §5.5). What
+        the primary holds as pending (§2.5: queued or proposed, not yet executed) is made
+        true again (a new view empties it: ``install_view``):
+
+        * queued messages (open, or closed batches waiting for the window) that our kv says
+          executed leave the queue: ordered again they execute nothing (§2.8);
+        * the pending set is rebuilt from what is really queued, or proposed by us in this
+          view above k_exec: a key whose proposal's position came by state transfer (so
+          ``inform`` never ran for it here) goes, and its client's share slot with it
+          (§4.13). Left behind, every retry of that message was dropped as
+          request-pending, forever (swarm seed 9012);
+        * T_req (§4.2, §4.12) stops waiting for forwarded messages our state says executed
+          (or below the exactly-once window): their primary owes nothing more.
+
+        Returns how many keys left the pending set. O(queue + window) per call: it runs
+        once per state transfer, and on a pending key found executed (then that key is
+        gone: a replayed retry cannot make it run again)."""
+        executed = self._kv_executed
+        keep: set = set()
+        if self.open_messages:
+            queued = Batch.from_messages(self.open_messages)
+            kept = [i for i in range(len(queued))
+                    if not executed(queued.client(i), queued.first_request_id(i))]
+            if len(kept) < len(queued):
+                self.stats["queued-executed-dropped"] += len(queued) - len(kept)
+                self.open_messages = [queued.message(i) for i in kept]
+                self.open_ops = Batch.from_messages(self.open_messages).nops \
+                    if kept else 0
+            keep.update((queued.client(i), queued.first_request_id(i)) for i in kept)
+        if self.ready:
+            ready: deque[Batch] = deque()
+            for b in self.ready:
+                kept = [i for i in range(len(b))
+                        if not executed(b.client(i), b.first_request_id(i))]
+                if len(kept) < len(b):
+                    self.stats["queued-executed-dropped"] += len(b) - len(kept)
+                    if not kept:
+                        continue
+                    b = Batch.from_messages([b.message(i) for i in kept])
+                ready.append(b)
+                keep.update((b.client(i), b.first_request_id(i)) for i in range(len(b)))
+            self.ready = ready
+        if self.is_primary:
+            window = self.window
+            for k in range(self.k_exec + 1, self.next_k):
+                slot = window.payload(k) if window.contains(k) else None
+                if slot is not None and slot.proposal is not None \
+                        and slot.prop_view == self.view and slot.batch is not None:
+                    b = slot.batch
+                    keep.update(key for key in ((b.client(i), b.first_request_id(i))
+                                                for i in range(len(b)))
+                                if not executed(*key))    # a DUPLICATE there: nothing owed
+        gone = self.pending.retain(keep)
+        if gone:
+            self.stats["pending-settled"] += gone
+        if self.forwarded:
+            for key in [key for key in self.forwarded if self._executed_here(*key)]:
+                self.watch.executed(key)
+        assert not any(executed(*key) for key in self.pending), \
+            "§2.5: the primary's pending set holds only messages not yet executed"
+        return gone
 
     def _count_unserved(self, m: codec.Request, key, now: float, out: list) -> None:
         """A retry of a message we executed and answered in this view (decision 19, §4.12).
@@ -1063,16 +1151,22 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
                 self.watch.executed(key)
             signature = batch.signature(i)
             reused = False
+            cached = self.replies.get(key)
+            if cached is not None and cached[1] < k \
+                    and ReplyCache.same_message(cached, signature):
+                # executed before, at cached[1] (on our prefix: a rollback drops the answers
+                # above it): its original answer, once, whatever the kv says now --
+                # DUPLICATE, or STALE once its client's later ids slid the exactly-once
+                # window past it. A STALE entry would tell the client that a message which
+                # ran never did (§2.8, §10 row 7), and overwrite the true answer here
+                if id(cached[2]) not in resent:
+                    resent.add(id(cached[2]))
+                    out.append(Reply(cid, cached[2]))
+                continue
             if results.all_duplicate(i):
-                # executed before: its original answer, once. A message repeated inside
-                # this batch is covered by its first occurrence's entry (not cached yet)
-                cached = self.replies.get(key)
-                if cached is None:
-                    continue
-                if ReplyCache.same_message(cached, signature):
-                    if id(cached[2]) not in resent:
-                        resent.add(id(cached[2]))
-                        out.append(Reply(cid, cached[2]))
+                # executed before, its answer gone (or a message repeated inside this
+                # batch: covered by its first occurrence's entry, not cached yet)
+                if cached is None or ReplyCache.same_message(cached, signature):
                     continue
                 # another message under an answered id: its own DUPLICATE results (the
                 # answer of the message it collides with stays cached for that one)

@@ -234,6 +234,9 @@ class StateTransferMixin:
             window.set_digest(k, digest)
             self.execute(k, slot, out)
             self.last_progress = now
+        # the agreed batches executed, maybe not the ones we proposed there: our queue and
+        # T_req follow the state before the moved window lets us propose again
+        self._settle_executed()
         self.max_seen = max(self.max_seen, proof.seq)
         if self.checkpoints.stable.seq < proof.seq:
             self.stabilize(proof, out)
@@ -276,6 +279,9 @@ class StateTransferMixin:
         self.diverged = False                    # the agreed prefix is ours now
         self.max_seen = max(self.max_seen, proof.seq)
         self.stats["state-transfers"] += 1
+        # positions up to proof.seq executed without ``inform`` here: what our queue and
+        # T_req wait for must follow the state (the pending keys of messages it executed)
+        self._settle_executed()
         out.append(Transferred(proof.seq, proof.state_digest, proof.chain_digest, proof))
         out.append(Stable(proof.seq, proof.state_digest, proof.chain_digest))
         if self.history is not None and self.status == "normal":

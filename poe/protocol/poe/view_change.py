@@ -581,6 +581,14 @@ class ViewChangeMixin:
                 del self.vc_requests[sender]
         self.own_vcs.clear()
         self.watch.new_view()        # a new view gets its own chance to serve every client
+        # the old view's queue is void (§4.6 step 6: the new primary proposes what it is
+        # sent in the new view), as on leaving it (start_view_change): a replica that
+        # installs a view straight from the normal case of an older one never sent a
+        # VC-REQUEST, and the key of a proposal the new history dropped stayed pending
+        # (with its client's share slot) until this replica was primary again
+        self.open_messages, self.open_ops = [], 0
+        self.ready.clear()
+        self.pending.clear()
         self.stats["views-installed"] += 1
         window = self.window
         for k in range(window.low + 1, window.high + 1):
