@@ -48,6 +48,7 @@ from poe._core import codec
 from poe._core.codec import Batch
 from poe._core.kv import KVStore
 from poe.crypto.statements import checkpoint_statement
+from poe.protocol.poe.clients import ReplyCache
 from poe.protocol.poe.view_change import NOOP_DIGEST
 from poe.storage.store import Store, StoreError, split_results
 from poe.storage.verify import Report
@@ -235,6 +236,13 @@ def _restore_replies(replica, store: Store, upto: int) -> None:
             # without the block the signature (and tag) is unknown: its client skips that
             # entry (retries are then answered by the other replicas)
             signature = None if batch is None else bytes(batch.signature(i))
+            held = replica.replies.get((client, first))
+            if held is not None and held[1] < seq and signature is not None \
+                    and ReplyCache.same_message(held, signature):
+                # ordered again after it executed (STALE once its ids left the kv's
+                # exactly-once window): answered with its original INFORM, as ``inform``
+                # does live -- never overwritten by a "not executed"
+                continue
             groups.setdefault(client, []).append(((client, first), results, signature, False))
         done: set = set()
         for client, entries in groups.items():

@@ -495,3 +495,39 @@ def test_a_pbft_slot_prepared_before_the_crash_is_prepared_again(keys, tmp_path)
     out: list = []
     r.start_view_change(0, node.now, out)
     assert (codec.ENTRY_PREPARED, 7, 0, d7) in _entries(r.own_vcs[0])
+
+
+def test_a_restart_keeps_the_original_answer_of_a_message_ordered_again_after_it_went_stale(
+        keys, tmp_path):
+    """Review (change (3) of h9012, restore side). Client 0's message 1 executed at k = 1;
+    its message 100 at k = 2 slid the kv's exactly-once window past id 1; a faulty primary
+    orders message 1 again at k = 3 (STALE). Live, the replica answers with its original
+    INFORM (k = 1, OK) and keeps it cached. The stored results of k = 3 say STALE for it:
+    after a restart the rebuilt cache must still hold the k = 1 answer, not the STALE one
+    (which, refreshed FINAL at the stable checkpoint, f+1 restarted replicas would send
+    alike: a proof that a message which ran never did)."""
+    node = Node(keys, tmp_path, "mac", 1)
+
+    def msg(t):
+        unsigned = codec.pack_client_message(0, [(t, 100 + t, codec.OP_INSERT, b"v%d" % t)])
+        return unsigned + node.suite("client", 0).signer.sign(request_statement(unsigned))
+
+    m1 = msg(1)
+    order = {1: m1, 2: msg(100), 3: m1, 4: msg(101)}
+    for k, m in order.items():
+        out = node.turn(node.propose(k, m), node.support(2, k, _digest(m)))
+        assert node.replica.k_exec == k, node.replica.drops
+        if k == PERIOD:
+            own = [codec.decode(a.data) for a in out if isinstance(a, Send)
+                   and codec.peek(a.data)[0] == codec.CHECKPOINT]
+            state, chain = own[0].state_digest, own[0].chain_digest
+            node.turn(node.checkpoint(0, k, state, chain), node.checkpoint(2, k, state, chain))
+            assert node.replica.checkpoints.stable.seq == PERIOD
+    assert node.replica.replies.get((0, 1))[1] == 1          # live: the original answer
+    retry = codec.encode_request(m1)
+    before = [codec.decode(a.data) for a in node.turn(retry) if isinstance(a, Reply)]
+    assert [(i.seq, i.results(0)[0][1]) for i in before] == [(1, codec.ST_OK)]
+    node.restart()
+    after = [codec.decode(a.data) for a in node.turn(retry) if isinstance(a, Reply)]
+    assert [(i.seq, i.results(0)[0][1]) for i in after] == [(1, codec.ST_OK)]
+    assert all(i.final for i in after)               # at the stable checkpoint: FINAL
