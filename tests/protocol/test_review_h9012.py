@@ -1,0 +1,103 @@
+"""Review of h9012 (b62a8c9..0554bad): holes of the class it fixes."""
+from __future__ import annotations
+
+from poe._core import codec
+from poe.protocol.actions import Reply
+from poe.protocol.poe.client import Completed
+
+
+def _transfer_snapshot(H, r, ahead, k, now):
+    state, chain = ahead.kv.state_digest(), ahead.head
+    for s in [s for s in range(H.n) if s != r.id][:H.config.nf]:
+        r.on_message(H.checkpoint(s, k, state, chain, to=r.id), now)
+    assert r.transfer is not None and r.transfer.seq == k
+    frame = codec.encode_state_reply(ahead.id, 0, k, snapshot=ahead.snapshot_bytes(k))
+    r.on_message(H.mac(ahead.id, r.id, frame), now)
+    assert r.k_exec == k and r.stats["state-transfers"] == 1, r.drops
+
+
+def _stable(H, r, k, now):
+    """Checkpoint k (executed by r) becomes stable at r with the votes of two others."""
+    state, chain = r.kv.state_digest(), r.head
+    for s in [s for s in range(H.n) if s != r.id][:H.config.nf - 1]:
+        r.on_message(H.checkpoint(s, k, state, chain, to=r.id), now)
+    assert r.checkpoints.stable.seq == k
+
+
+def test_one_correct_replica_without_the_answer_and_one_faulty_prove_a_message_did_not_run(
+        cluster):
+    """Multi-op messages (the sim's default is 10 ops, the bench's 50): the kv's
+    exactly-once window is 64 request ids, the client's ANSWER_WINDOW 64 messages. Client
+    0's message 1 (ids 1..10) executed at k = 1 (OK) while the client was still waiting
+    for it, and its next 7 messages (ids 11..80) at k = 2: ids 1..10 are STALE now.
+    Replica 2 took k = 1..2 by snapshot (no cached answer). The faulty primary 0 orders
+    message 1 again at k = 3: replica 2 executes it STALE and, lacking the original answer,
+    INFORMs 'STALE' -- FINAL once k = 3 is stable. With the faulty primary's own FINAL
+    STALE, that is f+1 matching FINAL INFORMs: the client completes message 1 as 'not
+    executed' although it executed at k = 1 (the truthful-answers checker's violation)."""
+    H = cluster("ts", checkpoint_period=2, window=4, batch_size=100)
+    c = H.client(0)
+    handle, out = c.submit([(j, codec.OP_UPDATE, b"x") for j in range(10)], 0.0)
+    m1 = codec.decode(out[0].data).batch.message(0)
+    later = []
+    for i in range(7):
+        _, out = c.submit([(j, codec.OP_UPDATE, b"y") for j in range(10)], 0.0)
+        later.append(codec.decode(out[0].data).batch.message(0))
+    ahead, r2 = H.replica(1), H.replica(2)
+    H.commit(ahead, 1, [m1], 0.1)
+    H.commit(ahead, 2, later, 0.1)
+    assert ahead.kv.client_state(0)[0] == 80
+    _transfer_snapshot(H, r2, ahead, 2, 0.2)
+    assert r2.replies.get((0, handle)) is None
+    # the faulty primary's replay of message 1 at k = 3, and a filler at k = 4
+    out = H.commit(r2, 3, [m1], 0.3)
+    H.commit(r2, 4, [H.message(1, [(1, 5, codec.OP_UPDATE, b"z")])], 0.3)
+    _stable(H, r2, 4, 0.4)
+    # the client retries message 1 (it still waits): replica 2 answers FINAL STALE at k = 3
+    replies = [a for a in r2.on_message(codec.encode_request(m1), 0.5) if isinstance(a, Reply)]
+    assert len(replies) == 1
+    answer = codec.decode(replies[0].data)
+    assert answer.final and answer.seq == 3
+    decided = c.on_message(replies[0].data, 0.5)
+    # the faulty primary sends the same FINAL STALE INFORM
+    stale = [(t, codec.ST_STALE, b"") for t in range(1, 11)]
+    decided += c.on_message(H.inform(0, 0, 3, stale, final=True), 0.5)
+    completed = [a for a in decided if isinstance(a, Completed)]
+    assert not completed, (
+        f"client 0 message {handle} executed at k = 1 but was completed at k = "
+        f"{completed[0].seq} with statuses {sorted({s for _, s, _ in completed[0].results})} "
+        "(STALE) by f+1 FINAL INFORMs")
+
+
+def test_a_replica_that_took_a_checkpoint_by_snapshot_helps_its_peers_make_it_stable(cluster):
+    """Seed 9012's shape with an idle client: replicas 1 (and 0) executed client 0's
+    message at k = 1 and hold its answer; faulty replica 3 sent its CHECKPOINT for k = 2
+    to replica 2 only, so replica 2 transferred to the stable checkpoint 2 by snapshot
+    (votes 0, 1, 3) while replicas 0 and 1 hold only their own two votes. Replica 1
+    re-sends its CHECKPOINT (tick): replica 2, stable there and holding exactly that state,
+    answers with its own vote (as a restarted replica does for its stored checkpoint),
+    and checkpoint 2 becomes stable at replica 1 -- which can now answer the client's
+    retries FINAL (f+1 FINAL INFORMs are a proof; 2 correct replicas can never give nf).
+    Without it replica 1's answers stay non-final until some later checkpoint: with no
+    more traffic, the client waits until OutcomeUnknown."""
+    H = cluster("ts", checkpoint_period=2, window=4, batch_size=100)
+    r1, r2 = H.replica(1), H.replica(2)
+    m1 = H.message(0, [(1, 1, codec.OP_UPDATE, b"x")])
+    H.commit(r1, 1, [m1], 0.1)
+    out = H.commit(r1, 2, [H.message(1, [(1, 2, codec.OP_UPDATE, b"y")])], 0.1)
+    [own] = H.to_all(out, codec.CHECKPOINT, 1)
+    state, chain = own.state_digest, own.chain_digest
+    r1.on_message(H.checkpoint(0, 2, state, chain, to=1), 0.1)
+    assert r1.checkpoints.stable.seq == 0                  # votes 0 and 1: not stable
+    for s in (0, 1, 3):
+        r2.on_message(H.checkpoint(s, 2, state, chain, to=2), 0.2)
+    frame = codec.encode_state_reply(1, 0, 2, snapshot=r1.snapshot_bytes(2))
+    r2.on_message(H.mac(1, 2, frame), 0.2)
+    assert r2.k_exec == 2 and r2.checkpoints.stable.seq == 2
+    # replica 1's retransmitted CHECKPOINT reaches replica 2
+    answer = r2.on_message(H.checkpoint(1, 2, state, chain, to=2), 1.0)
+    for a in H.sends(answer, codec.CHECKPOINT):
+        r1.on_message(a.data, 1.0)
+    assert r1.checkpoints.stable.seq == 2, "checkpoint 2 never becomes stable at replica 1"
+    [reply] = [a for a in r1.on_message(codec.encode_request(m1), 1.1) if isinstance(a, Reply)]
+    assert codec.decode(reply.data).final
