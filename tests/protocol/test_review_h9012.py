@@ -101,3 +101,31 @@ def test_a_replica_that_took_a_checkpoint_by_snapshot_helps_its_peers_make_it_st
     assert r1.checkpoints.stable.seq == 2, "checkpoint 2 never becomes stable at replica 1"
     [reply] = [a for a in r1.on_message(codec.encode_request(m1), 1.1) if isinstance(a, Reply)]
     assert codec.decode(reply.data).final
+
+
+def test_a_faulty_clients_overlapping_ids_do_not_make_the_primary_walk_its_queue(cluster):
+    """A faulty client's message A (ids 5 and 10) executes while its message B (id 10,
+    valid: ids increase inside a message only) is queued: B's pending key is now 'executed
+    without inform'. Each retry of B made the primary run ``_settle_executed``, a walk of
+    its whole queue (up to pending_requests_max messages) and window, once per such pair:
+    O(queue) per faulty message. It needs no walk: that one key leaves the pending set (the
+    queued B executes as a DUPLICATE)."""
+    H = cluster("ts", batch_size=2, batch_timeout_s=1.0, window=4, checkpoint_period=2)
+    r0 = H.replica(0)
+    a = H.message(0, [(5, 1, codec.OP_UPDATE, b"a"), (10, 2, codec.OP_UPDATE, b"a")])
+    b = H.message(0, [(10, 3, codec.OP_UPDATE, b"b")])
+    r0.on_message(codec.encode_request(a), 0.0)        # proposed at k = 1
+    r0.on_message(codec.encode_request(b), 0.0)        # queued, then proposed at k = 2
+    for j in range(1, 30):                             # others wait for the window
+        r0.on_message(H.request(1 + j % 3, [(j, 100 + j, codec.OP_UPDATE, b"q")]), 0.0)
+    assert len(r0.ready) >= 10
+    h = H.digest([a])
+    r0.on_message(H.support(1, 0, 1, h), 0.1)
+    r0.on_message(H.support(2, 0, 1, h), 0.1)
+    assert r0.k_exec == 1 and (0, 10) in r0.pending
+    walked = []
+    settle = r0._settle_executed
+    r0._settle_executed = lambda: walked.append(1) or settle()
+    r0.on_message(codec.encode_request(b), 0.2)
+    assert (0, 10) not in r0.pending
+    assert walked == [], "a faulty client's retry walked the primary's whole queue"

@@ -444,10 +444,14 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
             if not self._kv_executed(cid, key[1]):
                 return self._drop("request-pending")
             # §2.5: pending means queued or proposed and not yet executed, yet our state
-            # says it executed: it came by a path that bypassed ``inform``. Settle the
-            # queue, then treat it as the executed message it is (below)
+            # says it executed: it came by a path that bypassed ``inform`` (a state
+            # transfer settles the whole queue itself), or a faulty client's earlier message
+            # carried this id too (ids increase inside a message only). That key leaves,
+            # O(1): a walk of the queue here was O(queue) per faulty message (§4.13); a
+            # copy still queued executes as a DUPLICATE. Then treat it as the executed
+            # message it is (below)
             self.stats["pending-found-executed"] += 1
-            self._settle_executed()
+            self.pending.discard(key)
         if answered is None and self._kv_executed(cid, key[1]):
             # executed here (our kv's exactly-once window says so), its answer not in our
             # cache (evicted, or its position came by state transfer): ordering it again
@@ -520,8 +524,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
           (or below the exactly-once window): their primary owes nothing more.
 
         Returns how many keys left the pending set. O(queue + window) per call: it runs
-        once per state transfer, and on a pending key found executed (then that key is
-        gone: a replayed retry cannot make it run again)."""
+        once per state transfer."""
         executed = self._kv_executed
         keep: set = set()
         if self.open_messages:
