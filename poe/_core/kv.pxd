@@ -11,17 +11,29 @@ ctypedef struct kv_slot:             # one record of the open-addressing key tab
     uint32_t used
 
 
-ctypedef struct kv_client:           # exactly-once window of one client
+cdef enum:
+    KV_WINDOW = 1024                 # request ids per client's exactly-once window (kv.WINDOW)
+    KV_WINDOW_WORDS = 16             # KV_WINDOW / 64
+
+
+ctypedef struct kv_window:           # exactly-once window of one client
     uint64_t max_t                   # highest executed request id
-    uint64_t bitmap                  # bit i set <=> request max_t - i was executed
+    # a ring: bit p (word p / 64, bit p % 64) with p = (-t) mod KV_WINDOW is set <=> request
+    # t, max_t - KV_WINDOW < t <= max_t, was executed; every other bit is clear. Digests,
+    # snapshots and client_state() see it rotated (bit i <=> request max_t - i, kv doc)
+    uint64_t bits[KV_WINDOW_WORDS]
+
+
+ctypedef struct kv_client:
+    kv_window w
     uint32_t client
     uint32_t used
 
 
 ctypedef struct kv_undo:             # one undo entry; applied in reverse order
     uint64_t key                     # key, or client id for the client kinds
-    uint64_t max_t                   # old client state (UNDO_CLIENT_STATE)
-    uint64_t bitmap
+    uint64_t win                     # UNDO_CLIENT_STATE: serial of its old window in the
+                                     # window log (index wlog_base + i <=> wlog[i])
     unsigned char* val               # old value, owned by the log (UNDO_KEY_VALUE)
     uint32_t len
     uint32_t kind
@@ -52,6 +64,10 @@ ctypedef struct kv_state:
     size_t* marks                    # marks[i]: first undo entry of seq final_seq + 1 + i
     size_t marks_len
     size_t marks_cap
+    kv_window* wlog                  # old windows of the UNDO_CLIENT_STATE entries, in order
+    size_t wlog_len
+    size_t wlog_cap
+    uint64_t wlog_base               # serial of wlog[0]
     uint64_t undo_value_bytes        # bytes of old values owned by the undo log
     unsigned char* out               # scratch for result encoding, reused across batches
     size_t out_cap
