@@ -56,8 +56,10 @@ digest with the stable checkpoint's d_state (§5.5).
 
 Captured checkpoints (``capture`` / ``snapshot_at``, issue 15): a checkpoint costs only the
 digest refresh above; nothing is encoded. ``snapshot_at(k)`` encodes the state at a captured
-k later, from the current tables where, for each key (client) that changed after k, the
-first undo entry recorded after k's mark supplies its value (window) at k, or its absence.
+k later, from the current tables where, for each key that changed after k, the first undo
+entry recorded after k's mark supplies its value at k, or its absence; a client's window at
+k is its current one with its undo entries after k's mark applied to a copy, newest first
+(each saves the old max_t and the words of the window its message changed).
 Execution only inserts and overwrites, so the result is byte for byte what ``snapshot()``
 returned at k. A capture lives while final_seq <= k <= executed_seq: a rollback below k
 or a finalize above k (whose undo entries are then gone) drops it, and so does a load.
@@ -181,7 +183,8 @@ if KV_WINDOW < POE_MAX_OPS_PER_MSG or KV_WINDOW != 64 * KV_WINDOW_WORDS:
 
 
 ctypedef struct kv_client_rec:       # a client's window, for sorting by id
-    kv_window w
+    uint64_t max_t
+    kv_bits b
     uint32_t client
 
 
@@ -191,28 +194,49 @@ cdef int _cmp_client(const void* a, const void* b) noexcept nogil:
 
 
 cdef inline uint64_t _win_pos(uint64_t t) noexcept nogil:
-    """Ring position of request id t (kv.pxd: kv_window)."""
+    """Ring position of request id t (kv.pxd: kv_bits)."""
     return (<uint64_t>0 - t) & (KV_WINDOW - 1)
 
 
-cdef inline bint _win_has(const kv_window* w, uint64_t t) noexcept nogil:
+cdef inline bint _win_has(const kv_bits* b, uint64_t t) noexcept nogil:
     cdef uint64_t p = _win_pos(t)
-    return (w.bits[p >> 6] >> (p & 63)) & 1
+    return (b.w[p >> 6] >> (p & 63)) & 1
 
 
-cdef inline void _win_slide(kv_window* w, uint64_t t) noexcept nogil:
-    """Slide the window up to t > max_t: ids max_t+1 .. t take the positions of the ids
-    leaving it (cleared), then t is marked executed."""
-    cdef uint64_t d = t - w.max_t, x, p
-    if d >= KV_WINDOW:
-        memset(w.bits, 0, sizeof(w.bits))
-    else:
-        for x in range(w.max_t + 1, t):
-            p = _win_pos(x)
-            w.bits[p >> 6] &= ~((<uint64_t>1) << (p & 63))
-    w.max_t = t
+cdef inline void _win_save(kv_state* s, kv_undo* u, const kv_bits* b, uint64_t word,
+                           uint32_t* saved) noexcept nogil:
+    """Before word ``word`` of bitmap b first changes for the message whose client entry is
+    u (NULL: its client is new, the undo deletes it), save it in the window log (capacity
+    reserved by the caller). ``saved``: the words saved so far for u, one bit each."""
+    if u == NULL or (saved[0] >> word) & 1:
+        return
+    saved[0] |= (<uint32_t>1) << word
+    s.wlog[s.wlog_len].bits = b.w[word]
+    s.wlog[s.wlog_len].word = word
+    s.wlog_len += 1
+    u.len += 1
+
+
+cdef inline void _win_mark(kv_state* s, kv_undo* u, kv_client* c, kv_bits* b, uint64_t t,
+                           uint32_t* saved) noexcept nogil:
+    """Mark request t executed (t > max_t - KV_WINDOW, not marked yet); for t > max_t the
+    window slides up to t first: ids max_t+1 .. t take the positions of the ids leaving it,
+    cleared. Every word changed is saved first (_win_save)."""
+    cdef uint64_t x, p, word
+    if t > c.max_t:
+        if t - c.max_t >= KV_WINDOW:
+            for word in range(<uint64_t>KV_WINDOW_WORDS):
+                _win_save(s, u, b, word, saved)
+            memset(b.w, 0, sizeof(kv_bits))
+        else:
+            for x in range(c.max_t + 1, t):
+                p = _win_pos(x)
+                _win_save(s, u, b, p >> 6, saved)
+                b.w[p >> 6] &= ~((<uint64_t>1) << (p & 63))
+        c.max_t = t
     p = _win_pos(t)
-    w.bits[p >> 6] |= (<uint64_t>1) << (p & 63)
+    _win_save(s, u, b, p >> 6, saved)
+    b.w[p >> 6] |= (<uint64_t>1) << (p & 63)
 
 
 cdef inline void _win_rotate(const uint64_t* src, uint64_t* dst, uint64_t r) noexcept nogil:
@@ -227,17 +251,16 @@ cdef inline void _win_rotate(const uint64_t* src, uint64_t* dst, uint64_t r) noe
             dst[w] = src[(w + ws) & (KV_WINDOW_WORDS - 1)]
 
 
-cdef inline void _win_bitmap(const kv_window* w, uint64_t* out) noexcept nogil:
+cdef inline void _win_bitmap(uint64_t max_t, const kv_bits* b, uint64_t* out) noexcept nogil:
     """The window as its bitmap (bit i <=> request max_t - i executed), KV_WINDOW_WORDS
     words, least significant first: the ring rotated so that max_t's position is bit 0."""
-    _win_rotate(w.bits, out, _win_pos(w.max_t))
+    _win_rotate(b.w, out, _win_pos(max_t))
 
 
-cdef inline void _win_from_bitmap(kv_window* w, uint64_t max_t, const uint64_t* bitmap) \
+cdef inline void _win_from_bitmap(uint64_t max_t, const uint64_t* bitmap, kv_bits* b) \
         noexcept nogil:
     """Inverse of _win_bitmap."""
-    w.max_t = max_t
-    _win_rotate(bitmap, w.bits, (KV_WINDOW - _win_pos(max_t)) & (KV_WINDOW - 1))
+    _win_rotate(bitmap, b.w, (KV_WINDOW - _win_pos(max_t)) & (KV_WINDOW - 1))
 BUCKETS = KV_BUCKETS
 ACCELERATED_SHA256 = bool(poe_sha256_select())
 
@@ -422,6 +445,14 @@ cdef int64_t _client_insert(kv_state* s, uint32_t client) noexcept nogil:
     """Insert an absent client with state (0, 0); returns its index or -1 (no memory)."""
     cdef uint64_t old_cap = s.client_mask + 1, cap, i, j, mask
     cdef kv_client* fresh
+    cdef kv_bits* bits
+    if s.nclients == s.bits_cap:
+        cap = 16 if s.bits_cap < 16 else s.bits_cap * 2
+        bits = <kv_bits*>kv_realloc(s.bits, cap * sizeof(kv_bits))
+        if bits == NULL:
+            return -1
+        s.bits = bits
+        s.bits_cap = cap
     if (s.nclients + 1) * 10 > old_cap * 7:
         cap = old_cap * 2
         fresh = <kv_client*>kv_calloc(cap, sizeof(kv_client))
@@ -441,7 +472,9 @@ cdef int64_t _client_insert(kv_state* s, uint32_t client) noexcept nogil:
     while s.clients[i].used:
         i = (i + 1) & s.client_mask
     s.clients[i].client = client
-    memset(&s.clients[i].w, 0, sizeof(kv_window))
+    s.clients[i].max_t = 0
+    s.clients[i].bits = <uint32_t>s.nclients
+    memset(&s.bits[s.nclients], 0, sizeof(kv_bits))
     s.clients[i].used = 1
     s.nclients += 1
     s.clients_dirty = 1
@@ -450,7 +483,16 @@ cdef int64_t _client_insert(kv_state* s, uint32_t client) noexcept nogil:
 
 
 cdef void _client_delete_at(kv_state* s, uint64_t i) noexcept nogil:
-    cdef uint64_t mask = s.client_mask, j = i, home
+    cdef uint64_t mask = s.client_mask, j = i, home, k
+    cdef uint32_t last = <uint32_t>(s.nclients - 1), freed = s.clients[i].bits
+    if freed != last:
+        # keep the bitmaps dense: the last one moves into the freed place (never happens
+        # by undo, which deletes the newest client first, but cheap to keep right)
+        for k in range(mask + 1):
+            if s.clients[k].used and s.clients[k].bits == last:
+                s.bits[freed] = s.bits[last]
+                s.clients[k].bits = freed
+                break
     while True:
         j = (j + 1) & mask
         if not s.clients[j].used:
@@ -490,28 +532,19 @@ cdef inline kv_undo* _undo_push(kv_state* s, uint32_t kind, uint64_t key) noexce
     u.key = key
     u.val = NULL
     u.len = 0
-    u.win = 0
+    u.max_t = 0
     return u
-
-
-cdef inline void _undo_push_window(kv_state* s, uint32_t client, const kv_window* w) \
-        noexcept nogil:
-    """Append an UNDO_CLIENT_STATE entry saving window w (capacity reserved by the caller)."""
-    cdef kv_undo* u = _undo_push(s, UNDO_CLIENT_STATE, client)
-    u.win = s.wlog_base + s.wlog_len
-    s.wlog[s.wlog_len] = w[0]
-    s.wlog_len += 1
 
 
 cdef int _wlog_reserve(kv_state* s, size_t extra) noexcept nogil:
     cdef size_t cap
-    cdef kv_window* wlog
+    cdef kv_wsave* wlog
     if s.wlog_len + extra <= s.wlog_cap:
         return 0
-    cap = 256 if s.wlog_cap < 256 else s.wlog_cap
+    cap = 1024 if s.wlog_cap < 1024 else s.wlog_cap
     while cap < s.wlog_len + extra:
         cap *= 2
-    wlog = <kv_window*>kv_realloc(s.wlog, cap * sizeof(kv_window))
+    wlog = <kv_wsave*>kv_realloc(s.wlog, cap * sizeof(kv_wsave))
     if wlog == NULL:
         return -1
     s.wlog = wlog
@@ -522,7 +555,9 @@ cdef int _wlog_reserve(kv_state* s, size_t extra) noexcept nogil:
 cdef int _undo_to(kv_state* s, size_t start) noexcept nogil:
     """Apply undo entries [start, undo_len) in reverse order; -1 if the log is inconsistent."""
     cdef kv_undo* u
+    cdef kv_bits* b
     cdef int64_t i
+    cdef size_t j
     cdef int rc = 0
     while s.undo_len > start:
         s.undo_len -= 1
@@ -547,12 +582,15 @@ cdef int _undo_to(kv_state* s, size_t start) noexcept nogil:
                 _delete_at(s, <uint64_t>i)
         elif u.kind == UNDO_CLIENT_STATE:
             i = _client_find(s, <uint32_t>u.key)
-            # its window is the newest in the log: entries are undone in reverse order
-            if i < 0 or u.win != s.wlog_base + s.wlog_len - 1 or s.wlog_len == 0:
+            # its saved words are the newest in the log: entries are undone in reverse order
+            if i < 0 or u.len > s.wlog_len:
                 rc = -1
             else:
-                s.wlog_len -= 1
-                s.clients[i].w = s.wlog[s.wlog_len]
+                b = &s.bits[s.clients[i].bits]
+                for j in range(s.wlog_len - u.len, s.wlog_len):
+                    b.w[s.wlog[j].word & (KV_WINDOW_WORDS - 1)] = s.wlog[j].bits
+                s.wlog_len -= u.len
+                s.clients[i].max_t = u.max_t
                 s.clients_dirty = 1
                 s.state_dirty = 1
         elif u.kind == UNDO_CLIENT_ABSENT:
@@ -596,10 +634,13 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
     cdef uint32_t client, j, nops, rlen
     cdef uint16_t vlen
     cdef uint8_t code, status
-    cdef uint64_t t, key, wp
+    cdef uint64_t t, key
     cdef int64_t ci, i
     cdef kv_client* c
+    cdef kv_bits* b
     cdef kv_undo* u
+    cdef kv_undo* cu                  # the message's UNDO_CLIENT_STATE entry (NULL: none)
+    cdef uint32_t saved               # words of the window it saved, one bit each
     cdef bint recorded, run
     cdef int zero = s.zero_payload
     for m in range(count):
@@ -616,6 +657,8 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
         pos += RES_CM_HEADER
         ci = _client_find(s, client)
         recorded = False
+        cu = NULL
+        saved = 0
         if ci < 0:
             ci = _client_insert(s, client)
             if ci < 0:
@@ -623,6 +666,7 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
             _undo_push(s, UNDO_CLIENT_ABSENT, client)
             recorded = True
         c = &s.clients[ci]            # stable: the client table changes only above
+        b = &s.bits[c.bits]
         q = p + POE_CM_HEADER
         for j in range(nops):
             t = poe_rd64(q)
@@ -636,10 +680,10 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
             o = s.out + pos
             rlen = 0
             run = False
-            if t > c.w.max_t:
+            if t > c.max_t:
                 run = True
-            elif c.w.max_t - t < KV_WINDOW:
-                if _win_has(&c.w, t):
+            elif c.max_t - t < KV_WINDOW:
+                if _win_has(b, t):
                     status = POE_ST_DUPLICATE
                 else:
                     run = True
@@ -647,13 +691,10 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
                 status = POE_ST_STALE
             if run:
                 if not recorded:
-                    _undo_push_window(s, client, &c.w)
+                    cu = _undo_push(s, UNDO_CLIENT_STATE, client)
+                    cu.max_t = c.max_t
                     recorded = True
-                if t > c.w.max_t:
-                    _win_slide(&c.w, t)
-                else:
-                    wp = _win_pos(t)
-                    c.w.bits[wp >> 6] |= (<uint64_t>1) << (wp & 63)
+                _win_mark(s, cu, c, b, t, &saved)
                 s.clients_dirty = 1
                 s.state_dirty = 1
                 status = POE_ST_OK
@@ -749,7 +790,8 @@ cdef kv_client_rec* _clients_sorted(kv_state* s) noexcept nogil:
     for i in range(s.client_mask + 1):
         if s.clients[i].used:
             recs[n].client = s.clients[i].client
-            recs[n].w = s.clients[i].w
+            recs[n].max_t = s.clients[i].max_t
+            recs[n].b = s.bits[s.clients[i].bits]
             n += 1
     qsort(recs, n, sizeof(kv_client_rec), _cmp_client)
     return recs
@@ -760,8 +802,8 @@ cdef inline void _client_rec_encode(unsigned char* p, const kv_client_rec* r) no
     cdef uint64_t bitmap[KV_WINDOW_WORDS]
     cdef uint32_t w
     poe_wr32(p, r.client)
-    poe_wr64(p + 4, r.w.max_t)
-    _win_bitmap(&r.w, bitmap)
+    poe_wr64(p + 4, r.max_t)
+    _win_bitmap(r.max_t, &r.b, bitmap)
     for w in range(<uint32_t>KV_WINDOW_WORDS):
         poe_wr64(p + 12 + 8 * w, bitmap[w])
 
@@ -799,8 +841,8 @@ cdef int _refresh_digest(kv_state* s) noexcept nogil:
     return 0
 
 
-cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask_out) noexcept nogil:
-    """For every key (clients: every client) named by undo entries [start, undo_len), the
+cdef size_t* _undo_first(kv_state* s, size_t start, uint64_t* mask_out) noexcept nogil:
+    """For every key named by the key entries of [start, undo_len), the
     index + 1 of the FIRST of them, in an open-addressing table (load factor <= 1/2, keyed
     probe hash; 0 = empty); *mask_out = capacity - 1. NULL only when out of memory.
     That entry recorded the key's state just before its first change after ``start``, i.e.
@@ -809,7 +851,6 @@ cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask
     cdef size_t u, e, n = s.undo_len - start
     cdef size_t* table
     cdef uint32_t kind
-    cdef bint is_client
     while cap < 2 * <uint64_t>n:
         cap <<= 1
     table = <size_t*>kv_calloc(cap, sizeof(size_t))
@@ -818,11 +859,10 @@ cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask
     mask = cap - 1
     for u in range(start, s.undo_len):
         kind = s.undo[u].kind
-        is_client = kind == UNDO_CLIENT_ABSENT or kind == UNDO_CLIENT_STATE
-        if is_client != clients:
+        if kind != UNDO_KEY_ABSENT and kind != UNDO_KEY_VALUE:
             continue
         key = s.undo[u].key
-        h = (_client_hash(s, <uint32_t>key) if clients else _slot_hash(s, key)) & mask
+        h = _slot_hash(s, key) & mask
         while True:
             e = table[h]
             if e == 0:
@@ -836,9 +876,9 @@ cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask
 
 
 cdef inline int64_t _undo_lookup(const kv_state* s, const size_t* table, uint64_t mask,
-                                 uint64_t key, bint clients) noexcept nogil:
+                                 uint64_t key) noexcept nogil:
     """Index of the first undo entry for key in a table of _undo_first, or -1."""
-    cdef uint64_t h = (_client_hash(s, <uint32_t>key) if clients else _slot_hash(s, key)) & mask
+    cdef uint64_t h = _slot_hash(s, key) & mask
     cdef size_t e
     while True:
         e = table[h]
@@ -897,27 +937,31 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
     state at ``seq`` when start is seq's undo mark (start = undo_len: the current state),
     whose state digest the caller passes. The store is only read: a value changed since is
     taken from the undo entry that holds it, a key inserted since (first entry: absent) is
-    left out, and likewise for clients. Execution only inserts and overwrites (deletion
-    happens only by undo), so every key and client at ``seq`` is still in the tables."""
+    left out. A client's window at ``seq`` is its current one with the client entries after
+    start undone on a copy (newest first: the saved words and old max_t), a client first
+    seen after start is left out. Execution only inserts and overwrites (deletion happens
+    only by undo), so every key and client at ``seq`` is still in the tables."""
     cdef size_t* ktab = NULL
-    cdef size_t* ctab = NULL
-    cdef uint64_t kmask = 0, cmask = 0, i, n = 0, nc = 0
+    cdef uint64_t kmask = 0, i, n = 0, nc = 0
     cdef kv_snap_rec* recs = NULL
     cdef kv_client_rec* crecs = NULL
+    cdef unsigned char* gone = NULL
     cdef const kv_undo* u
     cdef int64_t j
+    cdef size_t e, x, wpos
     cdef size_t size = SNAP_HEADER + 32, pos
     cdef bytes out
     cdef unsigned char* p
     try:
         if start < s.undo_len:
-            ktab = _undo_first(s, start, False, &kmask)
-            ctab = _undo_first(s, start, True, &cmask)
-            if ktab == NULL or ctab == NULL:
+            ktab = _undo_first(s, start, &kmask)
+            if ktab == NULL:
                 raise MemoryError()
         recs = <kv_snap_rec*>kv_malloc((s.records + 1) * sizeof(kv_snap_rec))
-        crecs = <kv_client_rec*>kv_malloc((s.nclients + 1) * sizeof(kv_client_rec))
-        if recs == NULL or crecs == NULL:
+        # clients by their slot in the client table first, compacted below
+        crecs = <kv_client_rec*>kv_malloc((s.client_mask + 1) * sizeof(kv_client_rec))
+        gone = <unsigned char*>kv_calloc(s.client_mask + 1, 1)
+        if recs == NULL or crecs == NULL or gone == NULL:
             raise MemoryError()
         for i in range(s.slot_mask + 1):
             if not s.slots[i].used:
@@ -926,7 +970,7 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
             recs[n].val = s.slots[i].val
             recs[n].len = s.slots[i].len
             if ktab != NULL:
-                j = _undo_lookup(s, ktab, kmask, recs[n].key, False)
+                j = _undo_lookup(s, ktab, kmask, recs[n].key)
                 if j >= 0:
                     u = &s.undo[j]
                     if u.kind == UNDO_KEY_ABSENT:      # inserted after seq
@@ -936,19 +980,31 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
             size += SNAP_RECORD_MIN + recs[n].len
             n += 1
         for i in range(s.client_mask + 1):
-            if not s.clients[i].used:
+            if s.clients[i].used:
+                crecs[i].client = s.clients[i].client
+                crecs[i].max_t = s.clients[i].max_t
+                crecs[i].b = s.bits[s.clients[i].bits]
+        wpos = s.wlog_len
+        e = s.undo_len
+        while e > start:
+            e -= 1
+            u = &s.undo[e]
+            if u.kind != UNDO_CLIENT_STATE and u.kind != UNDO_CLIENT_ABSENT:
                 continue
-            crecs[nc].client = s.clients[i].client
-            crecs[nc].w = s.clients[i].w
-            if ctab != NULL:
-                j = _undo_lookup(s, ctab, cmask, crecs[nc].client, True)
-                if j >= 0:
-                    u = &s.undo[j]
-                    if u.kind == UNDO_CLIENT_ABSENT:   # first request after seq
-                        continue
-                    # UNDO_CLIENT_STATE: its window at seq, from the window log
-                    crecs[nc].w = s.wlog[u.win - s.wlog_base]
-            nc += 1
+            j = _client_find(s, <uint32_t>u.key)
+            if j < 0 or (u.kind == UNDO_CLIENT_STATE and u.len > wpos):
+                raise AssertionError("kv: undo log inconsistent with the client table")
+            if u.kind == UNDO_CLIENT_ABSENT:
+                gone[j] = 1                            # first request after seq
+                continue
+            wpos -= u.len
+            for x in range(wpos, wpos + u.len):
+                crecs[j].b.w[s.wlog[x].word & (KV_WINDOW_WORDS - 1)] = s.wlog[x].bits
+            crecs[j].max_t = u.max_t
+        for i in range(s.client_mask + 1):
+            if s.clients[i].used and not gone[i]:
+                crecs[nc] = crecs[i]                   # nc <= i
+                nc += 1
         _sort_snap_recs(recs, n)
         qsort(crecs, nc, sizeof(kv_client_rec), _cmp_client)
         size += nc * SNAP_CLIENT
@@ -972,9 +1028,9 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
         poe_sha256(p, pos, p + pos)
     finally:
         kv_free(ktab)
-        kv_free(ctab)
         kv_free(recs)
         kv_free(crecs)
+        kv_free(gone)
     return out
 
 
@@ -1115,6 +1171,7 @@ cdef class KVStore:
                 kv_free(self.st.buckets[b].keys)
         kv_free(self.st.slots)
         kv_free(self.st.clients)
+        kv_free(self.st.bits)
         kv_free(self.st.buckets)
         kv_free(self.st.undo)
         kv_free(self.st.marks)
@@ -1135,7 +1192,7 @@ cdef class KVStore:
         """Memory held by the undo log: entries, owned old values, old client windows and
         sequence marks."""
         return (self.st.undo_len * sizeof(kv_undo) + self.st.undo_value_bytes
-                + self.st.wlog_len * sizeof(kv_window) + self.st.marks_len * sizeof(size_t))
+                + self.st.wlog_len * sizeof(kv_wsave) + self.st.marks_len * sizeof(size_t))
 
     @property
     def clients(self):
@@ -1158,10 +1215,10 @@ cdef class KVStore:
         cdef uint32_t w
         if i < 0:
             return None
-        _win_bitmap(&self.st.clients[i].w, bitmap)
+        _win_bitmap(self.st.clients[i].max_t, &self.st.bits[self.st.clients[i].bits], bitmap)
         for w in range(<uint32_t>KV_WINDOW_WORDS):
             poe_wr64(enc + 8 * w, bitmap[w])
-        return (self.st.clients[i].w.max_t,
+        return (self.st.clients[i].max_t,
                 int.from_bytes(PyBytes_FromStringAndSize(<const char*>enc, sizeof(enc)),
                                "little"))
 
@@ -1170,15 +1227,15 @@ cdef class KVStore:
         alone: codec.ST_OK (it would execute), ST_DUPLICATE (executed, inside the window)
         or ST_STALE (below the window: executed long ago or never; it never executes)."""
         cdef int64_t i = _client_find(&self.st, client)
-        cdef kv_window* w
+        cdef kv_client* c
         if i < 0:
             return POE_ST_OK
-        w = &self.st.clients[i].w
-        if t > w.max_t:
+        c = &self.st.clients[i]
+        if t > c.max_t:
             return POE_ST_OK
-        if w.max_t - t >= KV_WINDOW:
+        if c.max_t - t >= KV_WINDOW:
             return POE_ST_STALE
-        return POE_ST_DUPLICATE if _win_has(w, t) else POE_ST_OK
+        return POE_ST_DUPLICATE if _win_has(&self.st.bits[c.bits], t) else POE_ST_OK
 
     def load(self, records):
         """YCSB load phase: put every (key, value) of records (last one wins); not undoable."""
@@ -1229,10 +1286,10 @@ cdef class KVStore:
                 raise MemoryError()
             self.st.marks = marks
             self.st.marks_cap = cap
-        # at most one key entry per operation and one client entry (and saved window) per
-        # client message
+        # at most one key entry per operation and one client entry per client message, which
+        # saves each word of its client's window at most once
         if _undo_reserve(&self.st, <size_t>(batch.nops + batch.count)) < 0 \
-                or _wlog_reserve(&self.st, <size_t>batch.count) < 0:
+                or _wlog_reserve(&self.st, <size_t>batch.count * KV_WINDOW_WORDS) < 0:
             raise MemoryError()
         res = Results.__new__(Results)
         res.offsets = <Py_ssize_t*>kv_malloc((batch.count + 1) * sizeof(Py_ssize_t))
@@ -1298,7 +1355,7 @@ cdef class KVStore:
         A k at or below final_seq is a no-op; above executed_seq is an error."""
         cdef size_t end, u, drop, cap, wdrop = 0
         cdef kv_undo* undo
-        cdef kv_window* wlog
+        cdef kv_wsave* wlog
         if k > self.executed_seq:
             raise ValueError(f"cannot finalize {k}: only {self.executed_seq} executed")
         if k <= self.final_seq:
@@ -1310,12 +1367,11 @@ cdef class KVStore:
                 kv_free(self.st.undo[u].val)
                 self.st.undo_value_bytes -= self.st.undo[u].len
             elif self.st.undo[u].kind == UNDO_CLIENT_STATE:
-                wdrop += 1
+                wdrop += self.st.undo[u].len
         if wdrop:
             memmove(self.st.wlog, self.st.wlog + wdrop,
-                    (self.st.wlog_len - wdrop) * sizeof(kv_window))
+                    (self.st.wlog_len - wdrop) * sizeof(kv_wsave))
             self.st.wlog_len -= wdrop
-            self.st.wlog_base += wdrop
         memmove(self.st.undo, self.st.undo + end, (self.st.undo_len - end) * sizeof(kv_undo))
         self.st.undo_len -= end
         memmove(self.st.marks, self.st.marks + drop,
@@ -1333,9 +1389,9 @@ cdef class KVStore:
             if undo != NULL:
                 self.st.undo = undo
                 self.st.undo_cap = cap
-        if self.st.wlog_cap > 4096 and self.st.wlog_len < self.st.wlog_cap // 4:
-            cap = self.st.wlog_len * 2 if self.st.wlog_len * 2 > 256 else 256
-            wlog = <kv_window*>kv_realloc(self.st.wlog, cap * sizeof(kv_window))
+        if self.st.wlog_cap > 65536 and self.st.wlog_len < self.st.wlog_cap // 4:
+            cap = self.st.wlog_len * 2 if self.st.wlog_len * 2 > 1024 else 1024
+            wlog = <kv_wsave*>kv_realloc(self.st.wlog, cap * sizeof(kv_wsave))
             if wlog != NULL:
                 self.st.wlog = wlog
                 self.st.wlog_cap = cap
@@ -1468,7 +1524,8 @@ cdef class KVStore:
             ci = _client_insert(&store.st, client)
             if ci < 0:
                 raise MemoryError()
-            _win_from_bitmap(&store.st.clients[ci].w, max_t, bitmap)
+            store.st.clients[ci].max_t = max_t
+            _win_from_bitmap(max_t, bitmap, &store.st.bits[store.st.clients[ci].bits])
             pos += SNAP_CLIENT
             prev_client = client
         if _refresh_digest(&store.st) < 0:
