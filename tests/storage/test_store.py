@@ -2,6 +2,7 @@
 equivocation refusal, and the chain checks of check_store."""
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 import pytest
@@ -157,7 +158,6 @@ def test_a_version_1_snapshot_is_refused_by_name(tmp_path, monkeypatch):
     kv.execute_noop(1)
     snap = kv.snapshot()
     old = b"PoE/KV-SNAP/v1\0\0" + snap[16:-32]
-    import hashlib
     s._set_checkpoint(0, CheckpointProof(1, kv.state_digest(), b"\0" * 32, ((0, b"x"),)),
                       old + hashlib.sha256(old).digest())
     with pytest.raises(StoreError, match="snapshot of checkpoint 1: a kv snapshot of "
