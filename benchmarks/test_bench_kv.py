@@ -31,7 +31,8 @@ CM = struct.Struct("<IHH")
 OP = struct.Struct("<QQBH")
 RES_CM = struct.Struct("<IIH")
 RES_OP = struct.Struct("<QBH")
-MASK64 = 2**64 - 1
+WINDOW = kv.WINDOW                  # the exactly-once window, as the kernel keeps it
+MASKW = 2**WINDOW - 1
 
 
 class Workload:
@@ -91,8 +92,8 @@ class PyKV:
                 result = b""
                 if t > max_t:
                     d = t - max_t
-                    state[0], state[1] = t, ((bitmap << d) | 1) & MASK64 if d < 64 else 1
-                elif max_t - t < 64:
+                    state[0], state[1] = t, ((bitmap << d) | 1) & MASKW if d < WINDOW else 1
+                elif max_t - t < WINDOW:
                     if bitmap >> (max_t - t) & 1:
                         out += RES_OP.pack(t, codec.ST_DUPLICATE, 0)
                         continue

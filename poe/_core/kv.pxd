@@ -11,19 +11,37 @@ ctypedef struct kv_slot:             # one record of the open-addressing key tab
     uint32_t used
 
 
+cdef enum:
+    KV_WINDOW = 1024                 # request ids per client's exactly-once window (kv.WINDOW)
+    KV_WINDOW_WORDS = 16             # KV_WINDOW / 64
+
+
+ctypedef struct kv_bits:             # the bitmap of a client's exactly-once window, a ring:
+    # bit p (word p / 64, bit p % 64) with p = (-t) mod KV_WINDOW is set <=> request t,
+    # max_t - KV_WINDOW < t <= max_t, was executed; every other bit is clear. Digests,
+    # snapshots and client_state() see it rotated (bit i <=> request max_t - i, kv doc)
+    uint64_t w[KV_WINDOW_WORDS]
+
+
 ctypedef struct kv_client:           # exactly-once window of one client
     uint64_t max_t                   # highest executed request id
-    uint64_t bitmap                  # bit i set <=> request max_t - i was executed
     uint32_t client
     uint32_t used
+    uint32_t bits                    # its bitmap: kv_state.bits[bits] (kept apart, so that
+                                     # the probed table stays small)
+
+
+ctypedef struct kv_wsave:            # a word of a client's window before a message changed it
+    uint64_t bits
+    uint64_t word                    # its index in kv_bits.w
 
 
 ctypedef struct kv_undo:             # one undo entry; applied in reverse order
     uint64_t key                     # key, or client id for the client kinds
-    uint64_t max_t                   # old client state (UNDO_CLIENT_STATE)
-    uint64_t bitmap
+    uint64_t max_t                   # UNDO_CLIENT_STATE: the client's old max_t
     unsigned char* val               # old value, owned by the log (UNDO_KEY_VALUE)
-    uint32_t len
+    uint32_t len                     # UNDO_KEY_VALUE: old value's length; UNDO_CLIENT_STATE:
+                                     # words it saved, the newest ones of the window log
     uint32_t kind
 
 
@@ -41,6 +59,8 @@ ctypedef struct kv_state:
     uint64_t slot_mask               # slot capacity - 1 (power of two)
     uint64_t records
     kv_client* clients
+    kv_bits* bits                    # the clients' bitmaps, dense: 0 .. nclients - 1
+    uint64_t bits_cap
     uint64_t client_mask
     uint64_t nclients
     uint64_t k0                      # probe-hash key (from the seed; never reaches a digest)
@@ -52,6 +72,9 @@ ctypedef struct kv_state:
     size_t* marks                    # marks[i]: first undo entry of seq final_seq + 1 + i
     size_t marks_len
     size_t marks_cap
+    kv_wsave* wlog                   # window log: the words the UNDO_CLIENT_STATE entries
+    size_t wlog_len                  # saved, in the order of the entries
+    size_t wlog_cap
     uint64_t undo_value_bytes        # bytes of old values owned by the undo log
     unsigned char* out               # scratch for result encoding, reused across batches
     size_t out_cap

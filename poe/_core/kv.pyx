@@ -14,40 +14,52 @@ execute out of order or twice; walk a batch the codec has not validated; create 
 object per request on the execute path; hand out results that alias store memory; crash or
 read out of bounds on a hostile snapshot (``restore`` raises ValueError with a reason).
 
-Exactly-once rule, per client c (absent client = (max_t 0, bitmap 0)); bit i of the bitmap
-means "request max_t - i was executed":
-  t > max_t               slide the window to t, execute
-  max_t - 63 <= t <= max_t  bit set: DUPLICATE (no effect, empty result); else execute, set bit
-  t < max_t - 63          STALE (no effect, empty result)
-Every executed request (whatever its status) sets its bit. All integers below are
-little-endian.
+Exactly-once rule, per client c, over a window of W = 1024 request ids (``WINDOW``; absent
+client = (max_t 0, no id executed)):
+  t > max_t                    slide the window to t, execute
+  max_t - W < t <= max_t       executed before: DUPLICATE (no effect, empty result);
+                               else execute, mark t executed
+  t <= max_t - W               STALE (no effect, empty result)
+Every executed request (whatever its status) is marked. W covers every id a correct client
+can have in flight: it holds back a message whose last id is W or more above the first id
+of its oldest undecided message (poe/protocol/poe/client.py, PROTOCOL.md §2.2), so no
+message it still awaits is ever STALE; a message carries at most 256 requests (wire.h), so
+one always fits, and its ids only slide the window forward within it. The window's bitmap
+(W bits, bit i <=> request max_t - i executed) is written as W/8 bytes, least significant
+first: bits of ids below 0 (i > max_t) are always clear, bit 0 (max_t) always set. All
+integers below are little-endian.
 
-State digest, version 1 (``state_digest()``), a pure function of records + client table:
+State digest, version 2 (``state_digest()``), a pure function of records + client table:
   bucket(key)    = fmix64(key) >> 54, fmix64 being MurmurHash3's 64-bit finalizer (unkeyed):
                    k ^= k >> 33; k *= 0xff51afd7ed558ccd; k ^= k >> 33;
                    k *= 0xc4ceb9fe1a85ec53; k ^= k >> 33
   bucket_digest  = SHA-256(b"PoE/KV-BUCKET/v1" || for each record of the bucket, by increasing
-                   key: u64 key || u16 len || value)
+                   key: u64 key || u16 len || value)        (unchanged since version 1)
   client_digest  = SHA-256(for each client, by increasing id: u32 client || u64 max_t ||
-                   u64 bitmap)
-  state_digest   = SHA-256(b"PoE/STATE/v1" || u64 record_count || bucket_digest[0] || ... ||
+                   bitmap (W/8 = 128 bytes))
+  state_digest   = SHA-256(b"PoE/STATE/v2" || u64 record_count || bucket_digest[0] || ... ||
                    bucket_digest[1023] || client_digest)
 Bucket digests are cached; a write or undo marks its bucket dirty and only dirty buckets are
-rehashed. No additive or XOR combination is used anywhere.
+rehashed. No additive or XOR combination is used anywhere. (Version 1 had a 64-id window:
+u64 bitmap, tag b"PoE/STATE/v1".)
 
-Snapshot, version 1 (``snapshot()`` / ``KVStore.restore``), canonical for a state and seq:
-  b"PoE/KV-SNAP/v1\\0\\0" (16) || u64 seq || u64 record_count || u64 client_count ||
+Snapshot, version 2 (``snapshot()`` / ``KVStore.restore``), canonical for a state and seq:
+  b"PoE/KV-SNAP/v2\\0\\0" (16) || u64 seq || u64 record_count || u64 client_count ||
   state_digest (32) || records by increasing key: u64 key | u16 len | value ||
-  clients by increasing id: u32 client | u64 max_t | u64 bitmap ||
+  clients by increasing id: u32 client | u64 max_t | bitmap (128) ||
   SHA-256(all preceding bytes) (32)
+A version-1 snapshot (b"PoE/KV-SNAP/v1", 64-id window) is refused with a ValueError that
+says so: it is never read as version 2.
 The trailing checksum catches corruption; the structural checks catch hostile input; the
 embedded digest must equal the restored store's digest. The protocol still compares that
 digest with the stable checkpoint's d_state (§5.5).
 
 Captured checkpoints (``capture`` / ``snapshot_at``, issue 15): a checkpoint costs only the
 digest refresh above; nothing is encoded. ``snapshot_at(k)`` encodes the state at a captured
-k later, from the current tables where, for each key (client) that changed after k, the
-first undo entry recorded after k's mark supplies its value (window) at k, or its absence.
+k later, from the current tables where, for each key that changed after k, the first undo
+entry recorded after k's mark supplies its value at k, or its absence; a client's window at
+k is its current one with its undo entries after k's mark applied to a copy, newest first
+(each saves the old max_t and the words of the window its message changed).
 Execution only inserts and overwrites, so the result is byte for byte what ``snapshot()``
 returned at k. A capture lives while final_seq <= k <= executed_seq: a rollback below k
 or a finalize above k (whose undo entries are then gone) drops it, and so does a load.
@@ -63,7 +75,8 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 
 from poe._core.codec cimport (
     POE_CM_HEADER, POE_MAX_VALUE, POE_OP_HEADER, POE_OP_INSERT, POE_OP_READ, POE_OP_RMW,
-    POE_OP_UPDATE, POE_ST_DUPLICATE, POE_ST_EXISTS, POE_ST_NOT_FOUND, POE_ST_OK, POE_ST_STALE,
+    POE_MAX_OPS_PER_MSG, POE_OP_UPDATE, POE_ST_DUPLICATE, POE_ST_EXISTS, POE_ST_NOT_FOUND,
+    POE_ST_OK, POE_ST_STALE,
     Batch, poe_rd16, poe_rd32, poe_rd64, poe_wr16, poe_wr32, poe_wr64,
 )
 
@@ -123,11 +136,6 @@ cdef extern from *:
         uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
         return (x > y) - (x < y);
     }
-    typedef struct { uint64_t max_t; uint64_t bitmap; uint32_t client; } kv_client_rec;
-    static int kv_cmp_client(const void *a, const void *b) {
-        uint32_t x = ((const kv_client_rec *)a)->client, y = ((const kv_client_rec *)b)->client;
-        return (x > y) - (x < y);
-    }
     typedef struct { uint64_t key; const unsigned char *val; uint32_t len; } kv_snap_rec;
     static int kv_cmp_snap_rec(const void *a, const void *b) {
         uint64_t x = ((const kv_snap_rec *)a)->key, y = ((const kv_snap_rec *)b)->key;
@@ -143,11 +151,6 @@ cdef extern from *:
     uint64_t kv_siphash13_u64(uint64_t k0, uint64_t k1, uint64_t m) nogil
     void kv_fill_value(unsigned char* out, uint32_t n, uint64_t seed, uint64_t key) nogil
     int kv_cmp_u64(const void* a, const void* b) noexcept nogil
-    ctypedef struct kv_client_rec:
-        uint64_t max_t
-        uint64_t bitmap
-        uint32_t client
-    int kv_cmp_client(const void* a, const void* b) noexcept nogil
     ctypedef struct kv_snap_rec:
         uint64_t key
         const unsigned char* val
@@ -161,18 +164,103 @@ cdef enum:
     UNDO_KEY_ABSENT = 1              # undo of an insert: delete the key
     UNDO_KEY_VALUE = 2               # undo of an overwrite: restore the owned old value
     UNDO_CLIENT_ABSENT = 3           # undo of a client's first request: delete the client
-    UNDO_CLIENT_STATE = 4            # restore (max_t, bitmap)
+    UNDO_CLIENT_STATE = 4            # restore the window (saved in the window log)
     RES_CM_HEADER = 10               # u32 client | u32 idx | u16 count
     RES_OP_HEADER = 11               # u64 t | u8 status | u16 rlen
     SNAP_HEADER = 72
     SNAP_RECORD_MIN = 10
-    SNAP_CLIENT = 20
+    SNAP_CLIENT = 12 + 8 * KV_WINDOW_WORDS   # u32 client | u64 max_t | bitmap
     KV_DIGEST_BUF = 2 * 4096 + 64    # bucket digest gather buffer (> 2 records of max size)
 
 cdef const char* BUCKET_TAG = b"PoE/KV-BUCKET/v1"       # 16 bytes
-cdef const char* STATE_TAG = b"PoE/STATE/v1"            # 12 bytes
-cdef const char* SNAP_MAGIC = b"PoE/KV-SNAP/v1\x00\x00"   # 16 bytes
+cdef const char* STATE_TAG = b"PoE/STATE/v2"            # 12 bytes
+cdef const char* SNAP_MAGIC = b"PoE/KV-SNAP/v2\x00\x00"   # 16 bytes
+cdef const char* SNAP_MAGIC_V1 = b"PoE/KV-SNAP/v1\x00\x00"
 SNAPSHOT_MAGIC = SNAP_MAGIC[:16]
+WINDOW = KV_WINDOW                   # request ids of a client's exactly-once window
+if KV_WINDOW < POE_MAX_OPS_PER_MSG or KV_WINDOW != 64 * KV_WINDOW_WORDS:
+    raise ImportError("kv: the exactly-once window must hold a whole client message")
+
+
+ctypedef struct kv_client_rec:       # a client's window, for sorting by id
+    uint64_t max_t
+    kv_bits b
+    uint32_t client
+
+
+cdef int _cmp_client(const void* a, const void* b) noexcept nogil:
+    cdef uint32_t x = (<const kv_client_rec*>a).client, y = (<const kv_client_rec*>b).client
+    return (x > y) - (x < y)
+
+
+cdef inline uint64_t _win_pos(uint64_t t) noexcept nogil:
+    """Ring position of request id t (kv.pxd: kv_bits)."""
+    return (<uint64_t>0 - t) & (KV_WINDOW - 1)
+
+
+cdef inline bint _win_has(const kv_bits* b, uint64_t t) noexcept nogil:
+    cdef uint64_t p = _win_pos(t)
+    return (b.w[p >> 6] >> (p & 63)) & 1
+
+
+cdef inline void _win_save(kv_state* s, kv_undo* u, const kv_bits* b, uint64_t word,
+                           uint32_t* saved) noexcept nogil:
+    """Before word ``word`` of bitmap b first changes for the message whose client entry is
+    u (NULL: its client is new, the undo deletes it), save it in the window log (capacity
+    reserved by the caller). ``saved``: the words saved so far for u, one bit each."""
+    if u == NULL or (saved[0] >> word) & 1:
+        return
+    saved[0] |= (<uint32_t>1) << word
+    s.wlog[s.wlog_len].bits = b.w[word]
+    s.wlog[s.wlog_len].word = word
+    s.wlog_len += 1
+    u.len += 1
+
+
+cdef inline void _win_mark(kv_state* s, kv_undo* u, kv_client* c, kv_bits* b, uint64_t t,
+                           uint32_t* saved) noexcept nogil:
+    """Mark request t executed (t > max_t - KV_WINDOW, not marked yet); for t > max_t the
+    window slides up to t first: ids max_t+1 .. t take the positions of the ids leaving it,
+    cleared. Every word changed is saved first (_win_save)."""
+    cdef uint64_t x, p, word
+    if t > c.max_t:
+        if t - c.max_t >= KV_WINDOW:
+            for word in range(<uint64_t>KV_WINDOW_WORDS):
+                _win_save(s, u, b, word, saved)
+            memset(b.w, 0, sizeof(kv_bits))
+        else:
+            for x in range(c.max_t + 1, t):
+                p = _win_pos(x)
+                _win_save(s, u, b, p >> 6, saved)
+                b.w[p >> 6] &= ~((<uint64_t>1) << (p & 63))
+        c.max_t = t
+    p = _win_pos(t)
+    _win_save(s, u, b, p >> 6, saved)
+    b.w[p >> 6] |= (<uint64_t>1) << (p & 63)
+
+
+cdef inline void _win_rotate(const uint64_t* src, uint64_t* dst, uint64_t r) noexcept nogil:
+    """dst = src rotated right by r bits as one KV_WINDOW-bit integer (word 0 least
+    significant): bit i of dst is bit (i + r) mod KV_WINDOW of src."""
+    cdef uint64_t ws = (r >> 6) & (KV_WINDOW_WORDS - 1), bs = r & 63, w
+    for w in range(<uint64_t>KV_WINDOW_WORDS):
+        if bs:
+            dst[w] = ((src[(w + ws) & (KV_WINDOW_WORDS - 1)] >> bs)
+                      | (src[(w + ws + 1) & (KV_WINDOW_WORDS - 1)] << (64 - bs)))
+        else:
+            dst[w] = src[(w + ws) & (KV_WINDOW_WORDS - 1)]
+
+
+cdef inline void _win_bitmap(uint64_t max_t, const kv_bits* b, uint64_t* out) noexcept nogil:
+    """The window as its bitmap (bit i <=> request max_t - i executed), KV_WINDOW_WORDS
+    words, least significant first: the ring rotated so that max_t's position is bit 0."""
+    _win_rotate(b.w, out, _win_pos(max_t))
+
+
+cdef inline void _win_from_bitmap(uint64_t max_t, const uint64_t* bitmap, kv_bits* b) \
+        noexcept nogil:
+    """Inverse of _win_bitmap."""
+    _win_rotate(bitmap, b.w, (KV_WINDOW - _win_pos(max_t)) & (KV_WINDOW - 1))
 BUCKETS = KV_BUCKETS
 ACCELERATED_SHA256 = bool(poe_sha256_select())
 
@@ -357,6 +445,14 @@ cdef int64_t _client_insert(kv_state* s, uint32_t client) noexcept nogil:
     """Insert an absent client with state (0, 0); returns its index or -1 (no memory)."""
     cdef uint64_t old_cap = s.client_mask + 1, cap, i, j, mask
     cdef kv_client* fresh
+    cdef kv_bits* bits
+    if s.nclients == s.bits_cap:
+        cap = 16 if s.bits_cap < 16 else s.bits_cap * 2
+        bits = <kv_bits*>kv_realloc(s.bits, cap * sizeof(kv_bits))
+        if bits == NULL:
+            return -1
+        s.bits = bits
+        s.bits_cap = cap
     if (s.nclients + 1) * 10 > old_cap * 7:
         cap = old_cap * 2
         fresh = <kv_client*>kv_calloc(cap, sizeof(kv_client))
@@ -377,7 +473,8 @@ cdef int64_t _client_insert(kv_state* s, uint32_t client) noexcept nogil:
         i = (i + 1) & s.client_mask
     s.clients[i].client = client
     s.clients[i].max_t = 0
-    s.clients[i].bitmap = 0
+    s.clients[i].bits = <uint32_t>s.nclients
+    memset(&s.bits[s.nclients], 0, sizeof(kv_bits))
     s.clients[i].used = 1
     s.nclients += 1
     s.clients_dirty = 1
@@ -386,7 +483,16 @@ cdef int64_t _client_insert(kv_state* s, uint32_t client) noexcept nogil:
 
 
 cdef void _client_delete_at(kv_state* s, uint64_t i) noexcept nogil:
-    cdef uint64_t mask = s.client_mask, j = i, home
+    cdef uint64_t mask = s.client_mask, j = i, home, k
+    cdef uint32_t last = <uint32_t>(s.nclients - 1), freed = s.clients[i].bits
+    if freed != last:
+        # keep the bitmaps dense: the last one moves into the freed place (never happens
+        # by undo, which deletes the newest client first, but cheap to keep right)
+        for k in range(mask + 1):
+            if s.clients[k].used and s.clients[k].bits == last:
+                s.bits[freed] = s.bits[last]
+                s.clients[k].bits = freed
+                break
     while True:
         j = (j + 1) & mask
         if not s.clients[j].used:
@@ -427,14 +533,31 @@ cdef inline kv_undo* _undo_push(kv_state* s, uint32_t kind, uint64_t key) noexce
     u.val = NULL
     u.len = 0
     u.max_t = 0
-    u.bitmap = 0
     return u
+
+
+cdef int _wlog_reserve(kv_state* s, size_t extra) noexcept nogil:
+    cdef size_t cap
+    cdef kv_wsave* wlog
+    if s.wlog_len + extra <= s.wlog_cap:
+        return 0
+    cap = 1024 if s.wlog_cap < 1024 else s.wlog_cap
+    while cap < s.wlog_len + extra:
+        cap *= 2
+    wlog = <kv_wsave*>kv_realloc(s.wlog, cap * sizeof(kv_wsave))
+    if wlog == NULL:
+        return -1
+    s.wlog = wlog
+    s.wlog_cap = cap
+    return 0
 
 
 cdef int _undo_to(kv_state* s, size_t start) noexcept nogil:
     """Apply undo entries [start, undo_len) in reverse order; -1 if the log is inconsistent."""
     cdef kv_undo* u
+    cdef kv_bits* b
     cdef int64_t i
+    cdef size_t j
     cdef int rc = 0
     while s.undo_len > start:
         s.undo_len -= 1
@@ -459,11 +582,15 @@ cdef int _undo_to(kv_state* s, size_t start) noexcept nogil:
                 _delete_at(s, <uint64_t>i)
         elif u.kind == UNDO_CLIENT_STATE:
             i = _client_find(s, <uint32_t>u.key)
-            if i < 0:
+            # its saved words are the newest in the log: entries are undone in reverse order
+            if i < 0 or u.len > s.wlog_len:
                 rc = -1
             else:
+                b = &s.bits[s.clients[i].bits]
+                for j in range(s.wlog_len - u.len, s.wlog_len):
+                    b.w[s.wlog[j].word & (KV_WINDOW_WORDS - 1)] = s.wlog[j].bits
+                s.wlog_len -= u.len
                 s.clients[i].max_t = u.max_t
-                s.clients[i].bitmap = u.bitmap
                 s.clients_dirty = 1
                 s.state_dirty = 1
         elif u.kind == UNDO_CLIENT_ABSENT:
@@ -507,10 +634,13 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
     cdef uint32_t client, j, nops, rlen
     cdef uint16_t vlen
     cdef uint8_t code, status
-    cdef uint64_t t, key, d, nt, nb
+    cdef uint64_t t, key
     cdef int64_t ci, i
     cdef kv_client* c
+    cdef kv_bits* b
     cdef kv_undo* u
+    cdef kv_undo* cu                  # the message's UNDO_CLIENT_STATE entry (NULL: none)
+    cdef uint32_t saved               # words of the window it saved, one bit each
     cdef bint recorded, run
     cdef int zero = s.zero_payload
     for m in range(count):
@@ -527,6 +657,8 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
         pos += RES_CM_HEADER
         ci = _client_find(s, client)
         recorded = False
+        cu = NULL
+        saved = 0
         if ci < 0:
             ci = _client_insert(s, client)
             if ci < 0:
@@ -534,6 +666,7 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
             _undo_push(s, UNDO_CLIENT_ABSENT, client)
             recorded = True
         c = &s.clients[ci]            # stable: the client table changes only above
+        b = &s.bits[c.bits]
         q = p + POE_CM_HEADER
         for j in range(nops):
             t = poe_rd64(q)
@@ -548,28 +681,20 @@ cdef int _execute(kv_state* s, const unsigned char* data, const uint32_t* offset
             rlen = 0
             run = False
             if t > c.max_t:
-                d = t - c.max_t
-                nb = ((c.bitmap << d) | 1) if d < 64 else 1
-                nt = t
                 run = True
-            elif c.max_t - t < 64:
-                d = c.max_t - t
-                if (c.bitmap >> d) & 1:
+            elif c.max_t - t < KV_WINDOW:
+                if _win_has(b, t):
                     status = POE_ST_DUPLICATE
                 else:
-                    nb = c.bitmap | ((<uint64_t>1) << d)
-                    nt = c.max_t
                     run = True
             else:
                 status = POE_ST_STALE
             if run:
                 if not recorded:
-                    u = _undo_push(s, UNDO_CLIENT_STATE, client)
-                    u.max_t = c.max_t
-                    u.bitmap = c.bitmap
+                    cu = _undo_push(s, UNDO_CLIENT_STATE, client)
+                    cu.max_t = c.max_t
                     recorded = True
-                c.max_t = nt
-                c.bitmap = nb
+                _win_mark(s, cu, c, b, t, &saved)
                 s.clients_dirty = 1
                 s.state_dirty = 1
                 status = POE_ST_OK
@@ -666,21 +791,26 @@ cdef kv_client_rec* _clients_sorted(kv_state* s) noexcept nogil:
         if s.clients[i].used:
             recs[n].client = s.clients[i].client
             recs[n].max_t = s.clients[i].max_t
-            recs[n].bitmap = s.clients[i].bitmap
+            recs[n].b = s.bits[s.clients[i].bits]
             n += 1
-    qsort(recs, n, sizeof(kv_client_rec), kv_cmp_client)
+    qsort(recs, n, sizeof(kv_client_rec), _cmp_client)
     return recs
 
 
 cdef inline void _client_rec_encode(unsigned char* p, const kv_client_rec* r) noexcept nogil:
+    """u32 client | u64 max_t | bitmap: SNAP_CLIENT bytes (module doc)."""
+    cdef uint64_t bitmap[KV_WINDOW_WORDS]
+    cdef uint32_t w
     poe_wr32(p, r.client)
     poe_wr64(p + 4, r.max_t)
-    poe_wr64(p + 12, r.bitmap)
+    _win_bitmap(r.max_t, &r.b, bitmap)
+    for w in range(<uint32_t>KV_WINDOW_WORDS):
+        poe_wr64(p + 12 + 8 * w, bitmap[w])
 
 
 cdef int _refresh_digest(kv_state* s) noexcept nogil:
     cdef poe_sha256_ctx ctx
-    cdef unsigned char enc[20]
+    cdef unsigned char enc[SNAP_CLIENT]
     cdef kv_client_rec* recs
     cdef uint64_t i
     if not s.state_dirty:
@@ -692,7 +822,7 @@ cdef int _refresh_digest(kv_state* s) noexcept nogil:
         poe_sha256_init(&ctx)
         for i in range(s.nclients):
             _client_rec_encode(enc, &recs[i])
-            poe_sha256_update(&ctx, enc, 20)
+            poe_sha256_update(&ctx, enc, SNAP_CLIENT)
         poe_sha256_final(&ctx, s.clients_digest)
         kv_free(recs)
         s.clients_dirty = 0
@@ -711,8 +841,8 @@ cdef int _refresh_digest(kv_state* s) noexcept nogil:
     return 0
 
 
-cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask_out) noexcept nogil:
-    """For every key (clients: every client) named by undo entries [start, undo_len), the
+cdef size_t* _undo_first(kv_state* s, size_t start, uint64_t* mask_out) noexcept nogil:
+    """For every key named by the key entries of [start, undo_len), the
     index + 1 of the FIRST of them, in an open-addressing table (load factor <= 1/2, keyed
     probe hash; 0 = empty); *mask_out = capacity - 1. NULL only when out of memory.
     That entry recorded the key's state just before its first change after ``start``, i.e.
@@ -721,7 +851,6 @@ cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask
     cdef size_t u, e, n = s.undo_len - start
     cdef size_t* table
     cdef uint32_t kind
-    cdef bint is_client
     while cap < 2 * <uint64_t>n:
         cap <<= 1
     table = <size_t*>kv_calloc(cap, sizeof(size_t))
@@ -730,11 +859,10 @@ cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask
     mask = cap - 1
     for u in range(start, s.undo_len):
         kind = s.undo[u].kind
-        is_client = kind == UNDO_CLIENT_ABSENT or kind == UNDO_CLIENT_STATE
-        if is_client != clients:
+        if kind != UNDO_KEY_ABSENT and kind != UNDO_KEY_VALUE:
             continue
         key = s.undo[u].key
-        h = (_client_hash(s, <uint32_t>key) if clients else _slot_hash(s, key)) & mask
+        h = _slot_hash(s, key) & mask
         while True:
             e = table[h]
             if e == 0:
@@ -748,9 +876,9 @@ cdef size_t* _undo_first(kv_state* s, size_t start, bint clients, uint64_t* mask
 
 
 cdef inline int64_t _undo_lookup(const kv_state* s, const size_t* table, uint64_t mask,
-                                 uint64_t key, bint clients) noexcept nogil:
+                                 uint64_t key) noexcept nogil:
     """Index of the first undo entry for key in a table of _undo_first, or -1."""
-    cdef uint64_t h = (_client_hash(s, <uint32_t>key) if clients else _slot_hash(s, key)) & mask
+    cdef uint64_t h = _slot_hash(s, key) & mask
     cdef size_t e
     while True:
         e = table[h]
@@ -805,31 +933,35 @@ cdef void _sort_snap_recs(kv_snap_rec* a, uint64_t n) noexcept nogil:
 
 cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
                             const unsigned char* digest):
-    """Snapshot v1 (module doc) of the state before undo entries [start, undo_len), i.e. the
+    """Snapshot v2 (module doc) of the state before undo entries [start, undo_len), i.e. the
     state at ``seq`` when start is seq's undo mark (start = undo_len: the current state),
     whose state digest the caller passes. The store is only read: a value changed since is
     taken from the undo entry that holds it, a key inserted since (first entry: absent) is
-    left out, and likewise for clients. Execution only inserts and overwrites (deletion
-    happens only by undo), so every key and client at ``seq`` is still in the tables."""
+    left out. A client's window at ``seq`` is its current one with the client entries after
+    start undone on a copy (newest first: the saved words and old max_t), a client first
+    seen after start is left out. Execution only inserts and overwrites (deletion happens
+    only by undo), so every key and client at ``seq`` is still in the tables."""
     cdef size_t* ktab = NULL
-    cdef size_t* ctab = NULL
-    cdef uint64_t kmask = 0, cmask = 0, i, n = 0, nc = 0
+    cdef uint64_t kmask = 0, i, n = 0, nc = 0
     cdef kv_snap_rec* recs = NULL
     cdef kv_client_rec* crecs = NULL
+    cdef unsigned char* gone = NULL
     cdef const kv_undo* u
     cdef int64_t j
+    cdef size_t e, x, wpos
     cdef size_t size = SNAP_HEADER + 32, pos
     cdef bytes out
     cdef unsigned char* p
     try:
         if start < s.undo_len:
-            ktab = _undo_first(s, start, False, &kmask)
-            ctab = _undo_first(s, start, True, &cmask)
-            if ktab == NULL or ctab == NULL:
+            ktab = _undo_first(s, start, &kmask)
+            if ktab == NULL:
                 raise MemoryError()
         recs = <kv_snap_rec*>kv_malloc((s.records + 1) * sizeof(kv_snap_rec))
-        crecs = <kv_client_rec*>kv_malloc((s.nclients + 1) * sizeof(kv_client_rec))
-        if recs == NULL or crecs == NULL:
+        # clients by their slot in the client table first, compacted below
+        crecs = <kv_client_rec*>kv_malloc((s.client_mask + 1) * sizeof(kv_client_rec))
+        gone = <unsigned char*>kv_calloc(s.client_mask + 1, 1)
+        if recs == NULL or crecs == NULL or gone == NULL:
             raise MemoryError()
         for i in range(s.slot_mask + 1):
             if not s.slots[i].used:
@@ -838,7 +970,7 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
             recs[n].val = s.slots[i].val
             recs[n].len = s.slots[i].len
             if ktab != NULL:
-                j = _undo_lookup(s, ktab, kmask, recs[n].key, False)
+                j = _undo_lookup(s, ktab, kmask, recs[n].key)
                 if j >= 0:
                     u = &s.undo[j]
                     if u.kind == UNDO_KEY_ABSENT:      # inserted after seq
@@ -848,22 +980,33 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
             size += SNAP_RECORD_MIN + recs[n].len
             n += 1
         for i in range(s.client_mask + 1):
-            if not s.clients[i].used:
+            if s.clients[i].used:
+                crecs[i].client = s.clients[i].client
+                crecs[i].max_t = s.clients[i].max_t
+                crecs[i].b = s.bits[s.clients[i].bits]
+        wpos = s.wlog_len
+        e = s.undo_len
+        while e > start:
+            e -= 1
+            u = &s.undo[e]
+            if u.kind != UNDO_CLIENT_STATE and u.kind != UNDO_CLIENT_ABSENT:
                 continue
-            crecs[nc].client = s.clients[i].client
-            crecs[nc].max_t = s.clients[i].max_t
-            crecs[nc].bitmap = s.clients[i].bitmap
-            if ctab != NULL:
-                j = _undo_lookup(s, ctab, cmask, crecs[nc].client, True)
-                if j >= 0:
-                    u = &s.undo[j]
-                    if u.kind == UNDO_CLIENT_ABSENT:   # first request after seq
-                        continue
-                    crecs[nc].max_t = u.max_t          # UNDO_CLIENT_STATE: its window at seq
-                    crecs[nc].bitmap = u.bitmap
-            nc += 1
+            j = _client_find(s, <uint32_t>u.key)
+            if j < 0 or (u.kind == UNDO_CLIENT_STATE and u.len > wpos):
+                raise AssertionError("kv: undo log inconsistent with the client table")
+            if u.kind == UNDO_CLIENT_ABSENT:
+                gone[j] = 1                            # first request after seq
+                continue
+            wpos -= u.len
+            for x in range(wpos, wpos + u.len):
+                crecs[j].b.w[s.wlog[x].word & (KV_WINDOW_WORDS - 1)] = s.wlog[x].bits
+            crecs[j].max_t = u.max_t
+        for i in range(s.client_mask + 1):
+            if s.clients[i].used and not gone[i]:
+                crecs[nc] = crecs[i]                   # nc <= i
+                nc += 1
         _sort_snap_recs(recs, n)
-        qsort(crecs, nc, sizeof(kv_client_rec), kv_cmp_client)
+        qsort(crecs, nc, sizeof(kv_client_rec), _cmp_client)
         size += nc * SNAP_CLIENT
         out = PyBytes_FromStringAndSize(NULL, size)
         p = <unsigned char*>PyBytes_AS_STRING(out)
@@ -885,9 +1028,9 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
         poe_sha256(p, pos, p + pos)
     finally:
         kv_free(ktab)
-        kv_free(ctab)
         kv_free(recs)
         kv_free(crecs)
+        kv_free(gone)
     return out
 
 
@@ -1028,9 +1171,11 @@ cdef class KVStore:
                 kv_free(self.st.buckets[b].keys)
         kv_free(self.st.slots)
         kv_free(self.st.clients)
+        kv_free(self.st.bits)
         kv_free(self.st.buckets)
         kv_free(self.st.undo)
         kv_free(self.st.marks)
+        kv_free(self.st.wlog)
         kv_free(self.st.out)
         memset(&self.st, 0, sizeof(kv_state))
 
@@ -1044,9 +1189,10 @@ cdef class KVStore:
 
     @property
     def undo_bytes(self):
-        """Memory held by the undo log: entries, owned old values and sequence marks."""
+        """Memory held by the undo log: entries, owned old values, old client windows and
+        sequence marks."""
         return (self.st.undo_len * sizeof(kv_undo) + self.st.undo_value_bytes
-                + self.st.marks_len * sizeof(size_t))
+                + self.st.wlog_len * sizeof(kv_wsave) + self.st.marks_len * sizeof(size_t))
 
     @property
     def clients(self):
@@ -1061,11 +1207,35 @@ cdef class KVStore:
         return PyBytes_FromStringAndSize(<const char*>self.st.slots[i].val, self.st.slots[i].len)
 
     def client_state(self, uint32_t client):
-        """(max_t, bitmap) of a client's exactly-once window, or None if it never executed."""
+        """(max_t, bitmap) of a client's exactly-once window, or None if it never executed:
+        bitmap is an int of WINDOW bits, bit i set <=> request max_t - i was executed."""
         cdef int64_t i = _client_find(&self.st, client)
+        cdef uint64_t bitmap[KV_WINDOW_WORDS]
+        cdef unsigned char enc[8 * KV_WINDOW_WORDS]
+        cdef uint32_t w
         if i < 0:
             return None
-        return (self.st.clients[i].max_t, self.st.clients[i].bitmap)
+        _win_bitmap(self.st.clients[i].max_t, &self.st.bits[self.st.clients[i].bits], bitmap)
+        for w in range(<uint32_t>KV_WINDOW_WORDS):
+            poe_wr64(enc + 8 * w, bitmap[w])
+        return (self.st.clients[i].max_t,
+                int.from_bytes(PyBytes_FromStringAndSize(<const char*>enc, sizeof(enc)),
+                               "little"))
+
+    def request_status(self, uint32_t client, uint64_t t):
+        """What executing request t of client now would answer, by the exactly-once window
+        alone: codec.ST_OK (it would execute), ST_DUPLICATE (executed, inside the window)
+        or ST_STALE (below the window: executed long ago or never; it never executes)."""
+        cdef int64_t i = _client_find(&self.st, client)
+        cdef kv_client* c
+        if i < 0:
+            return POE_ST_OK
+        c = &self.st.clients[i]
+        if t > c.max_t:
+            return POE_ST_OK
+        if c.max_t - t >= KV_WINDOW:
+            return POE_ST_STALE
+        return POE_ST_DUPLICATE if _win_has(&self.st.bits[c.bits], t) else POE_ST_OK
 
     def load(self, records):
         """YCSB load phase: put every (key, value) of records (last one wins); not undoable."""
@@ -1116,8 +1286,10 @@ cdef class KVStore:
                 raise MemoryError()
             self.st.marks = marks
             self.st.marks_cap = cap
-        # at most one key entry per operation and one client entry per client message
-        if _undo_reserve(&self.st, <size_t>(batch.nops + batch.count)) < 0:
+        # at most one key entry per operation and one client entry per client message, which
+        # saves each word of its client's window at most once
+        if _undo_reserve(&self.st, <size_t>(batch.nops + batch.count)) < 0 \
+                or _wlog_reserve(&self.st, <size_t>batch.count * KV_WINDOW_WORDS) < 0:
             raise MemoryError()
         res = Results.__new__(Results)
         res.offsets = <Py_ssize_t*>kv_malloc((batch.count + 1) * sizeof(Py_ssize_t))
@@ -1181,8 +1353,9 @@ cdef class KVStore:
     def finalize(self, uint64_t k):
         """Speculation is final up to k (stable checkpoint): free undo entries <= k.
         A k at or below final_seq is a no-op; above executed_seq is an error."""
-        cdef size_t end, u, drop, cap
+        cdef size_t end, u, drop, cap, wdrop = 0
         cdef kv_undo* undo
+        cdef kv_wsave* wlog
         if k > self.executed_seq:
             raise ValueError(f"cannot finalize {k}: only {self.executed_seq} executed")
         if k <= self.final_seq:
@@ -1193,6 +1366,12 @@ cdef class KVStore:
             if self.st.undo[u].kind == UNDO_KEY_VALUE:
                 kv_free(self.st.undo[u].val)
                 self.st.undo_value_bytes -= self.st.undo[u].len
+            elif self.st.undo[u].kind == UNDO_CLIENT_STATE:
+                wdrop += self.st.undo[u].len
+        if wdrop:
+            memmove(self.st.wlog, self.st.wlog + wdrop,
+                    (self.st.wlog_len - wdrop) * sizeof(kv_wsave))
+            self.st.wlog_len -= wdrop
         memmove(self.st.undo, self.st.undo + end, (self.st.undo_len - end) * sizeof(kv_undo))
         self.st.undo_len -= end
         memmove(self.st.marks, self.st.marks + drop,
@@ -1210,9 +1389,15 @@ cdef class KVStore:
             if undo != NULL:
                 self.st.undo = undo
                 self.st.undo_cap = cap
+        if self.st.wlog_cap > 65536 and self.st.wlog_len < self.st.wlog_cap // 4:
+            cap = self.st.wlog_len * 2 if self.st.wlog_len * 2 > 1024 else 1024
+            wlog = <kv_wsave*>kv_realloc(self.st.wlog, cap * sizeof(kv_wsave))
+            if wlog != NULL:
+                self.st.wlog = wlog
+                self.st.wlog_cap = cap
 
     def state_digest(self):
-        """SHA-256 state digest, version 1 (module doc); rehashes only dirty buckets."""
+        """SHA-256 state digest, version 2 (module doc); rehashes only dirty buckets."""
         if _refresh_digest(&self.st) < 0:
             raise MemoryError()
         return PyBytes_FromStringAndSize(<const char*>self.st.state_digest, 32)
@@ -1270,7 +1455,9 @@ cdef class KVStore:
         cdef const unsigned char[::1] view = data
         cdef const unsigned char* p
         cdef Py_ssize_t size = view.shape[0], pos, body_end
-        cdef uint64_t seq, nrec, ncli, r, key, prev_key = 0, max_t, bitmap
+        cdef uint64_t seq, nrec, ncli, r, key, prev_key = 0, max_t, low
+        cdef uint64_t bitmap[KV_WINDOW_WORDS]
+        cdef uint32_t w
         cdef uint32_t client, prev_client = 0
         cdef uint16_t n
         cdef unsigned char check[32]
@@ -1279,8 +1466,11 @@ cdef class KVStore:
         if size < SNAP_HEADER + 32:
             raise ValueError(f"snapshot of {size} bytes is shorter than its fixed part")
         p = &view[0]
+        if memcmp(p, SNAP_MAGIC_V1, 16) == 0:
+            raise ValueError("a kv snapshot of version 1 (64-request exactly-once window, "
+                             "written by an older poe): this poe reads version 2 only")
         if memcmp(p, SNAP_MAGIC, 16) != 0:
-            raise ValueError("not a kv snapshot of version 1 (bad magic)")
+            raise ValueError("not a kv snapshot of version 2 (bad magic)")
         body_end = size - 32
         poe_sha256(p, <size_t>body_end, check)
         if memcmp(check, p + body_end, 32) != 0:
@@ -1316,18 +1506,26 @@ cdef class KVStore:
         for r in range(ncli):
             client = poe_rd32(p + pos)
             max_t = poe_rd64(p + pos + 4)
-            bitmap = poe_rd64(p + pos + 12)
+            for w in range(<uint32_t>KV_WINDOW_WORDS):
+                bitmap[w] = poe_rd64(p + pos + 12 + 8 * w)
             if r and client <= prev_client:
                 raise ValueError(f"client entry {r}: ids not strictly increasing")
-            if not bitmap & 1:
+            if not bitmap[0] & 1:
                 raise ValueError(f"client {client}: request max_t={max_t} not marked executed")
-            if max_t < 63 and (bitmap >> (max_t + 1)) != 0:
-                raise ValueError(f"client {client}: bitmap marks request ids below 0")
+            if max_t < KV_WINDOW - 1:
+                # bits max_t + 1 .. KV_WINDOW - 1 would be request ids below 0
+                low = max_t + 1
+                w = <uint32_t>(low >> 6)
+                if bitmap[w] >> (low & 63):
+                    raise ValueError(f"client {client}: bitmap marks request ids below 0")
+                for w in range(w + 1, <uint32_t>KV_WINDOW_WORDS):
+                    if bitmap[w]:
+                        raise ValueError(f"client {client}: bitmap marks request ids below 0")
             ci = _client_insert(&store.st, client)
             if ci < 0:
                 raise MemoryError()
             store.st.clients[ci].max_t = max_t
-            store.st.clients[ci].bitmap = bitmap
+            _win_from_bitmap(max_t, bitmap, &store.st.bits[store.st.clients[ci].bits])
             pos += SNAP_CLIENT
             prev_client = client
         if _refresh_digest(&store.st) < 0:

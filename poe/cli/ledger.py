@@ -76,7 +76,7 @@ def _open(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from poe.storage.store import StoreError, StoreMismatch
+    from poe.storage.store import StoreError, StoreMismatch, StoreVersionError
 
     if args.action == "quarantine":
         return _quarantine(Path(args.data), args.through)
@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
             return _show(store, args.first, args.count)
         finally:
             store.db.close()
-    except StoreMismatch as exc:
-        # the configuration does not match the store: not damage, say what differs
+    except (StoreMismatch, StoreVersionError) as exc:
+        # the configuration (or the poe version) does not match the store: not damage
         print(f"poe ledger {args.action}: error: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from poe.crypto.errors import CryptoError
     from poe.runtime.log import Log
     from poe.runtime.replica import ReplicaRuntime
-    from poe.storage.store import StoreError, StoreMismatch
+    from poe.storage.store import StoreError, StoreMismatch, StoreVersionError
 
     try:
         config = load_config(args.config, args.set)
@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         runtime = ReplicaRuntime(config, args.id, insecure_bench=args.insecure_bench, log=log)
     except StoreMismatch as exc:
         log.error("store-mismatch", detail=str(exc))
+        raise CliError(str(exc)) from None
+    except StoreVersionError as exc:
+        log.error("store-version", detail=str(exc))
         raise CliError(str(exc)) from None
     except StoreError as exc:
         log.error("store-damaged", detail=str(exc))

@@ -41,7 +41,13 @@ from poe._core.codec import ST_DUPLICATE, CheckpointProof
 from poe.crypto.base import Certificate
 from poe.storage import hwm
 
-FORMAT = b"poe-store/1"
+FORMAT = b"poe-store/2"
+# formats this version cannot read, and why: it refuses them by name (StoreVersionError)
+OLD_FORMATS = {
+    b"poe-store/1": "its checkpoints sign kv state digests of version 1 and its snapshot is "
+                    "a kv snapshot of version 1 (a 64-request exactly-once window; this poe "
+                    "keeps 1024 and digests them as version 2)",
+}
 DB_FILE = "ledger.db"
 SYNC_POLICIES = ("batch", "checkpoint", "none")
 HWM_FILE = "votes.hwm"
@@ -59,6 +65,15 @@ class StoreError(Exception):
     def __init__(self, path: str | os.PathLike[str], what: str) -> None:
         self.what = what
         super().__init__(f"{path}: {what}; {repair(Path(path).parent)}")
+
+
+class StoreVersionError(StoreError):
+    """The store was written by another version of poe in a format this one cannot read.
+    Not damage: never advises the repair (quarantine), which would not help either."""
+
+    def __init__(self, path: str | os.PathLike[str], what: str) -> None:
+        self.what = what
+        Exception.__init__(self, f"{path}: {what}")
 
 
 class StoreMismatch(StoreError):
@@ -297,6 +312,13 @@ class Store:
             self.dirty = False
             self.replica_id = replica_id
             return
+        if fmt in OLD_FORMATS:
+            raise StoreVersionError(self.path, (
+                f"store format {fmt.decode()} was written by an older poe and this one "
+                f"writes {FORMAT.decode()}: {OLD_FORMATS[fmt]}. Its ledger cannot be "
+                "continued by this version (no replica of it would agree on a checkpoint): "
+                "run the poe that wrote it, or start the whole cluster afresh with empty "
+                "data directories"))
         if fmt != FORMAT:
             raise StoreError(self.path, f"unknown store format {fmt!r}")
         if self._meta_get("genesis") != self.genesis:

@@ -20,6 +20,8 @@ OK, NOT_FOUND, EXISTS = codec.ST_OK, codec.ST_NOT_FOUND, codec.ST_EXISTS
 DUPLICATE, STALE = codec.ST_DUPLICATE, codec.ST_STALE
 MASK64 = 2**64 - 1
 SIG = bytes(64)
+W = kv.WINDOW                       # request ids of a client's exactly-once window
+MASKW = 2**W - 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -48,12 +50,17 @@ def fmix64(k):
     return k ^ (k >> 33)
 
 
+def client_record(client, max_t, bitmap):
+    """A client's record in the state digest and the snapshot (kv module docstring)."""
+    return struct.pack("<IQ", client, max_t) + bitmap.to_bytes(W // 8, "little")
+
+
 def reference_digest(records, clients):
-    """state_digest v1 exactly as the kv module docstring defines it."""
+    """state_digest v2 exactly as the kv module docstring defines it."""
     buckets = [[] for _ in range(1024)]
     for key in records:
         buckets[fmix64(key) >> 54].append(key)
-    h = hashlib.sha256(b"PoE/STATE/v1" + struct.pack("<Q", len(records)))
+    h = hashlib.sha256(b"PoE/STATE/v2" + struct.pack("<Q", len(records)))
     for keys in buckets:
         b = hashlib.sha256(b"PoE/KV-BUCKET/v1")
         for key in sorted(keys):
@@ -61,7 +68,7 @@ def reference_digest(records, clients):
         h.update(b.digest())
     c = hashlib.sha256()
     for client in sorted(clients):
-        c.update(struct.pack("<IQQ", client, *clients[client]))
+        c.update(client_record(client, *clients[client]))
     h.update(c.digest())
     return h.digest()
 
@@ -101,9 +108,9 @@ class Model:
                 max_t, bitmap = self.clients.get(client, (0, 0))
                 if t > max_t:
                     d = t - max_t
-                    bitmap = ((bitmap << d) | 1) & MASK64 if d < 64 else 1
+                    bitmap = ((bitmap << d) | 1) & MASKW if d < W else 1
                     max_t = t
-                elif max_t - t < 64:
+                elif max_t - t < W:
                     if bitmap >> (max_t - t) & 1:
                         results.append((t, DUPLICATE, b""))
                         continue
@@ -151,9 +158,12 @@ KEYS = range(24)
 
 
 @st.composite
-def ops_strategy(draw, max_ops=5, t_max=160):
+def ops_strategy(draw, max_ops=5):
+    # ids near each other, around one window apart, and far apart (slides past W)
     n = draw(st.integers(1, max_ops))
-    ts = sorted(draw(st.sets(st.integers(0, t_max), min_size=n, max_size=n)))
+    ids = st.one_of(st.integers(0, 160), st.integers(W - 100, W + 200),
+                    st.integers(0, 3 * W))
+    ts = sorted(draw(st.sets(ids, min_size=n, max_size=n)))
     out = []
     for t in ts:
         code = draw(st.sampled_from([READ, UPDATE, INSERT, RMW]))
@@ -262,23 +272,84 @@ def test_duplicate_in_batch_and_across_batches():
 def test_window_slide_stale_and_out_of_order():
     s = kv.KVStore()
     s.load([(1, b"v")])
-    run(s, (9, [(100, 1, READ, b"")]))
+    top = W + 100
+    low = top - W + 1                       # the lowest id inside the window
+    run(s, (9, [(top, 1, READ, b"")]))
     # out of order inside the window: executed once, then DUPLICATE
-    r = run(s, (9, [(37, 1, READ, b""), (60, 1, READ, b""), (99, 1, READ, b"")]))
+    r = run(s, (9, [(low, 1, READ, b""), (top - 40, 1, READ, b""), (top - 1, 1, READ, b"")]))
     assert [st_ for _, st_, _ in r.ops(0)] == [OK, OK, OK]
-    r = run(s, (9, [(37, 1, READ, b""), (60, 1, READ, b"")]))
+    r = run(s, (9, [(low, 1, READ, b""), (top - 40, 1, READ, b"")]))
     assert [st_ for _, st_, _ in r.ops(0)] == [DUPLICATE, DUPLICATE]
-    assert run(s, (9, [(36, 1, READ, b"")])).ops(0) == [(36, STALE, b"")]
-    assert s.client_state(9) == (100, (1 << 63) | (1 << 40) | 0b11)
-    # slide by one: 37 leaves the window, 38 enters
-    run(s, (9, [(101, 1, READ, b"")]))
-    assert run(s, (9, [(37, 1, READ, b"")])).ops(0) == [(37, STALE, b"")]
-    assert run(s, (9, [(38, 1, READ, b"")])).ops(0) == [(38, OK, b"v")]
-    # a jump of 64 or more forgets the whole window
-    run(s, (9, [(165, 1, READ, b"")]))
-    assert s.client_state(9) == (165, 1)
-    assert run(s, (9, [(101, 1, READ, b"")])).ops(0) == [(101, STALE, b"")]
-    assert run(s, (9, [(102, 1, READ, b"")])).ops(0) == [(102, OK, b"v")]
+    assert run(s, (9, [(low - 1, 1, READ, b"")])).ops(0) == [(low - 1, STALE, b"")]
+    assert s.client_state(9) == (top, (1 << (W - 1)) | (1 << 40) | 0b11)
+    assert [s.request_status(9, t) for t in (low - 1, low, low + 1, top, top + 1)] == \
+        [STALE, DUPLICATE, OK, DUPLICATE, OK]
+    assert s.request_status(10, 5) == OK           # a client that never executed
+    # slide by one: low leaves the window, low + 1 enters
+    run(s, (9, [(top + 1, 1, READ, b"")]))
+    assert run(s, (9, [(low, 1, READ, b"")])).ops(0) == [(low, STALE, b"")]
+    assert run(s, (9, [(low + 1, 1, READ, b"")])).ops(0) == [(low + 1, OK, b"v")]
+    # a jump of W or more forgets the whole window
+    run(s, (9, [(top + 1 + W, 1, READ, b"")]))
+    assert s.client_state(9) == (top + 1 + W, 1)
+    assert run(s, (9, [(top + 1, 1, READ, b"")])).ops(0) == [(top + 1, STALE, b"")]
+    assert run(s, (9, [(top + 2, 1, READ, b"")])).ops(0) == [(top + 2, OK, b"v")]
+    # a jump of W - 1 keeps exactly the newest id
+    run(s, (9, [(top + 2 * W, 1, READ, b"")]))
+    assert s.client_state(9) == (top + 2 * W, 1 | 1 << (W - 1))
+
+
+def test_pipelined_messages_run_in_any_order():
+    """A pipelining client's messages (50 requests each, 4 in flight: 200 ids) reordered on
+    the way (a retry after a view change, a forward): the oldest, its ids 200 below an
+    executed newer one, still executes (with a 64-id window it was STALE: a write of a
+    correct client rejected, though it never ran; on 0554bad: 'assert [4, 4, 4, 4, 4, 4,
+    ...] == [0, 0, 0, 0, 0, 0, ...]'). Every id runs once, in any order."""
+    s = kv.KVStore()
+    messages = [(5, [(t, t, INSERT, b"w%d" % t) for t in range(1 + 50 * m, 51 + 50 * m)])
+                for m in range(5)]
+    assert [st_ for _, st_, _ in run(s, messages[4]).ops(0)] == [OK] * 50
+    r = run(s, messages[0], messages[2])
+    assert [st_ for _, st_, _ in r.ops(0) + r.ops(1)] == [OK] * 100
+    r = run(s, messages[3], messages[1], messages[0])
+    assert [st_ for _, st_, _ in r.ops(0) + r.ops(1)] == [OK] * 100
+    assert r.all_duplicate(2)
+    assert [s.get(t) for t in range(1, 251)] == [b"w%d" % t for t in range(1, 251)]
+    assert s.client_state(5) == (250, 2**250 - 1)
+    # the ids a correct client can have in flight (client.py) all fit in the window, and so
+    # does the largest message
+    assert W >= 1024 and W >= codec.MAX_OPS_PER_MESSAGE
+
+
+def test_wide_window_through_digest_snapshot_capture_and_rollback():
+    """Windows using all W bits (ids up to W - 1 below max_t, and id 0 at the very bottom)
+    survive the digest, snapshot/restore, snapshot_at and rollback exactly."""
+    s = kv.KVStore(seed=3)
+    s.load([(1, b"v")])
+    run(s, (3, [(0, 1, READ, b""), (7, 1, READ, b""), (300, 1, READ, b""),
+                (700, 1, READ, b"")]), (4, [(W - 1, 1, READ, b"")]), (4, [(0, 1, READ, b"")]))
+    clients = {3: (700, 1 | 1 << 400 | 1 << 693 | 1 << 700), 4: (W - 1, 1 | 1 << (W - 1))}
+    assert {c: s.client_state(c) for c in clients} == clients
+    k, digest, snap = s.executed_seq, s.state_digest(), s.snapshot()
+    assert digest == reference_digest({1: b"v"}, clients) == s.state_digest_full()
+    r = kv.KVStore.restore(snap, seed=9)
+    assert {c: r.client_state(c) for c in clients} == clients and r.snapshot() == snap
+    s.capture()
+    # the restored window answers like the original, through slides
+    for t in (0, 7, 8, 300, 699, 700, 701, 700 + W, 701, 702, 1500):
+        a, b = run(s, (3, [(t, 1, READ, b"")])), run(r, (3, [(t, 1, READ, b"")]))
+        assert a.ops(0) == b.ops(0)
+    assert s.state_digest() == r.state_digest() != digest
+    assert s.client_state(3) == (700 + W, 1 | 1 << (W - 800) | 1 << (W - 2) | 1 << (W - 1))
+    assert s.snapshot_at(k) == snap
+    s.rollback_to(k)
+    assert {c: s.client_state(c) for c in clients} == clients
+    assert s.state_digest() == digest and s.snapshot() == snap
+    # one bit far from max_t changes the digest
+    a, b = kv.KVStore(), kv.KVStore()
+    run(a, (1, [(100, 1, READ, b""), (W + 50, 1, READ, b"")]))
+    run(b, (1, [(101, 1, READ, b""), (W + 50, 1, READ, b"")]))
+    assert a.client_state(1)[0] == b.client_state(1)[0] and a.state_digest() != b.state_digest()
 
 
 def test_first_request_id_zero_and_huge_ids():
@@ -422,14 +493,17 @@ def test_undo_bytes_accounting_and_finalize_frees():
     s = kv.KVStore()
     s.load_sequential(100, 50)
     assert s.undo_bytes == 0
-    run(s, (1, [(1, 3, UPDATE, b"x" * 10)]))
-    one = s.undo_bytes
-    assert one >= 50
-    run(s, (1, [(2, 4, UPDATE, b"y" * 10)]))
-    assert s.undo_bytes >= 2 * 50
+    run(s, (1, [(1, 3, READ, b"")]))            # client 1's first request: no window kept
     s.finalize(1)
-    assert 0 < s.undo_bytes < 2 * one
+    assert s.undo_bytes == 0
+    run(s, (1, [(2, 3, UPDATE, b"x" * 10)]))
+    one = s.undo_bytes
+    assert one >= 50 + 8                   # the old value, the old word of the window
+    run(s, (1, [(3, 4, UPDATE, b"y" * 10)]))
+    assert s.undo_bytes >= 2 * (50 + 8)
     s.finalize(2)
+    assert 0 < s.undo_bytes < 2 * one
+    s.finalize(3)
     assert s.undo_bytes == 0
 
 
@@ -468,8 +542,9 @@ def test_snapshot_encoding_is_canonical():
     digest = a.state_digest()
     body = (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 1, 2, 1) + digest
             + struct.pack("<QH", 2, 4) + b"deux" + struct.pack("<QH", 5, 4) + b"five"
-            + struct.pack("<IQQ", 4, 9, 1))
+            + client_record(4, 9, 1))
     assert snap == body + hashlib.sha256(body).digest()
+    assert len(client_record(4, 9, 1)) == 12 + W // 8 and snap[:16] == b"PoE/KV-SNAP/v2\0\0"
     b = kv.KVStore.restore(snap, seed=77)
     assert (b.executed_seq, b.final_seq, b.undo_bytes) == (1, 1, 0)
     assert b.state_digest() == digest and b.snapshot() == snap
@@ -483,7 +558,8 @@ def hostile(body):
 
 
 @pytest.mark.parametrize("body, reason", [
-    (b"XoE/KV-SNAP/v1\0\0" + bytes(56), "magic"),
+    (b"XoE/KV-SNAP/v2\0\0" + bytes(56), "bad magic"),
+    (b"PoE/KV-SNAP/v1\0\0" + bytes(56), "version 1"),
     (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 2**60, 0) + bytes(32), "record count"),
     (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 2**60) + bytes(32), "client count"),
     (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 1, 0) + bytes(32)
@@ -493,11 +569,21 @@ def hostile(body):
     (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 2, 0) + bytes(32)
      + struct.pack("<QH", 3, 0) + struct.pack("<QH", 3, 0), "strictly increasing"),
     (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
-     + struct.pack("<IQQ", 1, 5, 2), "not marked executed"),
+     + client_record(1, 5, 2), "not marked executed"),
     (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
-     + struct.pack("<IQQ", 1, 5, 0b1000001), "below 0"),
+     + client_record(1, 5, 0b1000001), "below 0"),
     (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
-     + struct.pack("<IQQ", 1, 5, 1) + b"x", "client section"),
+     + client_record(1, 100, 1 | 1 << 101), "below 0"),           # in another word
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
+     + client_record(1, 100, 1 | 1 << (W - 1)), "below 0"),       # in the last word
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
+     + client_record(1, W - 2, 1 | 1 << (W - 1)), "below 0"),     # id -1
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
+     + client_record(1, 2**64 - 1, 1 << 5), "not marked executed"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
+     + client_record(1, 5, 1) + b"x", "client section"),
+    (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 1) + bytes(32)
+     + struct.pack("<IQQ", 1, 5, 1), "does not fit"),              # a version-1 entry
     (kv.SNAPSHOT_MAGIC + struct.pack("<QQQ", 0, 0, 0) + bytes(32), "state digest"),
 ])
 def test_restore_rejects_hostile_snapshots_with_a_reason(body, reason):
@@ -856,7 +942,7 @@ def test_snapshot_of_many_random_keys_is_canonical(seed):
             + reference_digest(records, {7: (1, 1)})
             + b"".join(struct.pack("<QH", k, len(records[k])) + records[k]
                        for k in sorted(records))
-            + struct.pack("<IQQ", 7, 1, 1))
+            + client_record(7, 1, 1))
     assert snap == body + hashlib.sha256(body).digest()
     s.capture()
     run(s, (7, [(2, MASK64, UPDATE, b"later")]))

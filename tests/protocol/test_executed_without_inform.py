@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 from poe._core.codec import CheckpointProof
 
-from poe._core import codec
+from poe._core import codec, kv
 from poe.crypto.base import replica
 from poe.crypto.statements import vc_request_statement
 from poe.protocol.actions import Executed, Reply, Send
@@ -162,8 +162,8 @@ def test_the_primary_does_not_order_an_executed_message_whose_answer_it_evicted(
 @pytest.mark.parametrize("mode", ["ts", "mac"])
 def test_a_message_ordered_again_after_its_id_went_stale_gets_its_original_answer(
         cluster, mode):
-    """Client 0's message 1 executed at k = 1; its message 100 at k = 2 slid the kv's
-    exactly-once window past id 1 (STALE). A faulty primary orders message 1 again at
+    """Client 0's message 1 executed at k = 1; its message 1 + W (W = kv.WINDOW) at k = 2
+    slid the kv's exactly-once window past id 1 (STALE). A faulty primary orders message 1 again at
     k = 3: the backup answers with its original INFORM (k = 1, OK) and keeps it cached.
     On b62a8c9 it sent an INFORM for k = 3 with status STALE -- "not executed" about a
     message that ran -- and overwrote its cached answer with it."""
@@ -171,7 +171,7 @@ def test_a_message_ordered_again_after_its_id_went_stale_gets_its_original_answe
     r1 = H.replica(1)
     m1 = H.message(0, [ins(1, 1, b"a")])
     [first] = H.of(H.commit(r1, 1, [m1]), Reply)
-    H.commit(r1, 2, [H.message(0, [ins(100, 2, b"b")])])
+    H.commit(r1, 2, [H.message(0, [ins(1 + kv.WINDOW, 2, b"b")])])
     out = H.commit(r1, 3, [m1])
     [e] = H.of(out, Executed)
     assert e.seq == 3 and e.results.ops(0)[0][1] == STALE

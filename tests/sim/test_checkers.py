@@ -13,7 +13,7 @@ import pytest
 from poe._core import codec
 from poe._core.codec import Batch
 from poe._core.digest import batch_digest
-from poe._core.kv import KVStore
+from poe._core.kv import WINDOW, KVStore
 from poe.protocol.actions import Executed, RolledBack, Stable
 from poe.protocol.config import ProtocolConfig
 from poe.protocol.poe.client import Completed
@@ -143,12 +143,12 @@ def test_proof_where_a_replica_holds_another_payload_with_the_same_request_ids()
 
 def _stale_again(h, same_payload: bool):
     """Client 0's write (or, under its id, another process's payload) executed at seq 1;
-    64 later ids of client 0 slide the kv's exactly-once window past it; the write is
+    a later id of client 0 slides the kv's exactly-once window (WINDOW ids) past it; the write is
     ordered (again) at seq 3, where it is STALE, and the client's proof names seq 3."""
     h.submit(0, 1, WRITE, at=0.0)
     first = WRITE if same_payload else [(1, 6, codec.OP_UPDATE, NEW)]
     h.execute(1, Batch.from_messages([message(0, first)]))
-    h.execute(2, Batch.from_messages([message(0, [(100, 7, codec.OP_UPDATE, NEW)])]))
+    h.execute(2, Batch.from_messages([message(0, [(1 + WINDOW, 7, codec.OP_UPDATE, NEW)])]))
     res = h.execute(3, Batch.from_messages([message(0, WRITE)]))
     assert res[0].ops(0) == [(1, codec.ST_STALE, b"")]
     h.complete(0, 1, 3, 0, res[0].ops(0), at=0.5)

@@ -2,6 +2,7 @@
 equivocation refusal, and the chain checks of check_store."""
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 import pytest
@@ -16,6 +17,7 @@ from poe.storage.store import (
     Store,
     StoreError,
     StoreMismatch,
+    StoreVersionError,
     decode_signatures,
     encode_signatures,
     split_results,
@@ -126,6 +128,41 @@ def test_a_configuration_mismatch_names_the_setting_and_advises_no_repair(tmp_pa
     Store(tmp_path / "old", genesis=GENESIS, replica_id=1).close()
     with pytest.raises(StoreMismatch, match="protocol.mode, protocol.protocol"):
         Store(tmp_path / "old", genesis=b"\x09" * 32, replica_id=1, genesis_config=other)
+
+
+def test_a_store_of_the_previous_format_is_refused_by_name(tmp_path):
+    """A store written before the kv's exactly-once window grew to 1024 ids (format
+    poe-store/1: version-1 state digests in its checkpoints, a version-1 snapshot) is never
+    read: the error says which format, why, and what to do; it is not called damage (no
+    quarantine advice: a quarantined store would not help either)."""
+    s = _store(tmp_path)
+    s._meta_set("format", b"poe-store/1")
+    s.commit()
+    s.close()
+    for readonly in (False, True):
+        with pytest.raises(StoreVersionError) as err:
+            Store(tmp_path / "d", genesis=GENESIS, replica_id=1, readonly=readonly)
+        text = str(err.value)
+        assert "poe-store/1" in text and "poe-store/2" in text and "version 1" in text
+        assert "empty data directories" in text and "repair:" not in text
+        assert isinstance(err.value, StoreError)
+
+
+def test_a_version_1_snapshot_is_refused_by_name(tmp_path, monkeypatch):
+    from poe._core.kv import KVStore
+
+    from poe.storage import verify
+    s = _store(tmp_path)
+    monkeypatch.setattr(verify, "checkpoint_proof_ok", lambda *a: True)   # signatures aside
+    kv = KVStore()
+    kv.execute_noop(1)
+    snap = kv.snapshot()
+    old = b"PoE/KV-SNAP/v1\0\0" + snap[16:-32]
+    s._set_checkpoint(0, CheckpointProof(1, kv.state_digest(), b"\0" * 32, ((0, b"x"),)),
+                      old + hashlib.sha256(old).digest())
+    with pytest.raises(StoreError, match="snapshot of checkpoint 1: a kv snapshot of "
+                                         "version 1"):
+        check_store(s, None, n=4, nf=3, ts=False)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 1000,

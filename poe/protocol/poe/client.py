@@ -16,8 +16,15 @@ ids are not the ones it sent, or read a clock (time is passed in); or send a mes
 answers of a client's ``ANSWER_WINDOW`` newest messages (PROTOCOL.md §2.2 client_table, a
 sliding window): while the oldest undecided message waits for its proof, its answer must
 stay among them, or no replica could ever answer its retries again (it executed: it is not
-ordered again). A message submitted beyond that waits, unsent (no timer, no deadline yet),
-until older ones are decided (swarm seed 9012).
+ordered again). Nor send a message whose last request id is ``KV_WINDOW`` or more above the
+first id of its oldest undecided message: the replicas' exactly-once window holds
+``KV_WINDOW`` ids per client (§2.2, §10 row 7; ``poe._core.kv.WINDOW``), and an id below it
+is STALE -- not executed, and not telling whether it ever was -- so every message still
+awaited must stay inside it, whatever order the replicas execute them in (retries after a
+view change, forwards). A message submitted beyond either bound waits, unsent (no timer, no
+deadline yet), until older ones are decided (swarm seed 9012). The oldest undecided message
+always goes out: a message holds at most 256 requests (``codec.MAX_OPS_PER_MESSAGE`` <=
+``KV_WINDOW``), so it always fits.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 
 from poe._core import codec
 from poe._core.codec import WireError
+from poe._core.kv import WINDOW as KV_WINDOW
 from poe.crypto.base import CryptoSuite, replica as replica_party
 from poe.crypto.statements import request_statement
 from poe.protocol.actions import CancelTimer, SetTimer, Send
@@ -36,6 +44,9 @@ TIMER_RETRY = "retry"
 # messages from the oldest undecided one to the newest sent, at most: the replicas' answers
 # per client (ReplyCache: its 64 newest messages)
 ANSWER_WINDOW = PER_CLIENT_REPLIES
+# request ids from the first of the oldest undecided message to the last sent, fewer than:
+# the kv's exactly-once window (below it an id is STALE)
+assert codec.MAX_OPS_PER_MESSAGE <= KV_WINDOW
 
 
 def retry_frame(frame: bytes, attempt: int) -> bytes:
@@ -161,13 +172,20 @@ class PoEClient:
         self.stats["submitted"] += 1
         out = self._send_held(now)
         if p.held is not None:
-            self.stats["held-for-answer-window"] += 1
+            oldest = next(iter(self.pending.values()))
+            if p.number - oldest.number < ANSWER_WINDOW \
+                    and p.ids[-1] - oldest.ids[0] >= KV_WINDOW:
+                self.stats["held-for-id-window"] += 1
+            else:
+                self.stats["held-for-answer-window"] += 1
         return handle, out
 
     def _send_held(self, now: float) -> list:
         """Send the held messages, oldest first, while each is fewer than ANSWER_WINDOW
-        messages after the oldest undecided one (PROTOCOL.md §2.2: the replicas' window of
-        answers per client must cover every message still waiting for its proof)."""
+        messages after the oldest undecided one and its last request id is less than
+        KV_WINDOW above that one's first (PROTOCOL.md §2.2: the replicas' window of answers
+        per client, and their exactly-once window of request ids, must cover every message
+        still waiting for its proof)."""
         out: list = []
         if not self.held:
             return out
@@ -178,8 +196,12 @@ class PoEClient:
                 continue
             if p.number - oldest.number >= ANSWER_WINDOW:
                 break                               # and so are the newer ones
+            if p is not oldest and p.ids[-1] - oldest.ids[0] >= KV_WINDOW:
+                break                               # ids only grow: so are the newer ones
             assert p is oldest or oldest.held is None, \
                 "§2.2: messages go out in submission order"
+            assert p.ids[-1] - oldest.ids[0] < KV_WINDOW, \
+                "§2.2: the ids a client awaits stay inside the replicas' exactly-once window"
             p.frame = codec.encode_request(p.held, self.view)
             p.held = None
             self.held -= 1

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from poe.crypto.statements import request_statement
 
-PER_CLIENT_REPLIES = 64      # = the kv's exactly-once window: older ids are STALE anyway
+# answers kept per client: its 64 newest messages (a client sends none 64 or more messages
+# after its oldest undecided one, PoEClient's ANSWER_WINDOW; nor one with an id kv.WINDOW or
+# more above that one's first id: the kv's exactly-once window, below which ids are STALE)
+PER_CLIENT_REPLIES = 64
 # entry bytes per INFORM frame: one client's entries of a batch are split over several frames
 # above it (a batch of 4,096 requests of 4 KiB results would pass the codec's 16 MiB body)
 INFORM_FRAME_BUDGET = 1 << 20

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter, deque
 
 from poe._core import codec
-from poe._core.codec import Batch, WireError, seal
+from poe._core.codec import ST_DUPLICATE, ST_OK, Batch, WireError, seal
 from poe._core.digest import batch_digest, block_hash
 from poe._core.kv import KVStore
 from poe._core.window import Window
@@ -489,23 +489,13 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
     def _executed_here(self, cid: int, t: int) -> bool:
         """Request ``t`` of client ``cid`` executed here, or is below the kv's exactly-once
         window (STALE: it can never execute): the kv's per-client table says so."""
-        state = self.kv.client_state(cid)
-        if state is None:
-            return False
-        max_t, bitmap = state
-        if t > max_t:
-            return False
-        return t + 63 < max_t or bool(bitmap >> (max_t - t) & 1)
+        return self.kv.request_status(cid, t) != ST_OK
 
     def _kv_executed(self, cid: int, t: int) -> bool:
         """Request ``t`` of client ``cid`` is marked executed in the kv's exactly-once window
-        (ordered again it is a DUPLICATE). Unlike ``_executed_here``, not an id below the
-        window (STALE): that one may never have executed."""
-        state = self.kv.client_state(cid)
-        if state is None:
-            return False
-        max_t, bitmap = state
-        return max_t - 63 <= t <= max_t and bool(bitmap >> (max_t - t) & 1)
+        (``kv.WINDOW`` ids; ordered again it is a DUPLICATE). Unlike ``_executed_here``, not
+        an id below the window (STALE): that one may never have executed."""
+        return self.kv.request_status(cid, t) == ST_DUPLICATE
 
     def _settle_executed(self) -> int:
         """The executed state moved without ``inform`` seeing its messages: a state transfer
