@@ -26,15 +26,19 @@ def _stable(H, r, k, now):
 
 def test_one_correct_replica_without_the_answer_and_one_faulty_prove_a_message_did_not_run(
         cluster):
-    """Multi-op messages (the sim's default is 10 ops, the bench's 50): the kv's
-    exactly-once window is 64 request ids, the client's ANSWER_WINDOW 64 messages. Client
-    0's message 1 (ids 1..10) executed at k = 1 (OK) while the client was still waiting
-    for it, and its next 7 messages (ids 11..80) at k = 2: ids 1..10 are STALE now.
-    Replica 2 took k = 1..2 by snapshot (no cached answer). The faulty primary 0 orders
-    message 1 again at k = 3: replica 2 executes it STALE and, lacking the original answer,
-    INFORMs 'STALE' -- FINAL once k = 3 is stable. With the faulty primary's own FINAL
-    STALE, that is f+1 matching FINAL INFORMs: the client completes message 1 as 'not
-    executed' although it executed at k = 1 (the truthful-answers checker's violation)."""
+    """Multi-op messages (the sim's default is 10 ops, the bench's 50). Client 0's message 1
+    (ids 1..10) executed at k = 1 (OK) while the client still waited for it, and its next 7
+    messages (ids 11..80) at k = 2. Replica 2 took k = 1..2 by snapshot (no cached answer).
+    The faulty primary 0 orders message 1 again at k = 3, and the client retries it.
+
+    With the kv's old 64-id exactly-once window, ids 1..10 were STALE by then: replica 2
+    executed the replay STALE, INFORMed 'STALE' (FINAL once k = 3 was stable), and with
+    the faulty primary's own FINAL STALE that made f+1 matching FINAL INFORMs: the client
+    completed message 1 as 'not executed' although it ran at k = 1 (on 0554bad: 'client 0
+    message 1 executed at k = 1 but was completed at k = 3 with statuses [4] (STALE) by f+1
+    FINAL INFORMs'). Now the window is kv.WINDOW (1024) ids and a client never has ids in
+    flight spanning it (decision 75): every id a client awaits is inside the window, the
+    replay is a DUPLICATE there, and a replica without the original answer says nothing."""
     H = cluster("ts", checkpoint_period=2, window=4, batch_size=100)
     c = H.client(0)
     handle, out = c.submit([(j, codec.OP_UPDATE, b"x") for j in range(10)], 0.0)
@@ -51,15 +55,20 @@ def test_one_correct_replica_without_the_answer_and_one_faulty_prove_a_message_d
     assert r2.replies.get((0, handle)) is None
     # the faulty primary's replay of message 1 at k = 3, and a filler at k = 4
     out = H.commit(r2, 3, [m1], 0.3)
+    assert not [a for a in out if isinstance(a, Reply)], "an answer for a replayed message"
     H.commit(r2, 4, [H.message(1, [(1, 5, codec.OP_UPDATE, b"z")])], 0.3)
     _stable(H, r2, 4, 0.4)
-    # the client retries message 1 (it still waits): replica 2 answers FINAL STALE at k = 3
+    # the client retries message 1 (it still waits): replica 2 has no answer to give
     replies = [a for a in r2.on_message(codec.encode_request(m1), 0.5) if isinstance(a, Reply)]
-    assert len(replies) == 1
-    answer = codec.decode(replies[0].data)
-    assert answer.final and answer.seq == 3
-    decided = c.on_message(replies[0].data, 0.5)
-    # the faulty primary sends the same FINAL STALE INFORM
+    assert replies == [], "replica 2 answered a message it holds no answer for"
+    decided = []
+    for reply in replies:
+        answer = codec.decode(reply.data)
+        assert all(answer.results(j) and all(s != codec.ST_STALE for _, s, _ in
+                                             answer.results(j))
+                   for j in range(len(answer))), "a STALE answer to a message that ran"
+        decided += c.on_message(reply.data, 0.5)
+    # the faulty primary's FINAL STALE INFORM alone decides nothing
     stale = [(t, codec.ST_STALE, b"") for t in range(1, 11)]
     decided += c.on_message(H.inform(0, 0, 3, stale, final=True), 0.5)
     completed = [a for a in decided if isinstance(a, Completed)]
