@@ -29,11 +29,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from poe._core import codec
+from poe._core import codec, kv
 from poe._core.digest import genesis_hash
 from poe.crypto.errors import CryptoError
 from poe.crypto.keyfile import CLUSTER_FORMAT, Cluster, load_cluster
 from poe.protocol.config import ConfigError, ProtocolConfig
+from poe.protocol.poe.clients import PER_CLIENT_REPLIES
 
 CONFIG_FORMAT = "poe-config/1"
 CONFIG_FILE = "poe.toml"
@@ -138,7 +139,9 @@ SETTINGS: tuple[Setting, ...] = (
       "T_nv base: a view change that does not finish in this long moves on (doubles each "
       "time)", 0.01, 3600.0),
     S("protocol", "reply_cache_size", int, 10_000, "messages",
-      "INFORMs kept to answer client retries exactly once (FIFO)", 1, 10_000_000),
+      "INFORMs kept to answer client retries exactly once: each client's 64 newest "
+      "messages by request id, so at least 64 x the key file's clients (checked at load; "
+      "`poe cluster` sizes it)", 1, 10_000_000),
     S("protocol", "pending_requests_max", int, 100_000, "messages",
       "client messages the primary queues at most; beyond it requests are dropped",
       1, 10_000_000),
@@ -444,8 +447,11 @@ def _cross_checks(values: dict[str, Any], problems: list[str]) -> None:
 
 
 def snapshot_bytes(record_count: int, value_size: int, clients: int) -> int:
-    """Size of a kv snapshot (poe/_core/kv.pyx, version 1) of the loaded table."""
-    return 16 + 8 + 8 + 8 + 32 + record_count * (10 + value_size) + clients * 20 + 32
+    """Size of a kv snapshot (poe/_core/kv.pyx, version 2) of the loaded table, every client
+    of the key file in it (u32 client | u64 max_t | a bitmap of kv.WINDOW bits each)."""
+    client_record = 4 + 8 + kv.WINDOW // 8
+    return 16 + 8 + 8 + 8 + 32 + record_count * (10 + value_size) + clients * client_record \
+        + 32
 
 
 def _cluster_checks(config: Config, problems: list[str]) -> None:
@@ -462,6 +468,17 @@ def _cluster_checks(config: Config, problems: list[str]) -> None:
             f"the state snapshot ({snap} bytes) would not fit one STATE-REPLY frame "
             f"({limit} bytes), so a lagging replica could never catch up; use fewer records "
             "or smaller values")
+    clients = len(config.cluster.clients)
+    answers = clients * PER_CLIENT_REPLIES
+    if config.protocol.reply_cache_size < answers:
+        # a client keeps its messages within its 64 newest (PoEClient's ANSWER_WINDOW) so
+        # that an answer it still awaits stays cached; a cache too small for every client's
+        # 64 evicts such answers, and an executed message is never ordered again (§4.13)
+        problems.append(
+            f"protocol.reply_cache_size = {config.protocol.reply_cache_size}: the cluster file "
+            f"lists {clients} clients and replicas keep each one's {PER_CLIENT_REPLIES} newest "
+            f"answers; set it to at least {clients} x {PER_CLIENT_REPLIES} = {answers}, or "
+            "retried messages may go unanswered")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,8 +97,9 @@ def _sigterm(_signum, _frame) -> None:
 def run(args: argparse.Namespace) -> int:
     from poe.bench.runner import BenchError, format_table, run_bench
     from poe.cli.bench import spec_from, write_json
-    from poe.config import CONFIG_FILE, ConfigFileError, load_config, write_config
+    from poe.config import CONFIG_FILE, SETTINGS, ConfigFileError, load_config, write_config
     from poe.crypto.dealer import deal_cluster, write_keys
+    from poe.protocol.poe.clients import PER_CLIENT_REPLIES
     from poe.runtime import procs
 
     if not 4 <= args.replicas <= 64:
@@ -116,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         values = {"protocol.protocol": args.protocol, "protocol.mode": mode,
                   "protocol.batch_size": args.batch_size,
                   "protocol.zero_payload": args.zero_payload}
+        cache = next(s.default for s in SETTINGS if s.key == "protocol.reply_cache_size")
+        if clients * PER_CLIENT_REPLIES > cache:
+            # every client's 64 newest answers (poe.config checks it against the key file)
+            values["protocol.reply_cache_size"] = clients * PER_CLIENT_REPLIES
         if args.record_count is not None:
             values["data.record_count"] = args.record_count
         if args.value_size is not None:

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from poe._core import codec, kv
 from poe.config import (
     CONFIG_FORMAT,
     SETTINGS,
@@ -12,6 +13,7 @@ from poe.config import (
     load_config,
     parse_override,
     render_config,
+    snapshot_bytes,
     write_config,
 )
 from poe.crypto.dealer import deal_cluster, write_keys
@@ -98,6 +100,7 @@ def test_every_problem_is_reported_in_one_line(tmp_path, keys):
     ("protocol.window=64", "at least 2 x protocol.checkpoint_period"),
     ("transport.heartbeat_timeout_s=0.5", "heartbeat_timeout_s must exceed"),
     ("data.record_count=1000000", "would not fit one STATE-REPLY frame"),
+    ("protocol.reply_cache_size=191", "set it to at least 3 x 64 = 192"),
     ("protocol.nonsense=1", "unknown setting"),
     ("no-equals-sign", "expected section.name=value"),
     ("protocol.zero_payload=1", "expected a boolean"),
@@ -145,3 +148,17 @@ def test_configuration_reference_is_current():
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == reference_markdown(), \
         "docs/configuration.md is stale: run `python -m poe.config > docs/configuration.md`"
+
+
+
+def test_the_snapshot_size_check_counts_every_clients_window():
+    """The check must follow the kv's snapshot layout (version 2: 140 bytes per client,
+    kv.WINDOW bits of window each), or a key file with many clients passes it while its
+    replicas' snapshots outgrow a STATE-REPLY frame (it counted 20 bytes, version 1's)."""
+    store = kv.KVStore()
+    store.load_sequential(50, 8, 1)
+    clients = 7
+    messages = [codec.pack_client_message(c, [(0, c, codec.OP_UPDATE, b"v" * 8)]) + bytes(64)
+                for c in range(clients)]
+    store.execute(1, codec.Batch.from_messages(messages))
+    assert len(store.snapshot()) == snapshot_bytes(50, 8, clients)
