@@ -329,10 +329,31 @@ def client_port_hands_over():
     return _patch(zmq_mod, "_configure", patched)
 
 
+
+def pending_not_settled():
+    """After a state transfer the primary keeps the pending keys of messages executed
+    without ``inform`` (swarm seed 9012): their retries are dropped as request-pending and
+    their clients' share slots stay taken."""
+    return _patch(replica_mod.PoEReplica, "_settle_executed", lambda self: 0)
+
+
+def client_ignores_answer_window():
+    """A client runs more than ANSWER_WINDOW messages past its oldest undecided one, so the
+    replicas evict an answer it still awaits (swarm seed 9012)."""
+    return _patch(client_mod, "ANSWER_WINDOW", 1 << 40)
+
+
+def client_ids_span_window():
+    """A client has ids in flight spanning the kv's exactly-once window: a message it awaits
+    can be executed STALE (decision 75)."""
+    return _patch(client_mod, "KV_WINDOW", 1 << 40)
+
+
 _CORRUPTION_TEST = ("tests/storage/test_corruption.py::"
                     "test_a_flipped_byte_in_the_wal_stops_the_replica_naming_the_file_and_the_repair")
 _SURVIVE = "tests/sim/test_proofs_survive.py::"
 _SUSPICION = "tests/protocol/test_suspicion.py::"
+_EXECUTED = "tests/protocol/test_executed_without_inform.py::"
 _CLASS1 = _SURVIVE + "test_a_proven_batch_survives_a_view_whose_votes_are_lost"
 _CLASS2 = _SURVIVE + "test_a_revived_old_certificate_finds_its_batch_body"
 _CLASS4A = _SURVIVE + "test_a_new_primary_restarted_from_its_store_still_knows_its_nv_propose"
@@ -380,6 +401,14 @@ MUTANT_TESTS = {
         "routes_follow_authentication",)},
     "forwarded-waits-past-share": {"poe": (
         _SUSPICION + "test_a_forwarded_message_of_a_client_over_its_share_is_not_waited_for",)},
+    "pending-not-settled": {"poe": (
+        _EXECUTED + "test_a_key_the_primary_proposed_leaves_pending_when_its_position_comes_by_"
+                    "transfer[ts]",)},
+    "client-ignores-answer-window": {"poe": (
+        _EXECUTED + "test_a_client_sends_no_message_beyond_its_answer_window",)},
+    "client-ids-span-window": {"poe": (
+        "tests/protocol/test_pipelined_client_window.py::test_a_client_keeps_the_ids_it_"
+        "awaits_inside_the_exactly_once_window",)},
 }
 
 MUTANTS = {                      # PoE (the default protocol)
@@ -409,6 +438,9 @@ MUTANTS = {                      # PoE (the default protocol)
     "timeout-never-backs-off": timeout_never_backs_off,
     "new-view-not-offered": new_view_not_offered,
     "client-port-hands-over": client_port_hands_over,
+    "pending-not-settled": pending_not_settled,
+    "client-ignores-answer-window": client_ignores_answer_window,
+    "client-ids-span-window": client_ids_span_window,
 }
 PBFT_MUTANTS = {                 # --protocol pbft
     "pbft-client-f": pbft_client_accepts_f,
