@@ -401,6 +401,9 @@ MUTANT_TESTS = {
         "routes_follow_authentication",)},
     "forwarded-waits-past-share": {"poe": (
         _SUSPICION + "test_a_forwarded_message_of_a_client_over_its_share_is_not_waited_for",)},
+    "base-from-replica": {"poe": (
+        "tests/storage/test_store.py::test_a_transfer_base_is_the_actions_own_proof_whatever_"
+        "the_turn_did_next",)},
     "pending-not-settled": {"poe": (
         _EXECUTED + "test_a_key_the_primary_proposed_leaves_pending_when_its_position_comes_by_"
                     "transfer[ts]",)},

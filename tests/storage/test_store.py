@@ -336,3 +336,29 @@ def test_vote_batches_are_checked_and_dropped_at_the_stable_checkpoint(tmp_path)
     s.db.execute("DELETE FROM vote_batches WHERE seq=6")
     s.set_stable(CheckpointProof(9, b"\0" * 32, b"\0" * 32, ()), b"")
     assert list(s.vote_batches()) == []
+
+
+def test_a_transfer_base_is_the_actions_own_proof_whatever_the_turn_did_next(tmp_path):
+    """LedgerWriter writes a state transfer's base from the Transferred action's proof, not
+    from the replica's stable checkpoint at write time: the same handler call may have
+    replayed blocks above the transfer and made a later checkpoint stable before the writer
+    sees the action, and then the base (and the chain's start) would be missing (the ledger
+    gap of swarm seed 88; mutant base-from-replica)."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from poe.protocol.actions import Transferred
+    from poe.storage.writer import LedgerWriter
+
+    s = _store(tmp_path)
+    chain = _chain(8)
+    transferred = CheckpointProof(4, b"\1" * 32, chain[3].hash, ())
+    later = CheckpointProof(8, b"\2" * 32, chain[7].hash, ())
+    # the replica has moved on to checkpoint 8 within the same handler call
+    replica = SimpleNamespace(checkpoints=SimpleNamespace(stable=later))
+    counters: Counter = Counter()
+    writer = LedgerWriter(s, replica, counters)
+    writer.write_turn([Transferred(4, transferred.state_digest, transferred.chain_digest,
+                                   transferred)])
+    assert counters["base-not-stored"] == 0
+    assert s.base() == transferred
