@@ -508,20 +508,43 @@ cdef void _client_delete_at(kv_state* s, uint64_t i) noexcept nogil:
     s.state_dirty = 1
 
 
-cdef int _undo_reserve(kv_state* s, size_t extra) noexcept nogil:
-    cdef size_t cap
-    cdef kv_undo* undo
-    if s.undo_len + extra <= s.undo_cap:
+cdef int _log_reserve(void** buf, size_t* cap, size_t need, size_t size) noexcept nogil:
+    """Room for ``need`` entries of ``size`` bytes in a log (the undo log, the window log):
+    its capacity doubles from 1024; -1 if there is no memory (the log unchanged)."""
+    cdef size_t grown
+    cdef void* p
+    if need <= cap[0]:
         return 0
-    cap = 1024 if s.undo_cap < 1024 else s.undo_cap
-    while cap < s.undo_len + extra:
-        cap *= 2
-    undo = <kv_undo*>kv_realloc(s.undo, cap * sizeof(kv_undo))
-    if undo == NULL:
+    grown = 1024 if cap[0] < 1024 else cap[0]
+    while grown < need:
+        grown *= 2
+    p = kv_realloc(buf[0], grown * size)
+    if p == NULL:
         return -1
-    s.undo = undo
-    s.undo_cap = cap
+    buf[0] = p
+    cap[0] = grown
     return 0
+
+
+cdef void _log_shrink(void** buf, size_t* cap, size_t length, size_t size) noexcept nogil:
+    """Give back the memory of an unusually large log (over 65,536 entries, under a quarter
+    used): keep twice its length, at least 1024 (unchanged if the realloc fails)."""
+    cdef size_t kept
+    cdef void* p
+    if cap[0] > 65536 and length < cap[0] // 4:
+        kept = length * 2 if length * 2 > 1024 else 1024
+        p = kv_realloc(buf[0], kept * size)
+        if p != NULL:
+            buf[0] = p
+            cap[0] = kept
+
+
+cdef inline int _undo_reserve(kv_state* s, size_t extra) noexcept nogil:
+    return _log_reserve(<void**>&s.undo, &s.undo_cap, s.undo_len + extra, sizeof(kv_undo))
+
+
+cdef inline int _wlog_reserve(kv_state* s, size_t extra) noexcept nogil:
+    return _log_reserve(<void**>&s.wlog, &s.wlog_cap, s.wlog_len + extra, sizeof(kv_wsave))
 
 
 cdef inline kv_undo* _undo_push(kv_state* s, uint32_t kind, uint64_t key) noexcept nogil:
@@ -534,22 +557,6 @@ cdef inline kv_undo* _undo_push(kv_state* s, uint32_t kind, uint64_t key) noexce
     u.len = 0
     u.max_t = 0
     return u
-
-
-cdef int _wlog_reserve(kv_state* s, size_t extra) noexcept nogil:
-    cdef size_t cap
-    cdef kv_wsave* wlog
-    if s.wlog_len + extra <= s.wlog_cap:
-        return 0
-    cap = 1024 if s.wlog_cap < 1024 else s.wlog_cap
-    while cap < s.wlog_len + extra:
-        cap *= 2
-    wlog = <kv_wsave*>kv_realloc(s.wlog, cap * sizeof(kv_wsave))
-    if wlog == NULL:
-        return -1
-    s.wlog = wlog
-    s.wlog_cap = cap
-    return 0
 
 
 cdef int _undo_to(kv_state* s, size_t start) noexcept nogil:
@@ -1353,9 +1360,7 @@ cdef class KVStore:
     def finalize(self, uint64_t k):
         """Speculation is final up to k (stable checkpoint): free undo entries <= k.
         A k at or below final_seq is a no-op; above executed_seq is an error."""
-        cdef size_t end, u, drop, cap, wdrop = 0
-        cdef kv_undo* undo
-        cdef kv_wsave* wlog
+        cdef size_t end, u, drop, wdrop = 0
         if k > self.executed_seq:
             raise ValueError(f"cannot finalize {k}: only {self.executed_seq} executed")
         if k <= self.final_seq:
@@ -1383,18 +1388,10 @@ cdef class KVStore:
         for j in [j for j in self.captures if j < k]:
             del self.captures[j]            # its undo entries are freed
         # give back the memory of an unusually large speculative suffix
-        if self.st.undo_cap > 65536 and self.st.undo_len < self.st.undo_cap // 4:
-            cap = self.st.undo_len * 2 if self.st.undo_len * 2 > 1024 else 1024
-            undo = <kv_undo*>kv_realloc(self.st.undo, cap * sizeof(kv_undo))
-            if undo != NULL:
-                self.st.undo = undo
-                self.st.undo_cap = cap
-        if self.st.wlog_cap > 65536 and self.st.wlog_len < self.st.wlog_cap // 4:
-            cap = self.st.wlog_len * 2 if self.st.wlog_len * 2 > 1024 else 1024
-            wlog = <kv_wsave*>kv_realloc(self.st.wlog, cap * sizeof(kv_wsave))
-            if wlog != NULL:
-                self.st.wlog = wlog
-                self.st.wlog_cap = cap
+        _log_shrink(<void**>&self.st.undo, &self.st.undo_cap, self.st.undo_len,
+                    sizeof(kv_undo))
+        _log_shrink(<void**>&self.st.wlog, &self.st.wlog_cap, self.st.wlog_len,
+                    sizeof(kv_wsave))
 
     def state_digest(self):
         """SHA-256 state digest, version 2 (module doc); rehashes only dirty buckets."""
