@@ -111,6 +111,16 @@ def _digest(msg: bytes) -> bytes:
     return batch_digest(codec.Batch.from_messages([msg]))
 
 
+def _stabilize(node: Node, k: int, out) -> None:
+    """Checkpoint k becomes stable: the node's own CHECKPOINT (in ``out``, the actions of the
+    turn that executed k) and the same votes of replicas 0 and 2."""
+    own = [codec.decode(a.data) for a in out if isinstance(a, Send)
+           and codec.peek(a.data)[0] == codec.CHECKPOINT]
+    state, chain = own[0].state_digest, own[0].chain_digest
+    node.turn(node.checkpoint(0, k, state, chain), node.checkpoint(2, k, state, chain))
+    assert node.replica.checkpoints.stable.seq == k
+
+
 def _backup_executes(node: Node, last: int) -> dict[int, bytes]:
     """Backup 1 (MAC) accepts and view-commits 1..last in view 0 (PROPOSE from 0, SUPPORT
     from 2, its own; PBFT: and the COMMITs of 0 and 2); checkpoint 4 becomes stable with
@@ -126,11 +136,7 @@ def _backup_executes(node: Node, last: int) -> dict[int, bytes]:
         out = node.turn(*frames)
         assert node.replica.k_exec == k, node.replica.drops
         if k == PERIOD:
-            own = [codec.decode(a.data) for a in out if isinstance(a, Send)
-                   and codec.peek(a.data)[0] == codec.CHECKPOINT]
-            state, chain = own[0].state_digest, own[0].chain_digest
-            node.turn(node.checkpoint(0, k, state, chain), node.checkpoint(2, k, state, chain))
-            assert node.replica.checkpoints.stable.seq == PERIOD
+            _stabilize(node, k, out)
     return digests
 
 
@@ -518,11 +524,7 @@ def test_a_restart_keeps_the_original_answer_of_a_message_ordered_again_after_it
         out = node.turn(node.propose(k, m), node.support(2, k, _digest(m)))
         assert node.replica.k_exec == k, node.replica.drops
         if k == PERIOD:
-            own = [codec.decode(a.data) for a in out if isinstance(a, Send)
-                   and codec.peek(a.data)[0] == codec.CHECKPOINT]
-            state, chain = own[0].state_digest, own[0].chain_digest
-            node.turn(node.checkpoint(0, k, state, chain), node.checkpoint(2, k, state, chain))
-            assert node.replica.checkpoints.stable.seq == PERIOD
+            _stabilize(node, k, out)
     assert node.replica.replies.get((0, 1))[1] == 1          # live: the original answer
     retry = codec.encode_request(m1)
     before = [codec.decode(a.data) for a in node.turn(retry) if isinstance(a, Reply)]
