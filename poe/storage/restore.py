@@ -47,7 +47,6 @@ from __future__ import annotations
 from poe._core import codec
 from poe._core.codec import Batch
 from poe._core.kv import KVStore
-from poe.crypto.statements import checkpoint_statement
 from poe.protocol.poe.clients import ReplyCache
 from poe.protocol.poe.view_change import NOOP_DIGEST
 from poe.storage.store import Store, StoreError, split_results
@@ -76,14 +75,8 @@ def restore(replica, store: Store, report: Report, now: float) -> tuple[list, in
         replica.snapshots = {stable.seq: report.snapshot}
         replica.max_seen = max(replica.max_seen, stable.seq)
         replica.next_k = max(replica.next_k, stable.seq + 1)
-        # our CHECKPOINT vote for it (we hold exactly that state: the snapshot hashes to the
-        # signed state digest), to answer a peer that still lacks it, as before the crash
-        statement = checkpoint_statement(stable.seq, stable.state_digest, stable.chain_digest)
-        frame = codec.encode_checkpoint(replica.id, stable.seq, stable.state_digest,
-                                        stable.chain_digest, replica.crypto.signer.sign(statement),
-                                        codec.AUTH_MAC)
-        replica.own_checkpoint = frame
-        replica.own_checkpoints = {stable.seq: frame}
+        # our CHECKPOINT vote for it, to answer a peer that still lacks it, as before the crash
+        replica.keep_checkpoint_vote(stable)
         # the blocks of the last window up to it, as executed ones are kept: a peer less
         # than a window behind catches up by replaying them, not from a snapshot
         for b in store.blocks(above=max(stable.seq - replica.config.window, 0)):

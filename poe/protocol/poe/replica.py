@@ -1210,10 +1210,7 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         if self.abstaining():
             return
         state = self.kv.state_digest()
-        signature = self.crypto.signer.sign(checkpoint_statement(k, state, self.head))
-        # signed (a transferable proof) and MAC-sealed per receiver (§4.12)
-        frame = codec.encode_checkpoint(self.id, k, state, self.head, signature,
-                                        codec.AUTH_MAC)
+        frame, signature = self._signed_checkpoint(k, state, self.head)
         self.own_checkpoint = frame
         self.own_checkpoints[k] = frame
         for old in [j for j in self.own_checkpoints if j < self.checkpoints.stable.seq]:
@@ -1221,6 +1218,24 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         out.append(Persist(("checkpoint", k, state, self.head)))
         self._send_others(frame, out)
         self._count_checkpoint(k, state, self.head, self.id, signature, out)
+
+    def _signed_checkpoint(self, k: int, state: bytes, chain: bytes) -> tuple[bytes, bytes]:
+        """(frame, signature) of our CHECKPOINT(k, d_state, d_chain): signed (a transferable
+        proof) and MAC-sealed per receiver (§4.12)."""
+        signature = self.crypto.signer.sign(checkpoint_statement(k, state, chain))
+        return codec.encode_checkpoint(self.id, k, state, chain, signature,
+                                       codec.AUTH_MAC), signature
+
+    def keep_checkpoint_vote(self, proof: codec.CheckpointProof) -> None:
+        """Our CHECKPOINT vote for a stable checkpoint whose state we adopted without
+        executing up to it (a snapshot transfer, a restart from the store): we hold exactly
+        that state (the snapshot hashes to the nf-signed digest), so the vote is true. A
+        peer that executed it and lacks the nf-th vote gets it when it re-sends its own
+        (``_offer_checkpoint``); else its answers to clients stay non-final until a later
+        checkpoint (swarm seed 9012 with an idle client)."""
+        frame, _ = self._signed_checkpoint(proof.seq, proof.state_digest, proof.chain_digest)
+        self.own_checkpoint = frame
+        self.own_checkpoints = {proof.seq: frame}
 
     def on_checkpoint(self, m: codec.Checkpoint, now: float) -> list[Action]:
         k = m.seq

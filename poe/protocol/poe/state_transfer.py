@@ -26,7 +26,6 @@ from poe._core import codec
 from poe._core.codec import CheckpointProof
 from poe._core.digest import batch_digest, block_hash
 from poe._core.kv import KVStore
-from poe.crypto.statements import checkpoint_statement
 from poe.protocol.actions import RolledBack, Send, Stable, Transferred
 from poe.protocol.poe.view_change import NOOP_DIGEST as NOOP   # a no-op carries no batch
 
@@ -276,17 +275,9 @@ class StateTransferMixin:
         self.evidence.collect(proof.seq)
         self.snapshots = {proof.seq: store.snapshot()}
         if not self.abstaining():
-            # our CHECKPOINT vote for it (we hold exactly that state: the snapshot hashes to
-            # the nf-signed digest), as a restarted replica keeps one: a peer that executed
-            # it and lacks the nf-th vote (a faulty signer sent its vote to us only) gets it
-            # when it re-sends its own (``_offer_checkpoint``); else its answers to clients
-            # stay non-final until a later checkpoint (swarm seed 9012 with an idle client)
-            frame = codec.encode_checkpoint(
-                self.id, proof.seq, proof.state_digest, proof.chain_digest,
-                self.crypto.signer.sign(checkpoint_statement(
-                    proof.seq, proof.state_digest, proof.chain_digest)), codec.AUTH_MAC)
-            self.own_checkpoint = frame
-            self.own_checkpoints = {proof.seq: frame}
+            # as a restarted replica keeps one (a faulty signer may have sent its vote to
+            # us only: a peer that executed k may lack the nf-th)
+            self.keep_checkpoint_vote(proof)
         self.transfer = None
         self.behind = None
         self.diverged = False                    # the agreed prefix is ours now
