@@ -214,3 +214,31 @@ def test_a_client_sends_no_message_beyond_its_answer_window(ts):
         out += c.on_message(H.inform(r, 0, 2, [(2, OK, b"")]), 1.5)
     [send] = [a for a in out if isinstance(a, Send)]
     assert codec.decode(send.data).batch.first_request_id(0) == nxt and c.held == 0
+
+
+def test_queued_messages_the_state_says_executed_leave_the_queue_and_pending(cluster):
+    """``_settle_executed`` on a primary whose kv executed some of the messages it still
+    queues (open, and in closed batches waiting for the window): those leave the queue and
+    the pending set (counted), the others stay in order, with their keys pending and the
+    open batch's size recomputed; a closed batch left empty goes."""
+    H = cluster("mac")
+    r0 = H.replica(0)
+    assert r0.is_primary
+    m = {t: H.message(1, [ins(t, t, b"a"), ins(t + 1, t + 1, b"b")]) for t in (1, 3, 5, 7, 9)}
+    r0.open_messages = [m[1], m[5]]
+    r0.open_ops = 4
+    r0.ready.extend([codec.Batch.from_messages([m[3]]),
+                     codec.Batch.from_messages([m[7], m[9]])])
+    for t in (1, 3, 5, 7, 9):
+        r0.pending.add((1, t))
+    # the state moved without inform: messages 3 and 7 executed (e.g. by a state transfer)
+    r0.kv.execute(1, codec.Batch.from_messages([m[3], m[7]]))
+    assert r0._settle_executed() == 2
+    assert r0.open_messages == [m[1], m[5]] and r0.open_ops == 4
+    assert [[b.message(i) for i in range(len(b))] for b in r0.ready] == [[m[9]]]
+    assert sorted(r0.pending) == [(1, 1), (1, 5), (1, 9)]
+    assert r0.stats["queued-executed-dropped"] == 2
+    r0.kv.execute(2, codec.Batch.from_messages([m[5]]))
+    assert r0._settle_executed() == 1
+    assert r0.open_messages == [m[1]] and r0.open_ops == 2
+    assert sorted(r0.pending) == [(1, 1), (1, 9)]

@@ -517,29 +517,26 @@ class PoEReplica(ViewChangeMixin, StateTransferMixin):
         once per state transfer."""
         executed = self._kv_executed
         keep: set = set()
+
+        def unexecuted(b: Batch) -> Batch | None:
+            """b without the messages our kv says executed (counted); None if none is left.
+            Their keys are kept pending."""
+            kept = [i for i in range(len(b)) if not executed(b.client(i), b.first_request_id(i))]
+            keep.update((b.client(i), b.first_request_id(i)) for i in kept)
+            if len(kept) == len(b):
+                return b
+            self.stats["queued-executed-dropped"] += len(b) - len(kept)
+            return Batch.from_messages([b.message(i) for i in kept]) if kept else None
+
         if self.open_messages:
-            queued = Batch.from_messages(self.open_messages)
-            kept = [i for i in range(len(queued))
-                    if not executed(queued.client(i), queued.first_request_id(i))]
-            if len(kept) < len(queued):
-                self.stats["queued-executed-dropped"] += len(queued) - len(kept)
-                self.open_messages = [queued.message(i) for i in kept]
-                self.open_ops = Batch.from_messages(self.open_messages).nops \
-                    if kept else 0
-            keep.update((queued.client(i), queued.first_request_id(i)) for i in kept)
+            queued = unexecuted(Batch.from_messages(self.open_messages))
+            if queued is None:
+                self.open_messages, self.open_ops = [], 0
+            elif len(queued) < len(self.open_messages):
+                self.open_messages = [queued.message(i) for i in range(len(queued))]
+                self.open_ops = queued.nops
         if self.ready:
-            ready: deque[Batch] = deque()
-            for b in self.ready:
-                kept = [i for i in range(len(b))
-                        if not executed(b.client(i), b.first_request_id(i))]
-                if len(kept) < len(b):
-                    self.stats["queued-executed-dropped"] += len(b) - len(kept)
-                    if not kept:
-                        continue
-                    b = Batch.from_messages([b.message(i) for i in kept])
-                ready.append(b)
-                keep.update((b.client(i), b.first_request_id(i)) for i in range(len(b)))
-            self.ready = ready
+            self.ready = deque(b for b in map(unexecuted, self.ready) if b is not None)
         if self.is_primary:
             window = self.window
             for k in range(self.k_exec + 1, self.next_k):
