@@ -172,13 +172,21 @@ class PoEClient:
         self.stats["submitted"] += 1
         out = self._send_held(now)
         if p.held is not None:
+            # held by its own bound, or behind an older held one (messages go out in order)
             oldest = next(iter(self.pending.values()))
-            if p.number - oldest.number < ANSWER_WINDOW \
-                    and p.ids[-1] - oldest.ids[0] >= KV_WINDOW:
-                self.stats["held-for-id-window"] += 1
-            else:
-                self.stats["held-for-answer-window"] += 1
+            self.stats[self._held_by(p, oldest) or "held-for-answer-window"] += 1
         return handle, out
+
+    @staticmethod
+    def _held_by(p: _Pending, oldest: _Pending) -> str | None:
+        """The bound that keeps ``p`` from going out while ``oldest`` is the oldest undecided
+        message (its stat's name), or None: ANSWER_WINDOW messages, or KV_WINDOW request ids
+        (the oldest itself always goes out)."""
+        if p.number - oldest.number >= ANSWER_WINDOW:
+            return "held-for-answer-window"
+        if p is not oldest and p.ids[-1] - oldest.ids[0] >= KV_WINDOW:
+            return "held-for-id-window"
+        return None
 
     def _send_held(self, now: float) -> list:
         """Send the held messages, oldest first, while each is fewer than ANSWER_WINDOW
@@ -194,10 +202,8 @@ class PoEClient:
         for handle, p in pending.items():
             if p.held is None:
                 continue
-            if p.number - oldest.number >= ANSWER_WINDOW:
-                break                               # and so are the newer ones
-            if p is not oldest and p.ids[-1] - oldest.ids[0] >= KV_WINDOW:
-                break                               # ids only grow: so are the newer ones
+            if self._held_by(p, oldest):
+                break                   # numbers and ids only grow: so are the newer ones
             assert p is oldest or oldest.held is None, \
                 "§2.2: messages go out in submission order"
             assert p.ids[-1] - oldest.ids[0] < KV_WINDOW, \

@@ -119,15 +119,14 @@ class ReplyCache:
             entries[t] = value                  # re-written: keeps its place
         else:
             self._count += 1
-            if entries and t < next(reversed(entries)):
+            out_of_order = bool(entries) and t < next(reversed(entries))
+            entries[t] = value
+            if out_of_order:
                 # executed out of id order (rare): put in its place, so that the first
                 # entry stays the client's oldest message (at most 64 entries)
-                entries[t] = value
                 ordered = sorted(entries.items())
                 entries.clear()
                 entries.update(ordered)
-            else:
-                entries[t] = value
         if len(entries) > PER_CLIENT_REPLIES:
             del entries[next(iter(entries))]
             self._count -= 1
