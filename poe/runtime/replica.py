@@ -6,11 +6,11 @@ SIGINT: poll the sockets, drain up to ``transport.drain_messages`` messages per 
 hand every frame to the replica's ``on_message`` (``PoEReplica``, or ``PBFTReplica`` with
 ``protocol = "pbft"``; ``poe.protocol.registry``), carry out the actions in order (frames for
 one peer are queued and leave coalesced at the end of the turn, and during a long turn every
-``transport.flush_interval_s``: what a turn made early never waits for its later crypto --
+``transport.flush_interval_s``: what a turn made early never waits for its later crypto;
 with one turn's frames held until its end, a primary's PROPOSE waited for the threshold
-combines of the same turn and TS ran at 1.45 of 2 cores, latency-bound), fire due timers, and log
-a status line every ``replica.status_interval_s``. A connection that delivers a frame no
-correct party sends (the protocol's ``drops.unauthenticated`` moves while handling it) is
+combines of the same turn and TS ran at 1.45 of 2 cores, latency-bound), fire due timers,
+and log a status line every ``replica.status_interval_s``. A connection that delivers a
+frame no correct party sends (the protocol's ``drops.unauthenticated`` moves while handling it) is
 quarantined: the rest of that message and everything it sends later are dropped unread
 (poe/transport/zmq.py; issue 14: a keyless flood costs a replica one frame per connection,
 not a decode and a MAC check per frame). On a signal it logs its counters and
@@ -23,8 +23,9 @@ re-executes the blocks of its view above it that were view-committed there (cert
 mode; nf SUPPORTs in MAC mode), with its own votes (poe/storage/restore.py). While it
 runs, Persist, Executed, RolledBack, Stable and Transferred are written into the store's
 open transaction, which is committed BEFORE any frame made since the last commit leaves
-(at the end of a turn and at each flush within it; the sync policy decides whether that commit is fsynced). A SUPPORT (or PBFT COMMIT)
-that would contradict a vote already durable for the same view and sequence is not sent.
+(at the end of a turn and at each flush within it; the sync policy decides whether that
+commit is fsynced). A SUPPORT (or PBFT COMMIT) that would contradict a vote already
+durable for the same view and sequence is not sent.
 Without ``replica.data_dir`` nothing is persisted (Persist actions are counted).
 
 Start-up problems an operator can fix are one ValueError / OSError line, never a hang or a
@@ -403,7 +404,7 @@ class ReplicaRuntime:
         """How often a long turn sends what it has made: ``transport.flush_interval_s``,
         except with ``sync_policy = "batch"``, where every flush is an fsync (durable before
         sent): there a turn's frames leave at its end only (one fsync per turn, group
-        commit; measured: flushing within turns cost 7-15 % more CPU per request)."""
+        commit; measured: flushing within turns cost 13-17 % more CPU per request)."""
         if config.replica.data_dir and config.replica.sync_policy == "batch":
             return float("inf")
         return config.transport.flush_interval_s
