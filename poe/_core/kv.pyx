@@ -239,6 +239,15 @@ cdef inline void _win_mark(kv_state* s, kv_undo* u, kv_client* c, kv_bits* b, ui
     b.w[p >> 6] |= (<uint64_t>1) << (p & 63)
 
 
+cdef inline void _win_restore(const kv_state* s, kv_bits* b, size_t first, size_t count) \
+        noexcept nogil:
+    """Put back into window b the ``count`` words saved in the window log from ``first``
+    (one message's _win_save entries): b as it was before that message."""
+    cdef size_t x
+    for x in range(first, first + count):
+        b.w[s.wlog[x].word & (KV_WINDOW_WORDS - 1)] = s.wlog[x].bits
+
+
 cdef inline void _win_rotate(const uint64_t* src, uint64_t* dst, uint64_t r) noexcept nogil:
     """dst = src rotated right by r bits as one KV_WINDOW-bit integer (word 0 least
     significant): bit i of dst is bit (i + r) mod KV_WINDOW of src."""
@@ -562,9 +571,7 @@ cdef inline kv_undo* _undo_push(kv_state* s, uint32_t kind, uint64_t key) noexce
 cdef int _undo_to(kv_state* s, size_t start) noexcept nogil:
     """Apply undo entries [start, undo_len) in reverse order; -1 if the log is inconsistent."""
     cdef kv_undo* u
-    cdef kv_bits* b
     cdef int64_t i
-    cdef size_t j
     cdef int rc = 0
     while s.undo_len > start:
         s.undo_len -= 1
@@ -593,10 +600,8 @@ cdef int _undo_to(kv_state* s, size_t start) noexcept nogil:
             if i < 0 or u.len > s.wlog_len:
                 rc = -1
             else:
-                b = &s.bits[s.clients[i].bits]
-                for j in range(s.wlog_len - u.len, s.wlog_len):
-                    b.w[s.wlog[j].word & (KV_WINDOW_WORDS - 1)] = s.wlog[j].bits
                 s.wlog_len -= u.len
+                _win_restore(s, &s.bits[s.clients[i].bits], s.wlog_len, u.len)
                 s.clients[i].max_t = u.max_t
                 s.clients_dirty = 1
                 s.state_dirty = 1
@@ -955,7 +960,7 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
     cdef unsigned char* gone = NULL
     cdef const kv_undo* u
     cdef int64_t j
-    cdef size_t e, x, wpos
+    cdef size_t e, wpos
     cdef size_t size = SNAP_HEADER + 32, pos
     cdef bytes out
     cdef unsigned char* p
@@ -1005,8 +1010,7 @@ cdef bytes _encode_snapshot(kv_state* s, size_t start, uint64_t seq,
                 gone[j] = 1                            # first request after seq
                 continue
             wpos -= u.len
-            for x in range(wpos, wpos + u.len):
-                crecs[j].b.w[s.wlog[x].word & (KV_WINDOW_WORDS - 1)] = s.wlog[x].bits
+            _win_restore(s, &crecs[j].b, wpos, u.len)
             crecs[j].max_t = u.max_t
         for i in range(s.client_mask + 1):
             if s.clients[i].used and not gone[i]:
