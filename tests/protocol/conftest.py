@@ -164,6 +164,20 @@ class Harness:
         other = 2 if r.id != 2 else 3
         return out + r.on_message(self.support(other, r.id, k, self.digest(messages)), now)
 
+    def transfer_snapshot(self, r: PoEReplica, ahead: PoEReplica, k: int,
+                          now: float = 0.0) -> list:
+        """``ahead`` executed up to checkpoint k: r gets nf CHECKPOINT votes for it (from
+        replicas other than r), asks for the state and adopts ``ahead``'s snapshot of k."""
+        state, chain = ahead.kv.state_digest(), ahead.head
+        out = []
+        for s in [s for s in range(self.n) if s != r.id][:self.config.nf]:
+            out += r.on_message(self.checkpoint(s, k, state, chain, to=r.id), now)
+        assert r.transfer is not None and r.transfer.seq == k
+        frame = codec.encode_state_reply(ahead.id, 0, k, snapshot=ahead.snapshot_bytes(k))
+        out += r.on_message(self.mac(ahead.id, r.id, frame), now)
+        assert r.k_exec == k and r.stats["state-transfers"] == 1, r.drops
+        return out
+
     # ---------------------------------------------------------------- action filters
 
     @staticmethod

@@ -29,21 +29,6 @@ def ins(t, key, value):
     return (t, key, codec.OP_INSERT, value)
 
 
-def _transfer_snapshot(H, r, ahead, k, now):
-    """``ahead`` executed up to checkpoint k: r gets nf CHECKPOINT votes for it (from
-    replicas other than r), asks for the state and adopts ``ahead``'s snapshot of k."""
-    state, chain = ahead.kv.state_digest(), ahead.head
-    out = []
-    for s in [s for s in range(H.n) if s != r.id][:H.config.nf]:
-        out += r.on_message(H.checkpoint(s, k, state, chain, to=r.id), now)
-    assert r.transfer is not None and r.transfer.seq == k
-    snapshot = ahead.snapshot_bytes(k)
-    frame = codec.encode_state_reply(ahead.id, 0, k, snapshot=snapshot)
-    out += r.on_message(H.mac(ahead.id, r.id, frame), now)
-    assert r.k_exec == k and r.stats["state-transfers"] == 1, r.drops
-    return out
-
-
 @pytest.mark.parametrize("mode", ["ts", "mac"])
 def test_a_key_the_primary_proposed_leaves_pending_when_its_position_comes_by_transfer(
         cluster, mode):
@@ -59,7 +44,7 @@ def test_a_key_the_primary_proposed_leaves_pending_when_its_position_comes_by_tr
     assert H.sends(out, codec.PROPOSE) and (0, 1) in r0.pending and r0.pending.of(0) == 1
     H.commit(ahead, 1, [m1], 0.1)
     H.commit(ahead, 2, [H.message(1, [ins(1, 2, b"b")])], 0.1)
-    _transfer_snapshot(H, r0, ahead, 2, 0.2)
+    H.transfer_snapshot(r0, ahead, 2, 0.2)
     # the retry: executed (our kv says so), no answer here: not ordered again; and client
     # 0's next message has its share slot back
     assert r0.on_message(codec.encode_request(m1), 0.3) == []
@@ -103,7 +88,7 @@ def test_a_forwarded_message_executed_by_state_transfer_is_not_waited_for(cluste
     assert H.sends(out, codec.REQUEST) and (0, 1) in r1.forwarded
     H.commit(ahead, 1, [m1], 0.1)
     H.commit(ahead, 2, [H.message(1, [ins(1, 2, b"b")])], 0.1)
-    _transfer_snapshot(H, r1, ahead, 2, 0.2)
+    H.transfer_snapshot(r1, ahead, 2, 0.2)
     r1.on_timeout(TIMER_PROGRESS, 0, 10 * H.config.view_change_timeout_s)
     assert r1.status == "normal" and r1.stats["suspect-timeout"] == 0
     assert not r1.forwarded

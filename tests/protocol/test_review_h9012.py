@@ -6,16 +6,6 @@ from poe.protocol.actions import Reply
 from poe.protocol.poe.client import Completed
 
 
-def _transfer_snapshot(H, r, ahead, k, now):
-    state, chain = ahead.kv.state_digest(), ahead.head
-    for s in [s for s in range(H.n) if s != r.id][:H.config.nf]:
-        r.on_message(H.checkpoint(s, k, state, chain, to=r.id), now)
-    assert r.transfer is not None and r.transfer.seq == k
-    frame = codec.encode_state_reply(ahead.id, 0, k, snapshot=ahead.snapshot_bytes(k))
-    r.on_message(H.mac(ahead.id, r.id, frame), now)
-    assert r.k_exec == k and r.stats["state-transfers"] == 1, r.drops
-
-
 def _stable(H, r, k, now):
     """Checkpoint k (executed by r) becomes stable at r with the votes of two others."""
     state, chain = r.kv.state_digest(), r.head
@@ -51,7 +41,7 @@ def test_one_correct_replica_without_the_answer_and_one_faulty_prove_a_message_d
     H.commit(ahead, 1, [m1], 0.1)
     H.commit(ahead, 2, later, 0.1)
     assert ahead.kv.client_state(0)[0] == 80
-    _transfer_snapshot(H, r2, ahead, 2, 0.2)
+    H.transfer_snapshot(r2, ahead, 2, 0.2)
     assert r2.replies.get((0, handle)) is None
     # the faulty primary's replay of message 1 at k = 3, and a filler at k = 4
     out = H.commit(r2, 3, [m1], 0.3)
